@@ -1,0 +1,277 @@
+"""The `melset` command: extract, info, show, export (and train, evaluate, predict with melset[train])."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections import Counter
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from melset.catalog import MetadataError
+from melset.config import DTYPES, Recipe
+from melset.store import Store, StoreError
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _Rate(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} clips/s" if speed else "- clips/s", style="cyan")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]melset: error:[/] {message}")
+    sys.exit(code)
+
+
+@click.group()
+@click.version_option(package_name="melset")
+def main() -> None:
+    """melset: audio collections (FMA and friends) -> training-ready log-mel datasets."""
+
+
+@main.command()
+@click.option("--tracks", "tracks_csv", type=click.Path(), help="FMA's fma_metadata/tracks.csv.")
+@click.option("--audio", "audio_dir", type=click.Path(), required=True, help="Audio folder (FMA: the fma_small/ folder of NNN/NNNNNN.mp3).")
+@click.option("--out", "out_dir", type=click.Path(), required=True, help="Store folder to create or resume.")
+@click.option("--subset", type=click.Choice(["small", "medium", "large"]), default="small", show_default=True, help="FMA subset; they nest, so medium = small + medium.")
+@click.option("--workers", type=int, default=None, help="Worker processes (default: all cores).")
+@click.option("--limit", type=int, default=None, help="Only the first N selected tracks (by track_id).")
+@click.option("--dtype", type=click.Choice(DTYPES), default="float16", show_default=True, help="Stored precision.")
+@click.option("--on-short", type=click.Choice(["skip", "pad"]), default="skip", show_default=True, help="Clips shorter than the kept frames: skip them (too_short) or pad with silence.")
+@click.option("--decoder", type=click.Choice(["auto", "soundfile", "av"]), default="auto", show_default=True, help="auto: libsndfile as librosa.load, FFmpeg (PyAV) for what it cannot read.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="local processes, or a Ray cluster (melset[ray]).")
+@click.option("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance).")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds one file may take before it is marked failed.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store made with other parameters.")
+@click.option("--retry-failed", is_flag=True, help="Also redo rows that failed in an earlier run.")
+@click.option("--quiet", is_flag=True, help="No progress bar; a one-line summary.")
+def extract(tracks_csv, audio_dir, out_dir, subset, workers, limit, dtype, on_short, decoder, engine, ray_address, timeout, overwrite, retry_failed, quiet):
+    """Compute the notebook's log-mel spectrograms for a collection into a store."""
+    from melset import fma
+    from melset.extract import extract as run_extract
+
+    recipe = Recipe(dtype=dtype, on_short=on_short, decoder=decoder)
+    try:
+        if not tracks_csv:
+            _fail("--tracks is required (FMA's fma_metadata/tracks.csv)")
+        catalog = fma.catalog(tracks_csv, audio_dir, subset).limit(limit)
+    except MetadataError as exc:
+        _fail(str(exc))
+    if len(catalog) == 0:
+        _fail(f"no tracks selected from {tracks_csv} (subset {subset})")
+    progress = None if quiet else Progress(
+        TextColumn("[bold]extract"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _Rate(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+    task = None
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            task = progress.add_task("extract", total=total, completed=done)
+            # rate and ETA from this run's work only, not from rows resumed as done
+            progress.reset(task, total=total, completed=done)
+        else:
+            progress.update(task, completed=done)
+
+    try:
+        if progress:
+            progress.start()
+        summary = run_extract(
+            catalog,
+            recipe,
+            out_dir,
+            engine=engine,
+            workers=workers,
+            timeout=timeout,
+            overwrite=overwrite,
+            retry_failed=retry_failed,
+            ray_address=ray_address,
+            on_progress=on_progress if progress else None,
+        )
+    except StoreError as exc:
+        if progress:
+            progress.stop()
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        if progress:
+            progress.stop()
+        err.print(f"[yellow]interrupted[/]: finished rows are saved; run the same command again to resume {out_dir}")
+        sys.exit(130)
+    finally:
+        if progress:
+            progress.stop()
+    _print_summary(summary, quiet)
+    sys.exit(summary.exit_code)
+
+
+def _print_summary(summary, quiet: bool) -> None:
+    from melset.extract import reasons
+
+    c = summary.counts
+    line = (
+        f"{summary.out}: {c['ok']} ok, {c['too_short']} too short, {c['failed']} failed, {c['missing']} missing"
+        f" of {sum(c.values())} tracks ({summary.processed} processed in {summary.elapsed_s:.1f} s, {summary.rate:.1f} clips/s"
+        f"{f'; {summary.already_done} already done' if summary.already_done else ''})"
+    )
+    if quiet:
+        out.print(line)
+        return
+    out.print(f"[bold]{line}[/]")
+    for reason, n in reasons(summary).most_common():
+        out.print(f"  failed ({n}): {reason}")
+    if c["missing"]:
+        ids = [str(t) for t, s, _ in summary.failures if s == "missing"]
+        out.print(f"  missing ({len(ids)}): listed in the metadata but not on disk: {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}")
+    if c["too_short"]:
+        out.print(f"  too short ({c['too_short']}): under the kept frames; --on-short pad keeps them padded with silence")
+    if summary.unlisted:
+        out.print(f"  unlisted ({len(summary.unlisted)}): on disk but not in the metadata: {', '.join(summary.unlisted[:5])}{' ...' if len(summary.unlisted) > 5 else ''}")
+    if summary.no_genre:
+        out.print(f"  no genre ({summary.no_genre}): tracks without genre_top get an all-zero label row")
+    if summary.state != "complete":
+        out.print(f"  [yellow]incomplete[/]: {c['pending']} rows pending; run the same command again to resume")
+    if summary.counts["ok"] == 0:
+        out.print("  [red]no track succeeded[/]")
+
+
+def _open(path: str) -> Store:
+    try:
+        return Store(path)
+    except StoreError as exc:
+        _fail(str(exc))
+
+
+def store_report(store: Store) -> dict:
+    """Everything `melset info` shows, as plain data."""
+    t = store.tracks
+    status = Counter(t["status"])
+    by_genre: dict[str, dict[str, int]] = {}
+    for genre, st in zip(t["genre_top"].fillna("(none)"), t["status"]):
+        by_genre.setdefault(genre, Counter())[st] += 1
+    problems = [
+        {"track_id": tid, "status": st, "reason": reason}
+        for tid, st, reason in zip(t["track_id"].tolist(), t["status"], t["error"])
+        if st != "ok"
+    ]
+    m = store.manifest
+    return {
+        "store": store.root,
+        "state": m.get("state"),
+        "rows": len(t),
+        "shape": m.get("shape"),
+        "dtype": m.get("dtype"),
+        "classes": store.classes,
+        "counts": {s: int(status.get(s, 0)) for s in ("ok", "too_short", "failed", "missing", "pending")},
+        "by_genre": {g: dict(c) for g, c in sorted(by_genre.items())},
+        "problems": problems,
+        "unlisted_files": m.get("unlisted_files", []),
+        "unlisted_count": m.get("unlisted_count", 0),
+        "no_genre": m.get("no_genre", 0),
+        "recipe": store.recipe,
+        "source": m.get("source", {}),
+        "versions": m.get("versions", {}),
+        "runs": m.get("runs", []),
+    }
+
+
+@main.command()
+@click.argument("store_dir", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--verify", is_flag=True, help="Also check every stored row against its journal checksum.")
+def info(store_dir, as_json, verify):
+    """Summarise a store: counts per status and genre, each failure's reason, the parameters."""
+    store = _open(store_dir)
+    report = store_report(store)
+    if verify:
+        report["corrupt_rows"] = store.verify()
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    out.print(f"[bold]{report['store']}[/]  state: {report['state']}  rows: {report['rows']}  shape: {report['shape']}  dtype: {report['dtype']}")
+    statuses = ("ok", "too_short", "failed", "missing", "pending")
+    table = Table(title="tracks per genre and status")
+    table.add_column("genre")
+    for s in statuses:
+        table.add_column(s, justify="right")
+    for genre, counts in report["by_genre"].items():
+        table.add_row(genre, *[str(counts.get(s, 0) or "") for s in statuses])
+    table.add_row("[bold]all", *[f"[bold]{report['counts'][s]}" for s in statuses])
+    out.print(table)
+    if report["problems"]:
+        t = Table(title="tracks not stored, and why")
+        t.add_column("track_id")
+        t.add_column("status")
+        t.add_column("reason")
+        for p in report["problems"]:
+            t.add_row(str(p["track_id"]), p["status"], p["reason"])
+        out.print(t)
+    if report["unlisted_count"]:
+        out.print(f"unlisted: {report['unlisted_count']} audio file(s) on disk that no row lists: {', '.join(report['unlisted_files'][:20])}")
+    if report["no_genre"]:
+        out.print(f"no genre: {report['no_genre']} track(s) without genre_top (all-zero label rows)")
+    out.print("classes: " + ", ".join(report["classes"]))
+    out.print("recipe: " + ", ".join(f"{k}={v}" for k, v in report["recipe"].items()))
+    src = report["source"]
+    out.print("source: " + ", ".join(f"{k}={v}" for k, v in src.items()))
+    if verify:
+        bad = report["corrupt_rows"]
+        out.print(f"verify: {'all rows match their checksums' if not bad else f'{len(bad)} corrupt row(s): {bad[:20]}'}")
+
+
+@main.command()
+@click.argument("store_dir", type=click.Path())
+@click.option("--track", "track_id", required=True, help="Track id (FMA: the number, e.g. 2 or 000002).")
+@click.option("--png", "png", type=click.Path(), required=True, help="Where to write the picture.")
+def show(store_dir, track_id, png):
+    """Draw one stored spectrogram with time (s) and frequency (Hz) axes."""
+    from melset.plots import spectrogram_png
+
+    store = _open(store_dir)
+    try:
+        row = store.row_of(track_id)
+    except KeyError as exc:
+        _fail(str(exc.args[0]))
+    rec = store.tracks.iloc[row]
+    if rec["status"] != "ok":
+        _fail(f"track {track_id} has no spectrogram: {rec['status']} ({rec['error']})")
+    r = store.recipe
+    genre = rec["genre_top"] if isinstance(rec["genre_top"], str) else "no genre"
+    spectrogram_png(store.mels[row], png, r["sample_rate"], r["hop_length"], r["fmin"], r["fmax"], title=f"track {rec['track_id']} ({genre})")
+    out.print(f"wrote {png}")
+
+
+@main.command()
+@click.argument("store_dir", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["seed-pickles"]), required=True, help="seed-pickles: the reference notebook's own pickles.")
+@click.option("--to", "to", type=click.Path(), required=True, help="Output folder.")
+def export(store_dir, fmt, to):
+    """Write a store in another format (the notebook's pickles: pickles/, y.pickle, classlabels.pickle)."""
+    from melset.export import seed_pickles
+
+    store = _open(store_dir)
+    if store.manifest.get("state") != "complete":
+        err.print("[yellow]warning[/]: the store is incomplete; exporting the rows finished so far")
+    n = seed_pickles(store, to)
+    out.print(f"wrote {n['pickles']} spectrogram pickles, {n['labels']} labels and {n['classes']} classes to {to}")
+
+
+if __name__ == "__main__":
+    main()

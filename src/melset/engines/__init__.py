@@ -1,0 +1,81 @@
+"""Engines run the recipe over many tracks: locally in processes, or on a Ray cluster.
+
+An engine takes (row, path) tasks and yields (row, TrackResult) as they finish, in any
+order; the extract driver writes them into the store. What a worker process needs
+before its first track is here, shared by both engines.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import signal
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+from melset.config import Recipe
+from melset.recipe import TrackResult, process
+
+Task = tuple[int, str]  # (row in the store, audio path)
+
+
+class Engine(Protocol):
+    def __call__(self, tasks: Iterable[Task], recipe: Recipe) -> Iterator[tuple[int, TrackResult]]: ...
+
+
+def default_workers() -> int:
+    """All cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def prepare_worker() -> None:
+    """Once per worker process: keep big buffers in the heap, silence the decoder, leave Ctrl-C to the driver."""
+    _keep_large_buffers()
+    # libmpg123 prints notes ("Illegal Audio-MPEG-Header ...") straight to fd 2; every
+    # failure already gets a reason in words, so the noise goes.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _keep_large_buffers() -> None:
+    # glibc hands out and returns every allocation over 128 KiB with mmap/munmap, so each
+    # track's ~8 MB arrays are page-faulted in afresh: measured ~40% of the feature time.
+    # Raising the mmap and trim thresholds lets freed buffers be reused.
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
+    libc.mallopt(m_trim_threshold, 256 * 1024 * 1024)
+
+
+def run_task(path: str, recipe: Recipe) -> TrackResult:
+    """One track in a worker; an unexpected exception becomes a failed row, not a dead run."""
+    try:
+        return process(path, recipe)
+    except Exception as exc:  # a bug or a library failure we did not foresee
+        return TrackResult.failed(f"internal error while processing: {type(exc).__name__}: {exc}")
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """Words for how a worker process ended."""
+    if exitcode is None:
+        return "the worker process vanished"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"the worker process was killed by {name}"
+    return f"the worker process exited with code {exitcode}"
+
+
+def timed_out(seconds: float) -> TrackResult:
+    return TrackResult.failed(f"timed out: no result after {seconds:g} s (the decoder hung or the file is huge)", math.nan)

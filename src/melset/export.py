@@ -1,0 +1,47 @@
+"""Exports of a store to other formats, so existing code keeps working.
+
+seed-pickles: exactly the files the reference notebook writes, so notebooks that read
+`pickles/NNNNNN.pickle`, `y.pickle` and `classlabels.pickle` run unchanged. melset writes
+these pickles but never reads any.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+
+from melset.store import Store
+
+FORMATS = ("seed-pickles",)
+
+
+def seed_pickles(store: Store, to: str | os.PathLike) -> dict[str, int]:
+    """Write P/pickles/NNNNNN.pickle (ok rows, float64), P/y.pickle and P/classlabels.pickle."""
+    to = os.fspath(to)
+    os.makedirs(os.path.join(to, "pickles"), exist_ok=True)
+    ids = store.tracks["track_id"].tolist()
+    n = 0
+    for row in store.ok_rows():
+        x = np.asarray(store.mels[row], dtype=np.float64)
+        # ndarray.dump, as the notebook calls it: pickle protocol 2 of the array
+        x.dump(os.path.join(to, "pickles", f"{_name(ids[row])}.pickle"))
+        n += 1
+    classes = np.array(store.classes)
+    y = {}
+    for row, genre in enumerate(store.tracks["genre_top"].tolist()):
+        if isinstance(genre, str):
+            y[_name(ids[row])] = np.asarray(store.labels[row], dtype=np.int64)
+    with open(os.path.join(to, "y.pickle"), "wb") as f:
+        pickle.dump(y, f, protocol=pickle.HIGHEST_PROTOCOL)
+    with open(os.path.join(to, "classlabels.pickle"), "wb") as f:
+        pickle.dump(classes, f)
+    return {"pickles": n, "labels": len(y), "classes": len(classes)}
+
+
+def _name(track_id) -> str:
+    """The notebook's file stem: the zero-padded 6-digit id (other layouts: a safe form of the id)."""
+    if isinstance(track_id, (int, np.integer)):
+        return f"{int(track_id):06d}"
+    return str(track_id).replace("/", "__")

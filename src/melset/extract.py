@@ -1,0 +1,211 @@
+"""The extract job: a catalog and a recipe in, a finished (or resumable) store out.
+
+Plans which rows still need work, feeds them to an engine, writes each result into the
+store as it arrives and commits in small batches, then writes the table and manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import platform
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+from melset.catalog import Catalog
+from melset.config import Recipe
+from melset.recipe import TrackResult
+from melset.store import StoreWriter
+
+COMMIT_EVERY_S = 0.5
+COMMIT_EVERY_ROWS = 256
+MAX_LISTED_UNLISTED = 1000
+
+
+@dataclass
+class Summary:
+    out: str
+    counts: dict[str, int]
+    failures: list[tuple[Any, str, str]]  # (track_id, status, reason) for every row not ok
+    unlisted: list[str]
+    no_genre: int
+    processed: int  # rows computed by this run
+    already_done: int  # rows found finished in the store
+    elapsed_s: float
+    state: str
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.counts.get("ok", 0) > 0 else 1
+
+
+def one_hot(genres, classes: list[str]) -> np.ndarray:
+    """(rows, classes) uint8, LabelBinarizer's encoding; all zeros for a row without genre."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = np.zeros((len(genres), len(classes)), dtype=np.uint8)
+    for row, g in enumerate(genres):
+        if isinstance(g, str) and g in index:
+            out[row, index[g]] = 1
+    return out
+
+
+def tracks_digest(catalog: Catalog) -> str:
+    """A fingerprint of the selected rows, so a store is never resumed with another selection."""
+    h = hashlib.sha256()
+    for rec in catalog.table.itertuples(index=False):
+        h.update(repr(tuple(rec)).encode())
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("melset", "numpy", "scipy", "soundfile", "soxr", "pandas", "pyarrow", "pebble", "av", "ray", "librosa"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        import soundfile
+
+        out["libsndfile"] = soundfile.__libsndfile_version__
+    except (ImportError, AttributeError):
+        pass
+    out["librosa_used"] = "no: melset's own numpy port, checked against librosa by the tests"
+    return out
+
+
+def _now_iso() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def extract(
+    catalog: Catalog,
+    recipe: Recipe,
+    out: str | os.PathLike,
+    *,
+    engine: str = "local",
+    workers: int | None = None,
+    timeout: float = 120.0,
+    overwrite: bool = False,
+    retry_failed: bool = False,
+    ray_address: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Summary:
+    """Run the recipe over the catalog into the store at `out`; resumes a store made the same way.
+
+    on_progress(done, total) is called as rows finish (for a progress bar).
+    """
+    started = time.perf_counter()
+    started_at = _now_iso()
+    table = catalog.table
+    classes = catalog.classes()
+    identity = {"recipe": recipe.to_dict(), "rows": len(table), "tracks_sha256": tracks_digest(catalog)}
+    extra = {
+        "source": catalog.source,
+        "unlisted_files": catalog.unlisted[:MAX_LISTED_UNLISTED],
+        "unlisted_count": len(catalog.unlisted),
+        "no_genre": int(sum(not isinstance(g, str) for g in table["genre_top"])),
+    }
+    labels = one_hot(table["genre_top"], classes)
+    with StoreWriter.open(out, identity, table, labels, classes, recipe.shape, recipe.dtype, overwrite=overwrite, extra=extra) as store:
+        tasks, already = _plan(store, table, retry_failed)
+        processed, total = 0, len(table)
+        skipped = total - len(tasks)  # finished earlier, or recorded missing just now
+        if on_progress:
+            on_progress(skipped, total)
+        complete = False
+        last_commit = time.monotonic()
+        try:
+            for row, result in _run_engine(engine, tasks, recipe, workers, timeout, ray_address):
+                store.write(row, result.status, result.error, result.duration_s, result.mel)
+                processed += 1
+                if time.monotonic() - last_commit > COMMIT_EVERY_S or store.uncommitted >= COMMIT_EVERY_ROWS:
+                    store.commit()
+                    last_commit = time.monotonic()
+                if on_progress:
+                    on_progress(skipped + processed, total)
+            complete = True
+        finally:
+            run = {
+                "started": started_at,
+                "finished": _now_iso(),
+                "engine": engine,
+                "workers": workers,
+                "processed": processed,
+                "seconds": round(time.perf_counter() - started, 3),
+                "completed": complete,
+            }
+            runs = [*store.manifest.get("runs", []), run]
+            manifest = store.finalize(complete, {"versions": versions(), "runs": runs, "started": started_at, "finished": run["finished"]})
+        failures = _failures(store, table)
+    return Summary(
+        out=os.path.abspath(os.fspath(out)),
+        counts={k: v for k, v in manifest["counts"].items()},
+        failures=failures,
+        unlisted=catalog.unlisted,
+        no_genre=extra["no_genre"],
+        processed=processed,
+        already_done=already,
+        elapsed_s=time.perf_counter() - started,
+        state=manifest["state"],
+        classes=classes,
+    )
+
+
+def _plan(store: StoreWriter, table, retry_failed: bool) -> tuple[list[tuple[int, str]], int]:
+    """Rows that still need work, and how many rows earlier runs finished.
+
+    A row recorded missing is looked at again (the file may have arrived since); with
+    retry_failed, failed rows are too. Files absent now are recorded missing at once.
+    """
+    tasks, already = [], 0
+    for row, path in enumerate(table["path"].tolist()):
+        rec = store.done(row)
+        redo = rec is None or rec.status == "missing" or (retry_failed and rec.status == "failed")
+        if not redo:
+            already += 1
+        elif not os.path.lexists(path):
+            if rec is None:
+                store.write(row, "missing", f"file not found: {path}", math.nan, None)
+            else:
+                already += 1
+        else:
+            tasks.append((row, path))
+    store.commit()
+    return tasks, already
+
+
+def _run_engine(engine: str, tasks, recipe, workers, timeout, ray_address) -> Iterator[tuple[int, TrackResult]]:
+    if engine == "local":
+        from melset.engines import local
+
+        return local.run(tasks, recipe, workers=workers, timeout=timeout)
+    if engine == "ray":
+        from melset.engines import ray as ray_engine
+
+        return ray_engine.run(tasks, recipe, address=ray_address, workers=workers, timeout=timeout)
+    raise ValueError(f"unknown engine {engine!r} (local or ray)")
+
+
+def _failures(store: StoreWriter, table) -> list[tuple[Any, str, str]]:
+    ids = table["track_id"].tolist()
+    return [(ids[row], r.status, r.error) for row, r in sorted(store.records.items()) if r.status != "ok"]
+
+
+def reasons(summary: Summary) -> Counter:
+    """How many rows failed for each reason, most common first."""
+    return Counter(reason for _, status, reason in summary.failures if status == "failed")

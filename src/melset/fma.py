@@ -1,0 +1,217 @@
+"""FMA metadata: tracks.csv (two-row header), genres.csv, subsets, splits and audio paths.
+
+Reads tracks.csv the way FMA's own `utils.load` does: list columns through
+`ast.literal_eval` (never `eval`), dates as datetimes, `('set', 'subset')` an ordered
+category small < medium < large (so "medium" selects small + medium, as the FMA subsets
+nest), `('set', 'split')` kept. Only the columns asked for are parsed, which keeps the
+100k-row real file quick to load for extraction.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import os
+from collections.abc import Sequence
+
+import pandas as pd
+
+from melset.catalog import Catalog, MetadataError, scan_audio
+
+SUBSETS = ("small", "medium", "large")
+SPLITS = ("training", "validation", "test")
+SUBSET_DTYPE = pd.CategoricalDtype(categories=SUBSETS, ordered=True)
+
+LIST_COLUMNS = [("track", "tags"), ("album", "tags"), ("artist", "tags"), ("track", "genres"), ("track", "genres_all")]
+DATE_COLUMNS = [
+    ("track", "date_created"),
+    ("track", "date_recorded"),
+    ("album", "date_created"),
+    ("album", "date_released"),
+    ("artist", "date_created"),
+    ("artist", "active_year_begin"),
+    ("artist", "active_year_end"),
+]
+CATEGORY_COLUMNS = [("track", "genre_top"), ("track", "license"), ("album", "type"), ("album", "information"), ("artist", "bio")]
+REQUIRED = [("track", "genre_top"), ("set", "subset")]
+CATALOG_COLUMNS = [("track", "genre_top"), ("set", "subset"), ("set", "split")]
+
+
+def _read_header(path: str) -> tuple[list[tuple[str, str]], int]:
+    """The (level 0, level 1) name of every column after the index, and how many lines the header takes."""
+    name = os.path.basename(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = []
+            for row in csv.reader(f):
+                rows.append(row)
+                if len(rows) == 3:
+                    break
+    except FileNotFoundError:
+        raise MetadataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise MetadataError(f"{path}: is a directory, not FMA's tracks.csv") from None
+    except UnicodeDecodeError:
+        raise MetadataError(f"{path}: not a CSV file (not UTF-8 text)") from None
+    except csv.Error as exc:
+        raise MetadataError(f"{path}: not a CSV file ({exc})") from None
+    if len(rows) < 2 or len(rows[0]) < 2:
+        raise MetadataError(f"{path}: not a CSV file with FMA's two-row header (found {len(rows)} line(s) of {len(rows[0]) if rows else 0} column(s))")
+    top, sub = rows[0], rows[1]
+    if len(top) != len(sub):
+        raise MetadataError(f"{path}: the two header rows have {len(top)} and {len(sub)} columns; FMA's {name} has a two-row header of equal length")
+    columns = list(zip(top[1:], sub[1:]))
+    if not any(level0 in ("track", "set", "album", "artist") for level0, _ in columns):
+        raise MetadataError(
+            f"{path}: wrong header: expected FMA's two-row header ('track' over 'genre_top', 'set' over 'subset'), "
+            f"found {', '.join(top[:4])} ..."
+        )
+    n_header = 2
+    if len(rows) == 3 and rows[2] and rows[2][0] == "track_id" and not any(rows[2][1:]):
+        n_header = 3
+    return columns, n_header
+
+
+def load_tracks(path: str | os.PathLike, columns: Sequence[tuple[str, str]] | None = None) -> pd.DataFrame:
+    """FMA's tracks.csv as a DataFrame indexed by track_id with (level 0, level 1) columns.
+
+    columns: the columns to parse (all when None). Required columns are always checked.
+    Raises MetadataError with one sentence naming the file and the problem.
+    """
+    path = os.fspath(path)
+    header, n_header = _read_header(path)
+    for col in REQUIRED:
+        if col not in header:
+            raise MetadataError(f"{path}: missing required column {col[0]}.{col[1]} (FMA's tracks.csv has it)")
+    wanted = header if columns is None else [c for c in columns if c in header]
+    positions = [header.index(c) + 1 for c in wanted]
+    try:
+        df = pd.read_csv(
+            path,
+            header=None,
+            names=range(len(header) + 1),
+            skiprows=n_header,
+            usecols=[0, *positions],
+            encoding="utf-8-sig",
+            low_memory=False,
+        )
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise MetadataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    df = df[[0, *positions]]
+    df.columns = pd.MultiIndex.from_tuples([("", "track_id"), *wanted])
+    ids = pd.to_numeric(df[("", "track_id")], errors="coerce")
+    bad = df.loc[ids.isna() | (ids % 1 != 0), ("", "track_id")]
+    if len(bad):
+        raise MetadataError(f"{path}: track_id must be an integer, found {str(bad.iloc[0])!r} on data row {bad.index[0] + 1}")
+    df.index = pd.Index(ids.astype("int64"), name="track_id")
+    df = df.drop(columns=[("", "track_id")])
+    df.columns = pd.MultiIndex.from_tuples(wanted)
+    dupes = df.index[df.index.duplicated()].unique()
+    if len(dupes):
+        raise MetadataError(f"{path}: duplicate track_id {', '.join(map(str, dupes[:5]))}; each track must appear once")
+    _convert(df, path)
+    return df
+
+
+def _convert(df: pd.DataFrame, path: str) -> None:
+    for col in LIST_COLUMNS:
+        if col in df.columns:
+            df[col] = [_literal_list(v, path, col, tid) for tid, v in zip(df.index, df[col])]
+    for col in DATE_COLUMNS:
+        if col in df.columns:
+            df[col] = pd.to_datetime(df[col], errors="coerce", format="ISO8601")
+    if ("set", "subset") in df.columns:
+        raw = df[("set", "subset")]
+        unknown = set(raw.dropna().unique()) - set(SUBSETS)
+        if unknown:
+            raise MetadataError(f"{path}: set.subset has values {sorted(unknown)}; FMA's are small, medium, large")
+        df[("set", "subset")] = raw.astype(SUBSET_DTYPE)
+    for col in CATEGORY_COLUMNS:
+        if col in df.columns:
+            df[col] = df[col].astype("category")
+
+
+def _literal_list(value, path, col, tid) -> list:
+    if not isinstance(value, str):
+        return []
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        raise MetadataError(f"{path}: {col[0]}.{col[1]} of track {tid} is not a list literal: {value[:40]!r}") from None
+    if not isinstance(parsed, list):
+        raise MetadataError(f"{path}: {col[0]}.{col[1]} of track {tid} is not a list: {value[:40]!r}")
+    return parsed
+
+
+def load_genres(path: str | os.PathLike) -> pd.DataFrame:
+    """FMA's genres.csv indexed by genre_id (columns #tracks, parent, title, top_level)."""
+    path = os.fspath(path)
+    try:
+        df = pd.read_csv(path, index_col=0, encoding="utf-8-sig")
+    except (FileNotFoundError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise MetadataError(f"{path}: cannot read genres ({str(exc).splitlines()[0]})") from None
+    if "title" not in df.columns:
+        raise MetadataError(f"{path}: missing column title; FMA's genres.csv has genre_id,#tracks,parent,title,top_level")
+    return df
+
+
+def select(tracks: pd.DataFrame, subset: str = "small") -> pd.DataFrame:
+    """Tracks of an FMA subset; the subsets nest, so "medium" is small + medium."""
+    if subset not in SUBSETS:
+        raise ValueError(f"subset must be one of {SUBSETS}, not {subset!r}")
+    return tracks[tracks[("set", "subset")] <= subset]
+
+
+def audio_path(audio_dir: str | os.PathLike, track_id: int) -> str:
+    """FMA's layout: AUDIO/NNN/NNNNNN.mp3 from the zero-padded id."""
+    tid = f"{int(track_id):06d}"
+    return os.path.join(os.fspath(audio_dir), tid[:3], tid + ".mp3")
+
+
+def catalog(tracks_csv: str | os.PathLike, audio_dir: str | os.PathLike, subset: str = "small") -> Catalog:
+    """The selected tracks of an FMA subset as a catalog, with unlisted files on disk noted."""
+    tracks_csv, audio_dir = os.path.abspath(tracks_csv), os.path.abspath(audio_dir)
+    tracks = load_tracks(tracks_csv, CATALOG_COLUMNS)
+    if not os.path.isdir(audio_dir):
+        raise MetadataError(f"{audio_dir}: the audio folder does not exist")
+    chosen = select(tracks, subset)
+    split = chosen[("set", "split")] if ("set", "split") in chosen.columns else pd.Series(None, index=chosen.index)
+    table = pd.DataFrame(
+        {
+            "track_id": chosen.index.astype("int64"),
+            "path": [audio_path(audio_dir, t) for t in chosen.index],
+            "genre_top": [g if isinstance(g, str) and g else None for g in chosen[("track", "genre_top")]],
+            "subset": [str(s) for s in chosen[("set", "subset")]],
+            "split": [s if isinstance(s, str) and s else None for s in split],
+        }
+    )
+    listed = {os.path.relpath(audio_path(audio_dir, t), audio_dir).replace(os.sep, "/") for t in tracks.index}
+    unlisted = [p for p in scan_audio(audio_dir) if p not in listed]
+    genres_csv = os.path.join(os.path.dirname(tracks_csv), "genres.csv")
+    source = {
+        "layout": "fma",
+        "tracks": tracks_csv,
+        "audio": audio_dir,
+        "subset": subset,
+        "genres": genres_csv if os.path.exists(genres_csv) else None,
+        "tracks_in_csv": int(len(tracks)),
+    }
+    if os.path.exists(genres_csv):
+        source["n_genres"] = int(len(load_genres(genres_csv)))
+    return Catalog(table, source, unlisted)
+
+
+def write_tracks_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write tracks in FMA's tracks.csv format (two-row header, then the track_id line).
+
+    table: indexed by track_id, columns (level 0, level 1) such as ("track", "genre_top");
+    list values are written as Python literals, as FMA does. Handy for building FMA-shaped
+    collections of your own (tests and benchmarks do).
+    """
+    out = table.copy()
+    for col in out.columns:
+        if out[col].map(lambda v: isinstance(v, list)).any():
+            out[col] = out[col].map(repr)
+    out.index.name = "track_id"
+    out.columns = pd.MultiIndex.from_tuples(list(out.columns))
+    out.to_csv(path)

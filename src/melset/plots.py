@@ -1,0 +1,100 @@
+"""Pictures: a stored spectrogram with time and frequency axes, confusion matrices, training curves."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from melset.features import hz_to_mel  # noqa: E402
+
+
+def spectrogram_png(
+    mel: np.ndarray,
+    out: str | os.PathLike,
+    sample_rate: int,
+    hop_length: int,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+    title: str = "",
+    start_s: float = 0.0,
+) -> str:
+    """Save a (n_mels, frames) matrix like librosa's specshow(x_axis='time', y_axis='mel')."""
+    fmax = fmax or sample_rate / 2
+    n_mels, n_frames = mel.shape
+    fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
+    end_s = start_s + n_frames * hop_length / sample_rate
+    img = ax.imshow(
+        np.asarray(mel, dtype=np.float32),
+        origin="lower",
+        aspect="auto",
+        interpolation="nearest",
+        extent=(start_s, end_s, 0, n_mels),
+        cmap="magma",
+    )
+    lo, hi = float(hz_to_mel(fmin)), float(hz_to_mel(fmax))
+    ticks = [f for f in (0, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768) if fmin <= f <= fmax]
+    ax.set_yticks([(float(hz_to_mel(f)) - lo) / (hi - lo) * n_mels for f in ticks])
+    ax.set_yticklabels([f"{f / 1000:g}k" if f >= 1000 else str(f) for f in ticks])
+    ax.set_xlabel("Time (s)")
+    ax.set_ylabel("Frequency (Hz, mel scale)")
+    if title:
+        ax.set_title(title)
+    fig.colorbar(img, ax=ax, label="scaled log-mel")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def confusion_png(matrix: np.ndarray, classes: Sequence[str], out: str | os.PathLike, title: str = "") -> str:
+    """Counts with row-normalised colour (recall per true class)."""
+    matrix = np.asarray(matrix)
+    n = len(classes)
+    size = max(4.0, 0.6 * n + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size), dpi=100)
+    totals = matrix.sum(axis=1, keepdims=True)
+    norm = np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=float), where=totals > 0)
+    img = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("Predicted genre")
+    ax.set_ylabel("True genre")
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.colorbar(img, ax=ax, label="fraction of true class")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def curves_png(epochs: list[dict], out: str | os.PathLike, title: str = "") -> str:
+    """Loss and accuracy per epoch, training and validation."""
+    x = [e["epoch"] for e in epochs]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    for key, label in (("train_loss", "training"), ("val_loss", "validation")):
+        a1.plot(x, [e.get(key) for e in epochs], marker="o", label=label)
+    for key, label in (("train_accuracy", "training"), ("val_accuracy", "validation")):
+        a2.plot(x, [e.get(key) for e in epochs], marker="o", label=label)
+    a1.set(xlabel="epoch", ylabel="cross-entropy loss")
+    a2.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02))
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+        a.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def _save(fig, out) -> str:
+    out = os.fspath(out)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -1,0 +1,431 @@
+"""The on-disk dataset: memory-mappable arrays plus a table that says what happened to each track.
+
+    D/manifest.json   how the store was made (recipe, inputs, versions, counts, times)
+    D/tracks.parquet  one row per track: track_id, path, genre_top, subset, split, status, error, duration_s
+    D/mels.npy        (rows, n_mels, n_frames) float16|float32; row i <-> row i of tracks.parquet
+    D/labels.npy      (rows, n_classes) uint8 one-hot; all zeros for a track without genre
+    D/classes.json    the class names, sorted (scikit-learn LabelBinarizer's order)
+    D/journal.jsonl   append-only record of finished rows (what makes a killed run resumable)
+
+Crash safety: a row's matrix is written in place, the file is synced, and only then is the
+row's record appended to the journal (also synced). On resume, rows without a complete
+journal record are simply done again, so no half-written row is ever counted as done.
+The store knows nothing of audio: callers hand it matrices and an identity to check.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import json
+import math
+import os
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+FORMAT = "melset-store/1"
+STATUSES = ("ok", "too_short", "failed", "missing")
+PENDING = "pending"
+MANIFEST, TRACKS, MELS, LABELS, CLASSES, JOURNAL, LOCK = (
+    "manifest.json",
+    "tracks.parquet",
+    "mels.npy",
+    "labels.npy",
+    "classes.json",
+    "journal.jsonl",
+    ".lock",
+)
+STORE_FILES = (MANIFEST, TRACKS, MELS, LABELS, CLASSES, JOURNAL, LOCK)
+
+
+class StoreError(Exception):
+    """A store that cannot be used as asked; str() says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """What happened to one row."""
+
+    row: int
+    status: str
+    error: str
+    duration_s: float
+    crc32: int  # of the row's bytes in mels.npy
+
+    def to_json(self) -> str:
+        d = {"row": self.row, "status": self.status, "error": self.error, "duration_s": _json_float(self.duration_s), "crc32": self.crc32}
+        return json.dumps(d, ensure_ascii=False, separators=(",", ":"))
+
+
+def _json_float(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else float(x)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _write_json(path: str, obj: Any) -> None:
+    _write_atomic(path, (json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n").encode())
+
+
+def npy_data_offset(path: str) -> int:
+    """Byte offset of the data in a .npy file (after magic and header)."""
+    return int(np.load(path, mmap_mode="r").offset)
+
+
+def table_schema(id_type: pa.DataType) -> pa.Schema:
+    return pa.schema(
+        [
+            ("track_id", id_type),
+            ("path", pa.string()),
+            ("genre_top", pa.string()),
+            ("subset", pa.string()),
+            ("split", pa.string()),
+            ("status", pa.string()),
+            ("error", pa.string()),
+            ("duration_s", pa.float64()),
+        ]
+    )
+
+
+class StoreWriter:
+    """Creates a store (or reopens one to resume it), writes rows, commits them, finalizes it."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self._lock_fd: int | None = None
+        self._mels_fd: int | None = None
+        self._journal_fd: int | None = None
+        self._pending: list[Record] = []
+        self.records: dict[int, Record] = {}
+        self.manifest: dict[str, Any] = {}
+        self.base: pd.DataFrame | None = None
+
+    # -- opening ------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        root: str | os.PathLike,
+        identity: dict[str, Any],
+        tracks: pd.DataFrame,
+        labels: np.ndarray,
+        classes: list[str],
+        shape: tuple[int, int],
+        dtype: str,
+        overwrite: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> StoreWriter:
+        """Create the store at `root`, or resume it when its identity matches.
+
+        identity: everything that decides the store's bytes (recipe, selected tracks); a store
+        made with another identity is refused unless overwrite=True.
+        tracks: track_id, path, genre_top, subset, split, one row per row of the arrays.
+        """
+        root = os.path.abspath(os.fspath(root))
+        os.makedirs(root, exist_ok=True)
+        self = cls(root)
+        self._acquire_lock()
+        try:
+            manifest_path = os.path.join(root, MANIFEST)
+            if os.path.exists(manifest_path) and not overwrite:
+                self._resume(identity, len(tracks))
+            else:
+                self._create(identity, tracks, labels, classes, shape, dtype, overwrite, extra or {})
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _acquire_lock(self) -> None:
+        path = os.path.join(self.root, LOCK)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise StoreError(f"{self.root} is in use by another melset run (pid {holder}); wait for it to finish") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def _create(self, identity, tracks, labels, classes, shape, dtype, overwrite, extra) -> None:
+        others = sorted(set(os.listdir(self.root)) - set(STORE_FILES) - {n for n in os.listdir(self.root) if ".tmp" in n})
+        has_manifest = os.path.exists(os.path.join(self.root, MANIFEST))
+        if others and not has_manifest:
+            raise StoreError(f"{self.root} exists and is not a melset store (it holds {', '.join(others[:3])}); choose an empty --out")
+        if has_manifest and not overwrite:
+            raise StoreError(f"{self.root} already holds a store")
+        for name in STORE_FILES:
+            if name != LOCK and os.path.exists(os.path.join(self.root, name)):
+                os.remove(os.path.join(self.root, name))
+        n = len(tracks)
+        mels_path = os.path.join(self.root, MELS)
+        # A sparse file: rows not yet written read as zeros.
+        mm = np.lib.format.open_memmap(mels_path, mode="w+", dtype=np.dtype(dtype), shape=(n, *shape))
+        del mm
+        np.save(os.path.join(self.root, LABELS), labels.astype(np.uint8))
+        _write_json(os.path.join(self.root, CLASSES), list(classes))
+        self.base = tracks.reset_index(drop=True)
+        self.manifest = {
+            "format": FORMAT,
+            "state": "running",
+            "identity": identity,
+            "rows": n,
+            "shape": [n, *shape],
+            "dtype": dtype,
+            "classes": list(classes),
+            "created": _now(),
+            **extra,
+        }
+        self._write_table()
+        open(os.path.join(self.root, JOURNAL), "wb").close()
+        # The manifest comes last: a store without one is not a store yet and is recreated.
+        _write_json(os.path.join(self.root, MANIFEST), self.manifest)
+        self._open_files()
+
+    def _resume(self, identity, n_rows) -> None:
+        self.manifest = read_manifest(self.root)
+        if self.manifest.get("identity") != identity:
+            diff = _first_difference(self.manifest.get("identity", {}), identity)
+            raise StoreError(
+                f"{self.root} holds a store made with other parameters ({diff}); "
+                "use --overwrite to replace it, or choose another --out"
+            )
+        for name in (MELS, LABELS, CLASSES, TRACKS, JOURNAL):
+            if not os.path.exists(os.path.join(self.root, name)):
+                raise StoreError(f"{self.root} is damaged: {name} is missing; use --overwrite to rebuild it")
+        expected = tuple(self.manifest["shape"])
+        mm = np.load(os.path.join(self.root, MELS), mmap_mode="r")
+        if mm.shape != expected or n_rows != expected[0]:
+            raise StoreError(f"{self.root} is damaged: mels.npy has shape {mm.shape}, the manifest says {expected}; use --overwrite")
+        del mm
+        self.base = pd.read_parquet(os.path.join(self.root, TRACKS), columns=["track_id", "path", "genre_top", "subset", "split"])
+        self.records = read_journal(os.path.join(self.root, JOURNAL), truncate=True)
+        self._open_files()
+
+    def _open_files(self) -> None:
+        mels_path = os.path.join(self.root, MELS)
+        self._offset = npy_data_offset(mels_path)
+        shape = self.manifest["shape"]
+        self._row_bytes = int(np.prod(shape[1:])) * np.dtype(self.manifest["dtype"]).itemsize
+        self._zeros = bytes(self._row_bytes)
+        self._mels_fd = os.open(mels_path, os.O_RDWR)
+        self._journal_fd = os.open(os.path.join(self.root, JOURNAL), os.O_WRONLY | os.O_APPEND)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.manifest["rows"])
+
+    @property
+    def uncommitted(self) -> int:
+        """Rows written since the last commit()."""
+        return len(self._pending)
+
+    def done(self, row: int) -> Record | None:
+        """The committed record of a row, or None if it must be (re)done."""
+        return self.records.get(row)
+
+    def write(self, row: int, status: str, error: str, duration_s: float, matrix: np.ndarray | None) -> None:
+        """Write a row's matrix (zeros unless ok); it counts as done after the next commit()."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        if status == "ok":
+            data = np.ascontiguousarray(matrix, dtype=self.manifest["dtype"])
+            if data.nbytes != self._row_bytes:
+                raise ValueError(f"row {row}: matrix of shape {data.shape} does not fit {self.manifest['shape'][1:]}")
+            buf = data.tobytes()
+        else:
+            buf = self._zeros
+        os.pwrite(self._mels_fd, buf, self._offset + row * self._row_bytes)
+        self._pending.append(Record(row, status, error or "", duration_s, zlib.crc32(buf)))
+
+    def commit(self) -> int:
+        """Make written rows durable, then journal them. Returns how many were committed."""
+        if not self._pending:
+            return 0
+        os.fdatasync(self._mels_fd)
+        lines = "".join(r.to_json() + "\n" for r in self._pending).encode()
+        os.write(self._journal_fd, lines)
+        os.fsync(self._journal_fd)
+        for r in self._pending:
+            self.records[r.row] = r
+        n = len(self._pending)
+        self._pending = []
+        return n
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in (*STATUSES, PENDING)}
+        for r in self.records.values():
+            out[r.status] += 1
+        out[PENDING] = self.n_rows - len(self.records)
+        return out
+
+    def finalize(self, complete: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Commit, write tracks.parquet and the manifest. complete=False leaves it resumable."""
+        self.commit()
+        self._write_table()
+        counts = self.counts()
+        complete = complete and counts[PENDING] == 0
+        self.manifest.update(extra or {})
+        self.manifest.update({"state": "complete" if complete else "incomplete", "counts": counts, "updated": _now()})
+        _write_json(os.path.join(self.root, MANIFEST), self.manifest)
+        return self.manifest
+
+    def _write_table(self) -> None:
+        _write_atomic(os.path.join(self.root, TRACKS), tracks_parquet_bytes(self.base, self.records))
+
+    def close(self) -> None:
+        for attr in ("_mels_fd", "_journal_fd", "_lock_fd"):
+            fd = getattr(self, attr)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, attr, None)
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def tracks_parquet_bytes(base: pd.DataFrame, records: dict[int, Record]) -> bytes:
+    """tracks.parquet's bytes: the base table plus each row's status from its journal record."""
+    n = len(base)
+    status, error, duration = [PENDING] * n, [""] * n, [math.nan] * n
+    for row, r in records.items():
+        status[row], error[row], duration[row] = r.status, r.error, r.duration_s
+    ids = base["track_id"]
+    id_type = pa.int64() if pd.api.types.is_integer_dtype(ids) else pa.string()
+    table = pa.table(
+        {
+            "track_id": pa.array(ids.tolist(), id_type),
+            "path": pa.array(base["path"].tolist(), pa.string()),
+            "genre_top": pa.array(_none_for_nan(base["genre_top"]), pa.string()),
+            "subset": pa.array(_none_for_nan(base["subset"]), pa.string()),
+            "split": pa.array(_none_for_nan(base["split"]), pa.string()),
+            "status": pa.array(status, pa.string()),
+            "error": pa.array(error, pa.string()),
+            "duration_s": pa.array(duration, pa.float64()),
+        },
+        schema=table_schema(id_type),
+    )
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
+def _none_for_nan(col: pd.Series) -> list:
+    return [v if isinstance(v, str) else None for v in col.tolist()]
+
+
+def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                return _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
+    return f"{prefix.rstrip('.') or 'value'}: stored {_short(old)}, asked {_short(new)}"
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v, default=str)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def read_manifest(root: str) -> dict[str, Any]:
+    path = os.path.join(root, MANIFEST)
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        raise StoreError(f"{root} is not a melset store (no {MANIFEST})") from None
+    except json.JSONDecodeError as exc:
+        raise StoreError(f"{path} is not valid JSON ({exc}); use --overwrite to rebuild the store") from None
+    if manifest.get("format") != FORMAT:
+        raise StoreError(f"{root}: unknown store format {manifest.get('format')!r} (this melset reads {FORMAT})")
+    return manifest
+
+
+def read_journal(path: str, truncate: bool = False) -> dict[int, Record]:
+    """Committed records, last one per row winning. A torn last line (a kill mid-write) is
+    dropped, and with truncate=True cut off so that new records start on a clean line."""
+    records: dict[int, Record] = {}
+    good = 0
+    with open(path, "rb") as f:
+        data = f.read()
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            d = json.loads(line)
+            rec = Record(int(d["row"]), d["status"], d["error"], math.nan if d["duration_s"] is None else float(d["duration_s"]), int(d["crc32"]))
+        except (ValueError, KeyError, TypeError):
+            break
+        records[rec.row] = rec
+        good += len(line)
+    if truncate and good < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good)
+    return records
+
+
+class Store:
+    """A store opened for reading: arrays memory-mapped, tables in pandas."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = os.path.abspath(os.fspath(root))
+        self.manifest = read_manifest(self.root)
+        self.tracks = pd.read_parquet(os.path.join(self.root, TRACKS))
+        if self.manifest.get("state") != "complete":
+            # A run in progress or interrupted: the journal is newer than tracks.parquet.
+            records = read_journal(os.path.join(self.root, JOURNAL))
+            for row, r in records.items():
+                self.tracks.loc[row, ["status", "error", "duration_s"]] = [r.status, r.error, r.duration_s]
+        with open(os.path.join(self.root, CLASSES), encoding="utf-8") as f:
+            self.classes: list[str] = json.load(f)
+        self.mels = np.load(os.path.join(self.root, MELS), mmap_mode="r")
+        self.labels = np.load(os.path.join(self.root, LABELS), mmap_mode="r")
+
+    def __len__(self) -> int:
+        return len(self.tracks)
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        return self.manifest["identity"]["recipe"]
+
+    def row_of(self, track_id) -> int:
+        """Row index of a track id (int for FMA, str for other layouts)."""
+        ids = self.tracks["track_id"]
+        key = int(track_id) if pd.api.types.is_integer_dtype(ids) else str(track_id)
+        hits = np.flatnonzero(ids.to_numpy() == key)
+        if not len(hits):
+            raise KeyError(f"track {track_id} is not in {self.root}")
+        return int(hits[0])
+
+    def ok_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.tracks["status"].to_numpy() == "ok")
+
+    def verify(self) -> list[int]:
+        """Rows whose bytes in mels.npy differ from what the journal recorded (should be none)."""
+        records = read_journal(os.path.join(self.root, JOURNAL))
+        flat = self.mels.reshape(len(self.mels), -1)
+        return [row for row, r in sorted(records.items()) if zlib.crc32(flat[row].tobytes()) != r.crc32]

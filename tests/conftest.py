@@ -1,0 +1,122 @@
+"""Shared fixtures: the shipped sample, ../shared data (skipped when absent), oracles."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample"
+SAMPLE_TRACKS = SAMPLE / "fma_metadata" / "tracks.csv"
+SAMPLE_AUDIO = SAMPLE / "fma_audio"
+SHARED = Path(os.environ.get("MELSET_SHARED", ROOT.parent / "shared")) / "data"
+MINI = SHARED / "fma_mini"
+MINI_TRACKS = MINI / "fma_metadata" / "tracks.csv"
+MINI_AUDIO = MINI / "fma_audio"
+HEAD_TRACKS = SHARED / "fma_metadata_head" / "tracks.csv"
+
+needs_shared = pytest.mark.skipif(
+    not MINI_TRACKS.exists(),
+    reason=f"needs the project's shared test data at {SHARED} (not part of a clone); the shipped sample covers the basics",
+)
+
+
+def melset_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "melset", *map(str, args)]
+
+
+def run_melset(*args, check=True, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(melset_cmd(*args), capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"melset {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@functools.lru_cache(maxsize=None)
+def notebook_matrix(path: str) -> np.ndarray | None:
+    """The reference notebook's computation for one file (librosa + scikit-learn), or None
+    where the notebook skips the file (load failure or fewer than 1,024 frames)."""
+    import warnings
+
+    import librosa
+    from sklearn.preprocessing import MinMaxScaler
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            y, sr = librosa.load(path)
+    except Exception:
+        return None
+    mel = librosa.feature.melspectrogram(y=y, n_mels=128)[:, :1024]
+    mel = librosa.power_to_db(mel, ref=np.max)
+    x = MinMaxScaler().fit_transform(mel)
+    return x if x.shape == (128, 1024) else None
+
+
+@pytest.fixture(scope="session")
+def sample_store(tmp_path_factory) -> Path:
+    """The shipped sample extracted once (subset large: every row kind)."""
+    out = tmp_path_factory.mktemp("sample") / "store"
+    run_melset("extract", "--tracks", SAMPLE_TRACKS, "--audio", SAMPLE_AUDIO, "--out", out, "--subset", "large", "--quiet", "--workers", "2")
+    return out
+
+
+@pytest.fixture(scope="session")
+def mini_store(tmp_path_factory) -> Path:
+    """fma_mini extracted once with float32 (subset large), for parity checks."""
+    if not MINI_TRACKS.exists():
+        pytest.skip(f"needs {MINI} (shared test data, not part of a clone)")
+    out = tmp_path_factory.mktemp("mini") / "store"
+    run_melset("extract", "--tracks", MINI_TRACKS, "--audio", MINI_AUDIO, "--out", out, "--subset", "large", "--dtype", "float32", "--quiet")
+    return out
+
+
+@pytest.fixture(scope="session")
+def fixture_json() -> dict:
+    return json.loads((MINI / "fixture.json").read_text())
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    for p in dst.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return dst
+
+
+def make_collection(root: Path, n: int, with_faults: bool = True) -> tuple[Path, Path]:
+    """An FMA-shaped collection of n tracks built from the sample's clips (symlinks), plus a
+    few broken, short and missing ones. Returns (tracks.csv, audio dir)."""
+    import pandas as pd
+
+    from melset import fma
+
+    good = ["200010", "200011", "200023", "200036", "200037", "200047", "200090", "200091"]
+    faults = ["200159", "200176", "200193", "200210", "200112"] if with_faults else []
+    genres = {"200010": "Folk", "200011": "Folk", "200023": "Classical", "200036": "Jazz", "200037": "Jazz", "200047": "Classical", "200090": "Experimental", "200091": "Experimental"}
+    audio = root / "fma_audio"
+    rows = {}
+    for i in range(n):
+        tid = 100000 + i
+        src_id = faults[i // 7] if with_faults and i % 7 == 3 and i // 7 < len(faults) else good[i % len(good)]
+        dst = Path(fma.audio_path(audio, tid))
+        genre = genres.get(src_id, "Rock")
+        if not (with_faults and i % 11 == 5):  # every 11th listed track has no file
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(SAMPLE_AUDIO / "200" / f"{src_id}.mp3")
+        rows[tid] = {("track", "genre_top"): genre, ("set", "subset"): "small", ("set", "split"): ["training", "validation", "test"][i % 3]}
+    tracks = root / "tracks.csv"
+    fma.write_tracks_csv(pd.DataFrame.from_dict(rows, orient="index"), tracks)
+    return tracks, audio
+
+
+def store_bytes(store: Path) -> dict[str, bytes]:
+    """The files whose bytes must not depend on how a run went (kills, resumes, engines)."""
+    return {name: (store / name).read_bytes() for name in ("mels.npy", "labels.npy", "tracks.parquet", "classes.json")}

@@ -1,0 +1,96 @@
+"""Each feature step against the library the notebook calls (librosa, scikit-learn)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import SAMPLE_AUDIO
+from melset import audio, features
+from melset.config import Recipe
+
+librosa = pytest.importorskip("librosa")
+sklearn_pre = pytest.importorskip("sklearn.preprocessing")
+
+R = Recipe(dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def folk():
+    y, sr = librosa.load(SAMPLE_AUDIO / "200" / "200010.mp3")
+    return y
+
+
+@pytest.mark.parametrize("sr, n_fft, n_mels, fmin, fmax", [(22050, 2048, 128, 0.0, None), (16000, 1024, 64, 50.0, 7000.0), (44100, 4096, 96, 0.0, None)])
+def test_filterbank_equals_librosa(sr, n_fft, n_mels, fmin, fmax):
+    ours = features.mel_filterbank(sr, n_fft, n_mels, fmin, fmax)
+    ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    assert ours.shape == ref.shape and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-9)
+
+
+def test_window_equals_scipy_periodic_hann():
+    import scipy.signal
+
+    np.testing.assert_allclose(features.hann_window(2048), scipy.signal.get_window("hann", 2048, fftbins=True), atol=1e-7)
+
+
+def test_mel_power_equals_librosa_on_kept_frames(folk):
+    ref = librosa.feature.melspectrogram(y=folk, sr=22050, n_mels=128)
+    ours = features.mel_power(folk, R)
+    assert ours.shape == (128, 1024)
+    np.testing.assert_allclose(ours, ref[:, :1024], rtol=1e-3, atol=1e-6 * ref.max())
+    # any later window of frames, as --whole-track uses
+    later = features.mel_power(folk, R, start_frame=200)
+    np.testing.assert_allclose(later, ref[:, 200:1224], rtol=1e-3, atol=1e-6 * ref.max())
+
+
+def test_mel_power_pads_short_signal_like_librosa_centering():
+    rng = np.random.default_rng(0)
+    # between min_samples and samples_needed: the last frames reach into the centre padding
+    y = rng.standard_normal(R.min_samples + 300).astype(np.float32)
+    ref = librosa.feature.melspectrogram(y=y, sr=22050, n_mels=128)
+    assert ref.shape[1] == 1024
+    np.testing.assert_allclose(features.mel_power(y, R), ref, rtol=1e-3, atol=1e-6 * ref.max())
+
+
+def test_power_to_db_equals_librosa(folk):
+    S = librosa.feature.melspectrogram(y=folk, sr=22050, n_mels=128)[:, :1024]
+    np.testing.assert_allclose(features.power_to_db(S), librosa.power_to_db(S, ref=np.max), atol=1e-4)
+    np.testing.assert_allclose(features.power_to_db(S, top_db=None), librosa.power_to_db(S, ref=np.max, top_db=None), atol=1e-4)
+
+
+def test_minmax_equals_sklearn_including_constant_columns(folk):
+    S = librosa.power_to_db(librosa.feature.melspectrogram(y=folk, sr=22050, n_mels=128)[:, :1024], ref=np.max)
+    S[:, 10] = -80.0  # a silent frame: constant column
+    S[:, 11] = S[:, 11].mean() + np.float32(1e-7) * np.arange(128, dtype=np.float32)  # near-constant
+    ref = sklearn_pre.MinMaxScaler().fit_transform(S)
+    ours = features.minmax_per_frame(S)
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours, ref, atol=1e-6)
+    assert np.all(ours[:, 10] == 0.0) and np.isfinite(ours).all()
+
+
+def test_digital_silence_and_dc_offset_give_no_nan():
+    for y in (np.zeros(R.samples_needed, np.float32), np.full(R.samples_needed, 0.25, np.float32)):
+        x = features.log_mel(y, R)
+        assert x.shape == (128, 1024) and np.isfinite(x).all()
+        assert x.min() >= 0.0 and x.max() <= 1.0
+
+
+def test_decode_equals_librosa_load_on_needed_prefix():
+    path = SAMPLE_AUDIO / "200" / "200047.mp3"
+    ref, sr = librosa.load(path)
+    d = audio.decode(path, 22050, R.input_frames_needed)
+    assert not d.reached_end and d.native_rate == 44100 and d.channels == 2
+    # bit-identical over every sample the kept frames use
+    assert np.array_equal(d.samples[: R.samples_needed], ref[: R.samples_needed])
+    # decoding only ~25 of 30 seconds
+    assert len(d.samples) < 0.9 * len(ref)
+
+
+def test_to_mono_equals_librosa():
+    rng = np.random.default_rng(1)
+    for channels in (2, 3, 6):
+        x = rng.standard_normal((5000, channels)).astype(np.float32)
+        assert np.array_equal(audio.to_mono(x), librosa.to_mono(x.T))

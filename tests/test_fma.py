@@ -1,0 +1,160 @@
+"""FMA metadata: two-row header, list columns, subsets, splits, paths, and clear errors."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from conftest import HEAD_TRACKS, MINI_AUDIO, MINI_TRACKS, SAMPLE_AUDIO, SAMPLE_TRACKS, needs_shared
+from melset import fma
+from melset.catalog import MetadataError
+
+
+def test_sample_tracks_parse_like_fma_utils():
+    t = fma.load_tracks(SAMPLE_TRACKS)
+    assert t.index.name == "track_id" and t.index.dtype == "int64"
+    assert isinstance(t.columns, pd.MultiIndex) and ("track", "genre_top") in t.columns
+    # list columns are real lists, parsed safely
+    assert t.loc[20, ("track", "genres")] == [76, 103]
+    assert t.loc[20, ("track", "genres_all")] == [10, 17, 76, 103]
+    assert t.loc[200010, ("artist", "tags")] == ["cc", "rock 'n' roll"]
+    # multi-line quoted bios survive
+    assert "Second line" in t.loc[200010, ("artist", "bio")]
+    assert str(t[("track", "date_created")].dtype).startswith("datetime64")
+    assert t[("set", "subset")].dtype == fma.SUBSET_DTYPE
+    assert pd.isna(t.loc[20, ("track", "genre_top")])
+
+
+def test_subsets_nest_on_sample():
+    t = fma.load_tracks(SAMPLE_TRACKS)
+    small, medium, large = (set(fma.select(t, s).index) for s in fma.SUBSETS)
+    assert small < medium <= large == set(t.index)
+    assert 200036 in medium and 200036 not in small  # a medium-only track
+
+
+@needs_shared
+def test_real_fma_head_counts():
+    t = fma.load_tracks(HEAD_TRACKS)
+    assert len(t) == 682
+    assert [len(fma.select(t, s)) for s in fma.SUBSETS] == [58, 194, 682]
+    assert t[("set", "split")].value_counts().to_dict() == {"training": 563, "validation": 48, "test": 71}
+    # the notebook's `tracks[tracks['set']['subset'] == 'small']` is the small case
+    raw = pd.read_csv(HEAD_TRACKS, index_col=0, header=[0, 1])
+    assert list(fma.select(t, "small").index) == list(raw[raw["set"]["subset"] == "small"].index)
+    # real-world quirks: tracks without genre_top, list columns with several ids
+    assert t[("track", "genre_top")].isna().sum() > 0
+    assert any(len(g) > 1 for g in t[("track", "genres_all")])
+
+
+@needs_shared
+def test_fma_mini_catalog(fixture_json):
+    cat = fma.catalog(MINI_TRACKS, MINI_AUDIO, "large")
+    fixture_ids = sorted(t["track_id"] for t in fixture_json["tracks"])
+    assert cat.table["track_id"].tolist() == fixture_ids
+    assert cat.unlisted == ["299/299999.mp3"]
+    row = cat.table.set_index("track_id").loc[200010]
+    assert row["path"].endswith("fma_audio/200/200010.mp3")
+    assert row["genre_top"] == "Folk" and row["subset"] == "small" and row["split"] == "training"
+    assert pd.isna(cat.table.set_index("track_id").loc[20, "genre_top"])
+    small = fma.catalog(MINI_TRACKS, MINI_AUDIO, "small")
+    expected_small = sorted(t["track_id"] for t in fixture_json["tracks"] if t["subset"] == "small")
+    assert small.table["track_id"].tolist() == expected_small
+
+
+def test_audio_path_is_zero_padded():
+    assert fma.audio_path("/a", 2) == "/a/000/000002.mp3"
+    assert fma.audio_path("/a", 155066) == "/a/155/155066.mp3"
+
+
+def _write(tmp_path, text, name="tracks.csv", encoding="utf-8"):
+    p = tmp_path / name
+    p.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
+    return p
+
+
+def _sample_text() -> str:
+    return SAMPLE_TRACKS.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe\x00", "not a CSV file"),
+        ("track_id,genre_top,subset\n1,Rock,small\n", "wrong header"),
+        ("just one line with no commas\n", "not a CSV file with FMA's two-row header"),
+    ],
+)
+def test_malformed_tracks_csv_gets_one_sentence(tmp_path, content, message):
+    p = _write(tmp_path, content)
+    with pytest.raises(MetadataError) as e:
+        fma.load_tracks(p)
+    text = str(e.value)
+    assert str(p) in text and message in text and "\n" not in text
+
+
+@pytest.mark.parametrize("column", ["genre_top", "subset"])
+def test_missing_required_column(tmp_path, column):
+    lines = _sample_text().split("\n")
+    top, sub = lines[0].split(","), lines[1].split(",")
+    i = sub.index(column)
+    sub[i] = column + "_renamed"
+    p = _write(tmp_path, "\n".join([",".join(top), ",".join(sub), *lines[2:]]))
+    with pytest.raises(MetadataError, match=rf"missing required column (track|set)\.{column}"):
+        fma.load_tracks(p)
+
+
+def test_bom_crlf_and_extra_columns_are_fine(tmp_path):
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(_sample_text())))
+    rows[0].append("extra")
+    rows[1].append("note")
+    for r in rows[2:]:
+        r.append("" if r[0] == "track_id" else "x")
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerows(rows)
+    p = _write(tmp_path, "\ufeff" + buf.getvalue())
+    assert b"\r\n" in p.read_bytes() and p.read_bytes().startswith(b"\xef\xbb\xbf")
+    t = fma.load_tracks(p)
+    ref = fma.load_tracks(SAMPLE_TRACKS)
+    assert list(t.index) == list(ref.index)
+    assert t[("track", "genre_top")].astype(object).equals(ref[("track", "genre_top")].astype(object))
+
+
+def test_duplicate_track_ids_are_refused(tmp_path):
+    lines = _sample_text().split("\n")
+    header, body = lines[:3], "\n".join(lines[3:])
+    p = _write(tmp_path, "\n".join(header) + "\n" + body + body)
+    with pytest.raises(MetadataError, match="duplicate track_id"):
+        fma.load_tracks(p)
+
+
+def test_unknown_subset_value_is_refused(tmp_path):
+    p = _write(tmp_path, _sample_text().replace(",training,small,", ",training,tiny,", 1))
+    with pytest.raises(MetadataError, match=r"set\.subset has values \['tiny'\]"):
+        fma.load_tracks(p)
+
+
+def test_list_columns_never_eval(tmp_path):
+    evil = "\"__import__('os').system('touch pwned')\""
+    p = _write(tmp_path, _sample_text().replace(",[17],[17],", f",{evil},[17],", 1))
+    with pytest.raises(MetadataError, match="is not a list literal"):
+        fma.load_tracks(p)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_genres_csv():
+    g = fma.load_genres(SAMPLE_TRACKS.parent / "genres.csv")
+    assert g.loc[21, "title"] == "Hip-Hop" and g.loc[17, "title"] == "Folk"
+
+
+def test_missing_audio_dir(tmp_path):
+    with pytest.raises(MetadataError, match="audio folder does not exist"):
+        fma.catalog(SAMPLE_TRACKS, tmp_path / "nope")
+
+
+def test_sample_catalog_lists_unlisted_file():
+    cat = fma.catalog(SAMPLE_TRACKS, SAMPLE_AUDIO, "large")
+    assert cat.unlisted == ["299/299999.mp3"]
+    assert cat.classes() == sorted(cat.classes()) and "Folk" in cat.classes()
