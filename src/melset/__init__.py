@@ -12,13 +12,8 @@ The data's path, one module per step:
     cli            -> the `melset` command
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from melset.config import Recipe
 
-try:
-    __version__ = version("melset")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0.0.0"
+__version__ = "0.1.0"
 
 __all__ = ["Recipe", "__version__"]

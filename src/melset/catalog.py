@@ -11,12 +11,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from melset.errors import MetadataError  # noqa: F401  (re-exported)
+
 COLUMNS = ("track_id", "path", "genre_top", "subset", "split")
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".au", ".snd", ".aif", ".aiff", ".m4a", ".mp4", ".aac", ".opus", ".wma")
-
-
-class MetadataError(Exception):
-    """Metadata that cannot be used; str() names the file and what is wrong in one sentence."""
 
 
 @dataclass

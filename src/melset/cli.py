@@ -14,9 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from melset.catalog import MetadataError
 from melset.config import DTYPES, Recipe
-from melset.store import Store, StoreError
+from melset.errors import MetadataError, StoreError
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -57,69 +56,45 @@ def main() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar; a one-line summary.")
 def extract(tracks_csv, audio_dir, out_dir, subset, workers, limit, dtype, on_short, decoder, engine, ray_address, timeout, overwrite, retry_failed, quiet):
     """Compute the notebook's log-mel spectrograms for a collection into a store."""
+    from melset.engines import make_engine
+
+    recipe = Recipe(dtype=dtype, on_short=on_short, decoder=decoder)
+    if not tracks_csv:
+        _fail("--tracks is required (FMA's fma_metadata/tracks.csv)")
+    try:
+        # Started first: workers import and warm up while the metadata is read.
+        with make_engine(engine, workers=workers, timeout=timeout, address=ray_address) as eng:
+            summary = _extract(eng, recipe, tracks_csv, audio_dir, out_dir, subset, limit, overwrite, retry_failed, quiet)
+    except (MetadataError, StoreError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted[/]: finished rows are saved; run the same command again to resume {out_dir}")
+        sys.exit(130)
+    _print_summary(summary, quiet)
+    sys.exit(summary.exit_code)
+
+
+def _extract(engine, recipe, tracks_csv, audio_dir, out_dir, subset, limit, overwrite, retry_failed, quiet):
     from melset import fma
     from melset.extract import extract as run_extract
 
-    recipe = Recipe(dtype=dtype, on_short=on_short, decoder=decoder)
-    try:
-        if not tracks_csv:
-            _fail("--tracks is required (FMA's fma_metadata/tracks.csv)")
-        catalog = fma.catalog(tracks_csv, audio_dir, subset).limit(limit)
-    except MetadataError as exc:
-        _fail(str(exc))
+    catalog = fma.catalog(tracks_csv, audio_dir, subset).limit(limit)
     if len(catalog) == 0:
-        _fail(f"no tracks selected from {tracks_csv} (subset {subset})")
-    progress = None if quiet else Progress(
-        TextColumn("[bold]extract"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _Rate(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=False,
-    )
-    task = None
+        raise MetadataError(f"{tracks_csv}: no tracks in subset {subset}")
+    if quiet:
+        return run_extract(catalog, recipe, out_dir, engine=engine, overwrite=overwrite, retry_failed=retry_failed)
+    columns = (TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(), _Rate(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=err) as progress:
+        task = progress.add_task("extract", total=len(catalog))
 
-    def on_progress(done: int, total: int) -> None:
-        nonlocal task
-        if task is None:
-            task = progress.add_task("extract", total=total, completed=done)
-            # rate and ETA from this run's work only, not from rows resumed as done
-            progress.reset(task, total=total, completed=done)
-        else:
-            progress.update(task, completed=done)
+        def on_progress(done: int, total: int) -> None:
+            if progress.tasks[task].completed == 0 and done:
+                # rows finished by earlier runs do not count towards the rate and ETA
+                progress.reset(task, total=total, completed=done)
+            else:
+                progress.update(task, completed=done)
 
-    try:
-        if progress:
-            progress.start()
-        summary = run_extract(
-            catalog,
-            recipe,
-            out_dir,
-            engine=engine,
-            workers=workers,
-            timeout=timeout,
-            overwrite=overwrite,
-            retry_failed=retry_failed,
-            ray_address=ray_address,
-            on_progress=on_progress if progress else None,
-        )
-    except StoreError as exc:
-        if progress:
-            progress.stop()
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        if progress:
-            progress.stop()
-        err.print(f"[yellow]interrupted[/]: finished rows are saved; run the same command again to resume {out_dir}")
-        sys.exit(130)
-    finally:
-        if progress:
-            progress.stop()
-    _print_summary(summary, quiet)
-    sys.exit(summary.exit_code)
+        return run_extract(catalog, recipe, out_dir, engine=engine, overwrite=overwrite, retry_failed=retry_failed, on_progress=on_progress)
 
 
 def _print_summary(summary, quiet: bool) -> None:
@@ -152,14 +127,16 @@ def _print_summary(summary, quiet: bool) -> None:
         out.print("  [red]no track succeeded[/]")
 
 
-def _open(path: str) -> Store:
+def _open(path: str):
+    from melset.store import Store
+
     try:
         return Store(path)
     except StoreError as exc:
         _fail(str(exc))
 
 
-def store_report(store: Store) -> dict:
+def store_report(store) -> dict:
     """Everything `melset info` shows, as plain data."""
     t = store.tracks
     status = Counter(t["status"])

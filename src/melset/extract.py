@@ -12,7 +12,7 @@ import os
 import platform
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -21,7 +21,7 @@ import numpy as np
 
 from melset.catalog import Catalog
 from melset.config import Recipe
-from melset.recipe import TrackResult
+from melset.engines import Engine
 from melset.store import StoreWriter
 
 COMMIT_EVERY_S = 0.5
@@ -97,18 +97,22 @@ def extract(
     recipe: Recipe,
     out: str | os.PathLike,
     *,
-    engine: str = "local",
-    workers: int | None = None,
-    timeout: float = 120.0,
+    engine: Engine | None = None,
     overwrite: bool = False,
     retry_failed: bool = False,
-    ray_address: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Summary:
     """Run the recipe over the catalog into the store at `out`; resumes a store made the same way.
 
-    on_progress(done, total) is called as rows finish (for a progress bar).
+    engine: a started engine (`with make_engine("local") as e: extract(..., engine=e)`);
+    None runs a local process pool over all cores. on_progress(done, total) is called as
+    rows finish (for a progress bar).
     """
+    if engine is None:
+        from melset.engines.local import LocalEngine
+
+        with LocalEngine() as local:
+            return extract(catalog, recipe, out, engine=local, overwrite=overwrite, retry_failed=retry_failed, on_progress=on_progress)
     started = time.perf_counter()
     started_at = _now_iso()
     table = catalog.table
@@ -130,7 +134,7 @@ def extract(
         complete = False
         last_commit = time.monotonic()
         try:
-            for row, result in _run_engine(engine, tasks, recipe, workers, timeout, ray_address):
+            for row, result in engine.run(tasks, recipe):
                 store.write(row, result.status, result.error, result.duration_s, result.mel)
                 processed += 1
                 if time.monotonic() - last_commit > COMMIT_EVERY_S or store.uncommitted >= COMMIT_EVERY_ROWS:
@@ -143,8 +147,8 @@ def extract(
             run = {
                 "started": started_at,
                 "finished": _now_iso(),
-                "engine": engine,
-                "workers": workers,
+                "engine": engine.name,
+                "workers": engine.workers,
                 "processed": processed,
                 "seconds": round(time.perf_counter() - started, 3),
                 "completed": complete,
@@ -187,18 +191,6 @@ def _plan(store: StoreWriter, table, retry_failed: bool) -> tuple[list[tuple[int
             tasks.append((row, path))
     store.commit()
     return tasks, already
-
-
-def _run_engine(engine: str, tasks, recipe, workers, timeout, ray_address) -> Iterator[tuple[int, TrackResult]]:
-    if engine == "local":
-        from melset.engines import local
-
-        return local.run(tasks, recipe, workers=workers, timeout=timeout)
-    if engine == "ray":
-        from melset.engines import ray as ray_engine
-
-        return ray_engine.run(tasks, recipe, address=ray_address, workers=workers, timeout=timeout)
-    raise ValueError(f"unknown engine {engine!r} (local or ray)")
 
 
 def _failures(store: StoreWriter, table) -> list[tuple[Any, str, str]]:

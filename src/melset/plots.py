@@ -40,7 +40,7 @@ def spectrogram_png(
     lo, hi = float(hz_to_mel(fmin)), float(hz_to_mel(fmax))
     ticks = [f for f in (0, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768) if fmin <= f <= fmax]
     ax.set_yticks([(float(hz_to_mel(f)) - lo) / (hi - lo) * n_mels for f in ticks])
-    ax.set_yticklabels([f"{f / 1000:g}k" if f >= 1000 else str(f) for f in ticks])
+    ax.set_yticklabels([str(f) for f in ticks])
     ax.set_xlabel("Time (s)")
     ax.set_ylabel("Frequency (Hz, mel scale)")
     if title:

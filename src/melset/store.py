@@ -29,6 +29,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from melset.errors import StoreError  # noqa: F401  (re-exported)
+
 FORMAT = "melset-store/1"
 STATUSES = ("ok", "too_short", "failed", "missing")
 PENDING = "pending"
@@ -42,10 +44,6 @@ MANIFEST, TRACKS, MELS, LABELS, CLASSES, JOURNAL, LOCK = (
     ".lock",
 )
 STORE_FILES = (MANIFEST, TRACKS, MELS, LABELS, CLASSES, JOURNAL, LOCK)
-
-
-class StoreError(Exception):
-    """A store that cannot be used as asked; str() says why and what to do."""
 
 
 @dataclass(frozen=True)

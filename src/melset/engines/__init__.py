@@ -1,7 +1,8 @@
 """Engines run the recipe over many tracks: locally in processes, or on a Ray cluster.
 
-An engine takes (row, path) tasks and yields (row, TrackResult) as they finish, in any
-order; the extract driver writes them into the store. What a worker process needs
+An engine is started before the job needs it (workers import and warm up while the driver
+reads metadata), then takes (row, path) tasks and yields (row, TrackResult) as they finish,
+in any order; the extract driver writes them into the store. What a worker process needs
 before its first track is here, shared by both engines.
 """
 
@@ -12,16 +13,22 @@ import math
 import os
 import signal
 from collections.abc import Iterable, Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from melset.config import Recipe
-from melset.recipe import TrackResult, process
+if TYPE_CHECKING:
+    from melset.config import Recipe
+    from melset.recipe import TrackResult
 
 Task = tuple[int, str]  # (row in the store, audio path)
 
 
 class Engine(Protocol):
-    def __call__(self, tasks: Iterable[Task], recipe: Recipe) -> Iterator[tuple[int, TrackResult]]: ...
+    name: str
+    workers: int
+
+    def __enter__(self) -> Engine: ...
+    def __exit__(self, *exc) -> None: ...
+    def run(self, tasks: Iterable[Task], recipe: Recipe) -> Iterator[tuple[int, TrackResult]]: ...
 
 
 def default_workers() -> int:
@@ -33,7 +40,10 @@ def default_workers() -> int:
 
 
 def prepare_worker() -> None:
-    """Once per worker process: keep big buffers in the heap, silence the decoder, leave Ctrl-C to the driver."""
+    """Once per worker process: import the recipe, keep big buffers in the heap, silence the
+    decoder's own prints, leave Ctrl-C to the driver."""
+    import melset.recipe  # noqa: F401  (import now, while the driver is still reading metadata)
+
     _keep_large_buffers()
     # libmpg123 prints notes ("Illegal Audio-MPEG-Header ...") straight to fd 2; every
     # failure already gets a reason in words, so the noise goes.
@@ -58,6 +68,8 @@ def _keep_large_buffers() -> None:
 
 def run_task(path: str, recipe: Recipe) -> TrackResult:
     """One track in a worker; an unexpected exception becomes a failed row, not a dead run."""
+    from melset.recipe import TrackResult, process
+
     try:
         return process(path, recipe)
     except Exception as exc:  # a bug or a library failure we did not foresee
@@ -78,4 +90,25 @@ def describe_exit(exitcode: int | None) -> str:
 
 
 def timed_out(seconds: float) -> TrackResult:
+    from melset.recipe import TrackResult
+
     return TrackResult.failed(f"timed out: no result after {seconds:g} s (the decoder hung or the file is huge)", math.nan)
+
+
+def crashed(exitcode: int | None, tries: int) -> TrackResult:
+    from melset.recipe import TrackResult
+
+    return TrackResult.failed(f"the decoder crashed: {describe_exit(exitcode)} on every try ({tries})")
+
+
+def make_engine(name: str, workers: int | None = None, timeout: float = 120.0, address: str | None = None) -> Engine:
+    """An engine by name: "local" (processes on this machine) or "ray" (melset[ray])."""
+    if name == "local":
+        from melset.engines.local import LocalEngine
+
+        return LocalEngine(workers=workers, timeout=timeout)
+    if name == "ray":
+        from melset.engines.ray import RayEngine
+
+        return RayEngine(address=address, workers=workers, timeout=timeout)
+    raise ValueError(f"unknown engine {name!r} (local or ray)")

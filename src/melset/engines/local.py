@@ -8,43 +8,71 @@ decoder crash) is tried once more, then marked failed, while the run goes on.
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, wait
 
 from pebble import ProcessExpired, ProcessPool
 
 from melset.config import Recipe
-from melset.engines import Task, default_workers, describe_exit, prepare_worker, run_task, timed_out
-from melset.recipe import TrackResult
+from melset.engines import Task, crashed, default_workers, prepare_worker, run_task, timed_out
 
 RETRIES_AFTER_CRASH = 1
 
 
-def run(
-    tasks: Iterable[Task],
-    recipe: Recipe,
-    workers: int | None = None,
-    timeout: float = 120.0,
-) -> Iterator[tuple[int, TrackResult]]:
-    """Yield (row, result) for every task as workers finish them."""
-    workers = workers or default_workers()
-    # spawn: workers start clean, whatever threads the driver runs (progress bar, pebble's own)
-    pool = ProcessPool(max_workers=workers, initializer=prepare_worker, context=multiprocessing.get_context("spawn"))
-    pending = iter(tasks)
-    inflight: dict = {}
+def _noop() -> None:
+    pass
 
-    def submit(row: int, path: str, attempt: int) -> None:
-        future = pool.schedule(run_task, args=(path, recipe), timeout=timeout)
-        inflight[future] = (row, path, attempt)
 
-    def refill() -> None:
-        for row, path in pending:
-            submit(row, path, 0)
-            if len(inflight) >= 2 * workers:
-                break
+def _context():
+    # forkserver: workers (replacements too) fork from a clean server process that has
+    # imported the recipe once, so they start in milliseconds whatever threads the driver
+    # runs (progress bar, pebble's own). spawn where there is no fork.
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["melset.engines", "melset.recipe"])
+        return ctx
+    return multiprocessing.get_context("spawn")
 
-    finished = False
-    try:
+
+class LocalEngine:
+    name = "local"
+
+    def __init__(self, workers: int | None = None, timeout: float = 120.0):
+        self.workers = workers or default_workers()
+        self.timeout = timeout
+        self._pool: ProcessPool | None = None
+
+    def __enter__(self) -> LocalEngine:
+        self._pool = ProcessPool(max_workers=self.workers, initializer=prepare_worker, context=_context())
+        # The first schedule starts the workers (and the fork server, which imports the recipe);
+        # from a thread, so the driver reads metadata meanwhile.
+        self._starter = threading.Thread(target=self._pool.schedule, args=(_noop,), daemon=True)
+        self._starter.start()
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self._starter.join()
+        if exc_type is None:
+            self._pool.close()
+        else:
+            self._pool.stop()
+        self._pool.join()
+
+    def run(self, tasks: Iterable[Task], recipe: Recipe) -> Iterator[tuple[int, object]]:
+        """Yield (row, TrackResult) for every task as workers finish them."""
+        self._starter.join()
+        pool, pending, inflight = self._pool, iter(tasks), {}
+
+        def submit(row: int, path: str, attempt: int) -> None:
+            inflight[pool.schedule(run_task, args=(path, recipe), timeout=self.timeout)] = (row, path, attempt)
+
+        def refill() -> None:
+            for row, path in pending:
+                submit(row, path, 0)
+                if len(inflight) >= 2 * self.workers:
+                    break
+
         refill()
         while inflight:
             done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
@@ -53,20 +81,15 @@ def run(
                 try:
                     result = future.result()
                 except TimeoutError:
-                    result = timed_out(timeout)
+                    result = timed_out(self.timeout)
                 except ProcessExpired as exc:
                     if attempt < RETRIES_AFTER_CRASH:
                         submit(row, path, attempt + 1)
                         continue
-                    result = TrackResult.failed(f"the decoder crashed: {describe_exit(exc.exitcode)} on every try ({attempt + 1})")
+                    result = crashed(exc.exitcode, attempt + 1)
                 except Exception as exc:  # e.g. a result that could not be sent back
+                    from melset.recipe import TrackResult
+
                     result = TrackResult.failed(f"internal error in the worker pool: {type(exc).__name__}: {exc}")
                 yield row, result
             refill()
-        finished = True
-    finally:
-        if finished:
-            pool.close()
-        else:
-            pool.stop()
-        pool.join()

@@ -1,0 +1,9 @@
+"""Errors a user sees as one sentence (no traceback): bad metadata, an unusable store."""
+
+
+class MetadataError(Exception):
+    """Metadata that cannot be used; str() names the file and what is wrong in one sentence."""
+
+
+class StoreError(Exception):
+    """A store that cannot be used as asked; str() says why and what to do."""
