@@ -177,29 +177,27 @@ def to_mono(data: np.ndarray) -> np.ndarray:
     """Average channels of (n, channels) float32 exactly as librosa.to_mono (same sums, same order)."""
     if data.shape[1] == 1:
         return data[:, 0].copy()
-    y = data[:, 0].copy()
-    for c in range(1, data.shape[1]):
+    y = data[:, 0] + data[:, 1]
+    for c in range(2, data.shape[1]):
         y += data[:, c]
     y /= np.float32(data.shape[1])
     return y
 
 
 def _finish(y: np.ndarray, native: int, sample_rate: int, reached_end: bool) -> np.ndarray:
+    if native != sample_rate:
+        import soxr
+
+        n_in = len(y)
+        y = np.asarray(soxr.resample(y, native, sample_rate, quality="soxr_hq"), dtype=np.float32)
+        if reached_end:
+            # librosa.resample fixes the length to ceil(n * ratio)
+            n = int(math.ceil(n_in * float(sample_rate) / native))
+            y = y[:n] if len(y) >= n else np.pad(y, (0, n - len(y)))
+    # checked after resampling (NaN and inf spread through it): half the samples to look at
     if not np.isfinite(y).all():
         raise AudioError("the audio contains NaN or infinite sample values")
-    if native == sample_rate:
-        return y
-    import soxr
-
-    out = soxr.resample(y, native, sample_rate, quality="soxr_hq")
-    if reached_end:
-        # librosa.resample fixes the length to ceil(n * ratio)
-        n = int(math.ceil(len(y) * float(sample_rate) / native))
-        if len(out) > n:
-            out = out[:n]
-        elif len(out) < n:
-            out = np.pad(out, (0, n - len(out)))
-    return np.asarray(out, dtype=np.float32)
+    return y
 
 
 # -- sniffing: what is this file, in words ----------------------------------------------------

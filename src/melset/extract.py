@@ -134,8 +134,11 @@ def extract(
         complete = False
         last_commit = time.monotonic()
         try:
-            for row, result in engine.run(tasks, recipe):
-                store.write(row, result.status, result.error, result.duration_s, result.mel)
+            for row, result, crc in engine.run(tasks, recipe, store.sink):
+                if crc is None:  # the engine sent the matrix back
+                    store.write(row, result.status, result.error, result.duration_s, result.mel)
+                else:  # a worker wrote it into mels.npy already
+                    store.record(row, result.status, result.error, result.duration_s, crc)
                 processed += 1
                 if time.monotonic() - last_commit > COMMIT_EVERY_S or store.uncommitted >= COMMIT_EVERY_ROWS:
                     store.commit()

@@ -24,12 +24,18 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from melset.errors import StoreError  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+# pandas and pyarrow are imported where the tables are handled: engine workers import this
+# module for RowSink alone and should not pay ~0.4 s and ~100 MB for them.
 
 FORMAT = "melset-store/1"
 STATUSES = ("ok", "too_short", "failed", "missing")
@@ -87,7 +93,50 @@ def npy_data_offset(path: str) -> int:
     return int(np.load(path, mmap_mode="r").offset)
 
 
+@dataclass(frozen=True)
+class RowSink:
+    """Writes rows straight into a store's mels.npy, from any process that can reach the file.
+
+    Engine workers use it so that a finished matrix goes to disk once, not through the
+    driver. A written row still counts only once the driver commits its record.
+    """
+
+    path: str
+    offset: int
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+
+    def encode(self, matrix: np.ndarray | None) -> bytes:
+        """A row's bytes: the matrix in the store's dtype, or zeros when matrix is None."""
+        if matrix is None:
+            return bytes(self.row_bytes)
+        data = np.ascontiguousarray(matrix, dtype=self.dtype)
+        if data.shape != tuple(self.shape):
+            raise ValueError(f"a matrix of shape {data.shape} does not fit rows of {tuple(self.shape)}")
+        return data.tobytes()
+
+    def write(self, row: int, matrix: np.ndarray | None, fd: int | None = None) -> int:
+        """Write a row (zeros when matrix is None); returns the crc32 of the bytes written."""
+        buf = self.encode(matrix)
+        # opened per row (~20 us): a cached descriptor could outlive an --overwrite of the file
+        own = fd is None
+        if own:
+            fd = os.open(self.path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, buf, self.offset + row * len(buf))
+        finally:
+            if own:
+                os.close(fd)
+        return zlib.crc32(buf)
+
+
 def table_schema(id_type: pa.DataType) -> pa.Schema:
+    import pyarrow as pa
+
     return pa.schema(
         [
             ("track_id", id_type),
@@ -215,16 +264,15 @@ class StoreWriter:
         if mm.shape != expected or n_rows != expected[0]:
             raise StoreError(f"{self.root} is damaged: mels.npy has shape {mm.shape}, the manifest says {expected}; use --overwrite")
         del mm
+        import pandas as pd
+
         self.base = pd.read_parquet(os.path.join(self.root, TRACKS), columns=["track_id", "path", "genre_top", "subset", "split"])
         self.records = read_journal(os.path.join(self.root, JOURNAL), truncate=True)
         self._open_files()
 
     def _open_files(self) -> None:
         mels_path = os.path.join(self.root, MELS)
-        self._offset = npy_data_offset(mels_path)
-        shape = self.manifest["shape"]
-        self._row_bytes = int(np.prod(shape[1:])) * np.dtype(self.manifest["dtype"]).itemsize
-        self._zeros = bytes(self._row_bytes)
+        self.sink = RowSink(mels_path, npy_data_offset(mels_path), tuple(self.manifest["shape"][1:]), self.manifest["dtype"])
         self._mels_fd = os.open(mels_path, os.O_RDWR)
         self._journal_fd = os.open(os.path.join(self.root, JOURNAL), os.O_WRONLY | os.O_APPEND)
 
@@ -245,17 +293,16 @@ class StoreWriter:
 
     def write(self, row: int, status: str, error: str, duration_s: float, matrix: np.ndarray | None) -> None:
         """Write a row's matrix (zeros unless ok); it counts as done after the next commit()."""
+        if status == "ok" and matrix is None:
+            raise ValueError(f"row {row}: an ok row needs its matrix")
+        crc = self.sink.write(row, matrix if status == "ok" else None, fd=self._mels_fd)
+        self.record(row, status, error, duration_s, crc)
+
+    def record(self, row: int, status: str, error: str, duration_s: float, crc32: int) -> None:
+        """Note a row already written through `sink` (by a worker); it counts after the next commit()."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
-        if status == "ok":
-            data = np.ascontiguousarray(matrix, dtype=self.manifest["dtype"])
-            if data.nbytes != self._row_bytes:
-                raise ValueError(f"row {row}: matrix of shape {data.shape} does not fit {self.manifest['shape'][1:]}")
-            buf = data.tobytes()
-        else:
-            buf = self._zeros
-        os.pwrite(self._mels_fd, buf, self._offset + row * self._row_bytes)
-        self._pending.append(Record(row, status, error or "", duration_s, zlib.crc32(buf)))
+        self._pending.append(Record(row, status, error or "", duration_s, crc32))
 
     def commit(self) -> int:
         """Make written rows durable, then journal them. Returns how many were committed."""
@@ -308,6 +355,10 @@ class StoreWriter:
 
 def tracks_parquet_bytes(base: pd.DataFrame, records: dict[int, Record]) -> bytes:
     """tracks.parquet's bytes: the base table plus each row's status from its journal record."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     n = len(base)
     status, error, duration = [PENDING] * n, [""] * n, [math.nan] * n
     for row, r in records.items():
@@ -392,6 +443,8 @@ class Store:
     def __init__(self, root: str | os.PathLike):
         self.root = os.path.abspath(os.fspath(root))
         self.manifest = read_manifest(self.root)
+        import pandas as pd
+
         self.tracks = pd.read_parquet(os.path.join(self.root, TRACKS))
         if self.manifest.get("state") != "complete":
             # A run in progress or interrupted: the journal is newer than tracks.parquet.
@@ -413,7 +466,7 @@ class Store:
     def row_of(self, track_id) -> int:
         """Row index of a track id (int for FMA, str for other layouts)."""
         ids = self.tracks["track_id"]
-        key = int(track_id) if pd.api.types.is_integer_dtype(ids) else str(track_id)
+        key = int(track_id) if ids.dtype.kind in "iu" else str(track_id)
         hits = np.flatnonzero(ids.to_numpy() == key)
         if not len(hits):
             raise KeyError(f"track {track_id} is not in {self.root}")

@@ -1,9 +1,10 @@
 """Engines run the recipe over many tracks: locally in processes, or on a Ray cluster.
 
 An engine is started before the job needs it (workers import and warm up while the driver
-reads metadata), then takes (row, path) tasks and yields (row, TrackResult) as they finish,
-in any order; the extract driver writes them into the store. What a worker process needs
-before its first track is here, shared by both engines.
+reads metadata), then takes (row, path) tasks and yields (row, TrackResult, crc32) as they
+finish, in any order. Given the store's RowSink, workers write each matrix into the store
+themselves (crc32 says what they wrote); otherwise the matrix comes back and the driver
+writes it. What a worker process needs before its first track is here, shared by both engines.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from melset.config import Recipe
     from melset.recipe import TrackResult
+    from melset.store import RowSink
 
 Task = tuple[int, str]  # (row in the store, audio path)
+Done = tuple[int, "TrackResult", "int | None"]  # (row, result, crc32 of the row when a worker wrote it)
 
 
 class Engine(Protocol):
@@ -28,7 +31,7 @@ class Engine(Protocol):
 
     def __enter__(self) -> Engine: ...
     def __exit__(self, *exc) -> None: ...
-    def run(self, tasks: Iterable[Task], recipe: Recipe) -> Iterator[tuple[int, TrackResult]]: ...
+    def run(self, tasks: Iterable[Task], recipe: Recipe, sink: RowSink | None = None) -> Iterator[Done]: ...
 
 
 def default_workers() -> int:
@@ -66,14 +69,22 @@ def _keep_large_buffers() -> None:
     libc.mallopt(m_trim_threshold, 256 * 1024 * 1024)
 
 
-def run_task(path: str, recipe: Recipe) -> TrackResult:
-    """One track in a worker; an unexpected exception becomes a failed row, not a dead run."""
+def run_task(path: str, recipe: Recipe, row: int | None = None, sink: RowSink | None = None) -> tuple[TrackResult, int | None]:
+    """One track in a worker. With a sink, the matrix goes straight into the store and the
+    result comes back without it, with the crc32 of the row written. An unexpected
+    exception becomes a failed row, not a dead run."""
+    import dataclasses
+
     from melset.recipe import TrackResult, process
 
     try:
-        return process(path, recipe)
+        result = process(path, recipe)
     except Exception as exc:  # a bug or a library failure we did not foresee
-        return TrackResult.failed(f"internal error while processing: {type(exc).__name__}: {exc}")
+        result = TrackResult.failed(f"internal error while processing: {type(exc).__name__}: {exc}")
+    if sink is None:
+        return result, None
+    crc = sink.write(row, result.mel if result.status == "ok" else None)
+    return dataclasses.replace(result, mel=None), crc
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -89,16 +100,18 @@ def describe_exit(exitcode: int | None) -> str:
     return f"the worker process exited with code {exitcode}"
 
 
-def timed_out(seconds: float) -> TrackResult:
+def failed(reason: str) -> TrackResult:
     from melset.recipe import TrackResult
 
-    return TrackResult.failed(f"timed out: no result after {seconds:g} s (the decoder hung or the file is huge)", math.nan)
+    return TrackResult.failed(reason, math.nan)
+
+
+def timed_out(seconds: float) -> TrackResult:
+    return failed(f"timed out: no result after {seconds:g} s (the decoder hung or the file is huge)")
 
 
 def crashed(exitcode: int | None, tries: int) -> TrackResult:
-    from melset.recipe import TrackResult
-
-    return TrackResult.failed(f"the decoder crashed: {describe_exit(exitcode)} on every try ({tries})")
+    return failed(f"the decoder crashed: {describe_exit(exitcode)} on every try ({tries})")
 
 
 def make_engine(name: str, workers: int | None = None, timeout: float = 120.0, address: str | None = None) -> Engine:

@@ -15,7 +15,8 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from pebble import ProcessExpired, ProcessPool
 
 from melset.config import Recipe
-from melset.engines import Task, crashed, default_workers, prepare_worker, run_task, timed_out
+from melset.engines import Done, Task, crashed, default_workers, failed, prepare_worker, run_task, timed_out
+from melset.store import RowSink
 
 RETRIES_AFTER_CRASH = 1
 
@@ -59,13 +60,13 @@ class LocalEngine:
             self._pool.stop()
         self._pool.join()
 
-    def run(self, tasks: Iterable[Task], recipe: Recipe) -> Iterator[tuple[int, object]]:
-        """Yield (row, TrackResult) for every task as workers finish them."""
+    def run(self, tasks: Iterable[Task], recipe: Recipe, sink: RowSink | None = None) -> Iterator[Done]:
+        """Yield (row, TrackResult, crc32) for every task as workers finish them."""
         self._starter.join()
         pool, pending, inflight = self._pool, iter(tasks), {}
 
         def submit(row: int, path: str, attempt: int) -> None:
-            inflight[pool.schedule(run_task, args=(path, recipe), timeout=self.timeout)] = (row, path, attempt)
+            inflight[pool.schedule(run_task, args=(path, recipe, row, sink), timeout=self.timeout)] = (row, path, attempt)
 
         def refill() -> None:
             for row, path in pending:
@@ -78,8 +79,9 @@ class LocalEngine:
             done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
             for future in done:
                 row, path, attempt = inflight.pop(future)
+                crc = None
                 try:
-                    result = future.result()
+                    result, crc = future.result()
                 except TimeoutError:
                     result = timed_out(self.timeout)
                 except ProcessExpired as exc:
@@ -88,8 +90,6 @@ class LocalEngine:
                         continue
                     result = crashed(exc.exitcode, attempt + 1)
                 except Exception as exc:  # e.g. a result that could not be sent back
-                    from melset.recipe import TrackResult
-
-                    result = TrackResult.failed(f"internal error in the worker pool: {type(exc).__name__}: {exc}")
-                yield row, result
+                    result = failed(f"internal error in the worker pool: {type(exc).__name__}: {exc}")
+                yield row, result, crc
             refill()
