@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 FORMAT = "melset-store/1"
 STATUSES = ("ok", "too_short", "failed", "missing")
 PENDING = "pending"
-MANIFEST, TRACKS, MELS, LABELS, CLASSES, JOURNAL, LOCK = (
+MANIFEST, TRACKS, MELS, LABELS, CLASSES, JOURNAL, LOCK, STORE_ID = (
     "manifest.json",
     "tracks.parquet",
     "mels.npy",
@@ -48,8 +48,9 @@ MANIFEST, TRACKS, MELS, LABELS, CLASSES, JOURNAL, LOCK = (
     "classes.json",
     "journal.jsonl",
     ".lock",
+    ".store_id",
 )
-STORE_FILES = (MANIFEST, TRACKS, MELS, LABELS, CLASSES, JOURNAL, LOCK)
+STORE_FILES = (MANIFEST, TRACKS, MELS, LABELS, CLASSES, JOURNAL, LOCK, STORE_ID)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,10 @@ def npy_data_offset(path: str) -> int:
     return int(np.load(path, mmap_mode="r").offset)
 
 
+class SinkUnreachable(OSError):
+    """This process cannot write into the driver's store (not on shared storage)."""
+
+
 @dataclass(frozen=True)
 class RowSink:
     """Writes rows straight into a store's mels.npy, from any process that can reach the file.
@@ -105,6 +110,7 @@ class RowSink:
     offset: int
     shape: tuple[int, ...]
     dtype: str
+    store_id: str  # what D/.store_id must hold: proof that this path is the driver's store
 
     @property
     def row_bytes(self) -> int:
@@ -120,12 +126,24 @@ class RowSink:
         return data.tobytes()
 
     def write(self, row: int, matrix: np.ndarray | None, fd: int | None = None) -> int:
-        """Write a row (zeros when matrix is None); returns the crc32 of the bytes written."""
+        """Write a row (zeros when matrix is None); returns the crc32 of the bytes written.
+
+        Without fd (in a worker) it first checks that the path holds the driver's store, so a
+        node that sees another file at the same path raises SinkUnreachable, not a silent loss.
+        """
         buf = self.encode(matrix)
-        # opened per row (~20 us): a cached descriptor could outlive an --overwrite of the file
         own = fd is None
         if own:
-            fd = os.open(self.path, os.O_WRONLY)
+            try:
+                with open(os.path.join(os.path.dirname(self.path), STORE_ID), encoding="ascii") as f:
+                    found = f.read().strip()
+                # opened per row (~20 us): a cached descriptor could outlive an --overwrite
+                fd = os.open(self.path, os.O_WRONLY)
+            except OSError as exc:
+                raise SinkUnreachable(f"cannot write into {self.path}: {exc.strerror}") from None
+            if found != self.store_id:
+                os.close(fd)
+                raise SinkUnreachable(f"{self.path} is not the driver's store (another .store_id)")
         try:
             os.pwrite(fd, buf, self.offset + row * len(buf))
         finally:
@@ -223,6 +241,11 @@ class StoreWriter:
         for name in STORE_FILES:
             if name != LOCK and os.path.exists(os.path.join(self.root, name)):
                 os.remove(os.path.join(self.root, name))
+        import uuid
+
+        store_id = uuid.uuid4().hex
+        with open(os.path.join(self.root, STORE_ID), "w", encoding="ascii") as f:
+            f.write(store_id + "\n")
         n = len(tracks)
         mels_path = os.path.join(self.root, MELS)
         # A sparse file: rows not yet written read as zeros.
@@ -233,6 +256,7 @@ class StoreWriter:
         self.base = tracks.reset_index(drop=True)
         self.manifest = {
             "format": FORMAT,
+            "store_id": store_id,
             "state": "running",
             "identity": identity,
             "rows": n,
@@ -256,7 +280,7 @@ class StoreWriter:
                 f"{self.root} holds a store made with other parameters ({diff}); "
                 "use --overwrite to replace it, or choose another --out"
             )
-        for name in (MELS, LABELS, CLASSES, TRACKS, JOURNAL):
+        for name in (MELS, LABELS, CLASSES, TRACKS, JOURNAL, STORE_ID):
             if not os.path.exists(os.path.join(self.root, name)):
                 raise StoreError(f"{self.root} is damaged: {name} is missing; use --overwrite to rebuild it")
         expected = tuple(self.manifest["shape"])
@@ -272,7 +296,8 @@ class StoreWriter:
 
     def _open_files(self) -> None:
         mels_path = os.path.join(self.root, MELS)
-        self.sink = RowSink(mels_path, npy_data_offset(mels_path), tuple(self.manifest["shape"][1:]), self.manifest["dtype"])
+        shape, dtype = tuple(self.manifest["shape"][1:]), self.manifest["dtype"]
+        self.sink = RowSink(mels_path, npy_data_offset(mels_path), shape, dtype, self.manifest["store_id"])
         self._mels_fd = os.open(mels_path, os.O_RDWR)
         self._journal_fd = os.open(os.path.join(self.root, JOURNAL), os.O_WRONLY | os.O_APPEND)
 

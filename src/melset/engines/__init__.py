@@ -77,14 +77,45 @@ def run_task(path: str, recipe: Recipe, row: int | None = None, sink: RowSink | 
 
     from melset.recipe import TrackResult, process
 
+    if FAULT_ENV in os.environ:
+        _inject_fault(path, os.environ[FAULT_ENV])
     try:
         result = process(path, recipe)
     except Exception as exc:  # a bug or a library failure we did not foresee
         result = TrackResult.failed(f"internal error while processing: {type(exc).__name__}: {exc}")
     if sink is None:
         return result, None
-    crc = sink.write(row, result.mel if result.status == "ok" else None)
+    from melset.store import SinkUnreachable
+
+    try:
+        crc = sink.write(row, result.mel if result.status == "ok" else None)
+    except SinkUnreachable:  # e.g. a Ray node without the shared store: the driver writes it
+        return result, None
     return dataclasses.replace(result, mel=None), crc
+
+
+FAULT_ENV = "MELSET_FAULT_INJECT"
+
+
+def _inject_fault(path: str, spec: str) -> None:
+    """Fault injection for the durability tests, set through MELSET_FAULT_INJECT:
+    "crash:TEXT" SIGKILLs the worker on every path containing TEXT; "crash-once:TEXT:MARKER"
+    only while the file MARKER does not exist (it is created first); "hang:TEXT" sleeps."""
+    kind, _, rest = spec.partition(":")
+    needle, _, marker = rest.partition(":")
+    if not needle or needle not in path:
+        return
+    if kind == "crash-once":
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    if kind in ("crash", "crash-once"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "hang":
+        import time
+
+        time.sleep(3600)
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -110,8 +141,8 @@ def timed_out(seconds: float) -> TrackResult:
     return failed(f"timed out: no result after {seconds:g} s (the decoder hung or the file is huge)")
 
 
-def crashed(exitcode: int | None, tries: int) -> TrackResult:
-    return failed(f"the decoder crashed: {describe_exit(exitcode)} on every try ({tries})")
+def crashed(how: str, tries: int) -> TrackResult:
+    return failed(f"the decoder crashed: {how} on every try ({tries})")
 
 
 def make_engine(name: str, workers: int | None = None, timeout: float = 120.0, address: str | None = None) -> Engine:

@@ -15,7 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from pebble import ProcessExpired, ProcessPool
 
 from melset.config import Recipe
-from melset.engines import Done, Task, crashed, default_workers, failed, prepare_worker, run_task, timed_out
+from melset.engines import Done, Task, crashed, default_workers, describe_exit, failed, prepare_worker, run_task, timed_out
 from melset.store import RowSink
 
 RETRIES_AFTER_CRASH = 1
@@ -88,7 +88,7 @@ class LocalEngine:
                     if attempt < RETRIES_AFTER_CRASH:
                         submit(row, path, attempt + 1)
                         continue
-                    result = crashed(exc.exitcode, attempt + 1)
+                    result = crashed(describe_exit(exc.exitcode), attempt + 1)
                 except Exception as exc:  # e.g. a result that could not be sent back
                     result = failed(f"internal error in the worker pool: {type(exc).__name__}: {exc}")
                 yield row, result, crc

@@ -1,0 +1,129 @@
+"""The Ray engine: the same recipe, run as Ray tasks on a cluster (or a local Ray instance).
+
+Each track is one Ray task running the very function the local engine runs. Workers write
+finished matrices straight into the store's mels.npy when they can reach it (the store on
+storage every node shares, at the same path); a worker that cannot, sends the matrix back
+through Ray's object store and the driver writes it. Either way only the driver commits
+rows to the journal, so a Ray run is exactly as crash-safe as a local one.
+
+Ray retries a task whose worker died once; if it dies again the track is marked failed
+with the reason. A task that runs past the timeout is cancelled and marked failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+
+from melset.config import Recipe
+from melset.engines import Done, Task, crashed, failed, prepare_worker, run_task, timed_out
+from melset.store import RowSink
+
+RETRIES_AFTER_CRASH = 1
+_prepared = False
+
+
+def _warm_up() -> None:
+    global _prepared
+    if not _prepared:  # once per Ray worker process
+        prepare_worker()
+        _prepared = True
+
+
+def _ray_task(path: str, recipe: Recipe, row: int, sink: RowSink | None):
+    _warm_up()
+    return run_task(path, recipe, row, sink)
+
+
+def _single_machine(address: str | None) -> bool:
+    if address is None:
+        return True
+    host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+class RayEngine:
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None, timeout: float = 120.0):
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.workers = workers or 0  # 0 until connected: then the cluster's CPUs
+        self.timeout = timeout
+        self._started_here = False
+
+    def __enter__(self) -> RayEngine:
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the machine
+        if _single_machine(self.address):
+            # A local instance, or one started with --node-ip-address 127.0.0.1: keep every
+            # Ray connection on loopback (otherwise Ray swaps 127.0.0.1 for the host's own
+            # address). Must be set before ray is imported; Ray reads it at import time.
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        try:
+            import ray
+        except ImportError:
+            from melset.errors import MetadataError
+
+            raise MetadataError("the ray engine needs Ray: pip install 'melset[ray]'") from None
+        if not ray.is_initialized():
+            kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+            if self.address is None:
+                kwargs["num_cpus"] = self.workers or None
+            else:
+                kwargs["address"] = self.address
+            ray.init(**kwargs)
+            self._started_here = True
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.workers = min(self.workers, cpus) if self.workers else cpus
+        self._remote = ray.remote(num_cpus=1, max_retries=RETRIES_AFTER_CRASH, retry_exceptions=False)(_ray_task)
+        # workers import the recipe now, while the driver reads metadata
+        self._warming = [ray.remote(num_cpus=1)(_warm_up).remote() for _ in range(self.workers)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._started_here:
+            import ray
+
+            ray.shutdown()
+
+    def run(self, tasks: Iterable[Task], recipe: Recipe, sink: RowSink | None = None) -> Iterator[Done]:
+        """Yield (row, TrackResult, crc32) as Ray tasks finish; at most 2 per CPU in flight."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayError, TaskCancelledError, WorkerCrashedError
+
+        recipe_ref = ray.put(recipe)
+        pending = iter(tasks)
+        inflight: dict = {}  # ObjectRef -> (row, submitted at)
+        cancelled: set = set()
+
+        def refill() -> None:
+            for row, path in pending:
+                inflight[self._remote.remote(path, recipe_ref, row, sink)] = (row, time.monotonic())
+                if len(inflight) >= 2 * self.workers:
+                    break
+
+        refill()
+        while inflight:
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            now = time.monotonic()
+            for ref, (row, since) in list(inflight.items()):
+                if ref not in ready and ref not in cancelled and now - since > self.timeout:
+                    ray.cancel(ref, force=True)
+                    cancelled.add(ref)
+            for ref in ready:
+                row, _ = inflight.pop(ref)
+                crc = None
+                try:
+                    result, crc = ray.get(ref, timeout=60)
+                except TaskCancelledError:
+                    result = timed_out(self.timeout)
+                except WorkerCrashedError:
+                    result = crashed("the Ray worker process died", RETRIES_AFTER_CRASH + 1) if ref not in cancelled else timed_out(self.timeout)
+                except GetTimeoutError:
+                    result = failed("Ray did not deliver the result")
+                except RayError as exc:
+                    result = timed_out(self.timeout) if ref in cancelled else failed(f"Ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+                cancelled.discard(ref)
+                yield row, result, crc
+            refill()
