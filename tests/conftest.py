@@ -120,3 +120,31 @@ def make_collection(root: Path, n: int, with_faults: bool = True) -> tuple[Path,
 def store_bytes(store: Path) -> dict[str, bytes]:
     """The files whose bytes must not depend on how a run went (kills, resumes, engines)."""
     return {name: (store / name).read_bytes() for name in ("mels.npy", "labels.npy", "tracks.parquet", "classes.json")}
+
+
+@functools.lru_cache(maxsize=1)
+def real_music() -> tuple[np.ndarray, int]:
+    """~60 s of real stereo music at 44.1 kHz from the shipped sample (CC-BY / PD)."""
+    import soundfile as sf
+
+    a, sr = sf.read(SAMPLE_AUDIO / "200" / "200010.mp3", dtype="float32", always_2d=True)
+    b, _ = sf.read(SAMPLE_AUDIO / "200" / "200047.mp3", dtype="float32", always_2d=True)
+    return np.concatenate([a, b]), sr
+
+
+def write_audio(path: Path, seconds: float = 25.0, rate: int = 44100, channels: int = 2, **sf_kwargs) -> Path:
+    """Real music resampled to `rate` with `channels` channels, written with soundfile."""
+    import soundfile as sf
+    import soxr
+
+    x, sr = real_music()
+    x = x[: int(seconds * sr)]
+    if rate != sr:
+        x = soxr.resample(x, sr, rate)
+    if channels == 1:
+        x = x.mean(axis=1, keepdims=True)
+    elif channels > 2:
+        x = np.concatenate([x, 0.5 * x[:, ::-1], 0.25 * x][: (channels + 1) // 2], axis=1)[:, :channels]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.ascontiguousarray(x, dtype=np.float32), rate, **sf_kwargs)
+    return path

@@ -48,14 +48,16 @@ def decode(path: str | os.PathLike, sample_rate: int = 22050, max_frames_at=None
     """
     path = os.fspath(path)
     _check_file(path)
+    libsndfile_said = None
     if decoder != "av":
         try:
             return _decode_soundfile(path, sample_rate, max_frames_at)
         except _NotForLibsndfile as exc:
             kind = sniff(path)
             if decoder == "soundfile" or kind.reason:
-                raise AudioError(kind.reason or f"{kind.what}: libsndfile cannot read it ({exc})") from None
-    return _decode_av(path, sample_rate, max_frames_at)
+                raise AudioError(kind.reason or f"{kind.what}: libsndfile cannot read it ({_clean(str(exc))})") from None
+            libsndfile_said = _clean(str(exc))
+    return _decode_av(path, sample_rate, max_frames_at, libsndfile_said)
 
 
 # -- file checks -----------------------------------------------------------------------------
@@ -102,13 +104,16 @@ def _decode_soundfile(path: str, sample_rate: int, max_frames_at) -> Decoded:
         raise _NotForLibsndfile(str(exc)) from None
     with f:
         native, channels, header_frames = f.samplerate, f.channels, f.frames
+        if f.format in ("WAV", "WAVEX"):
+            # libsndfile quietly shortens a WAV whose data chunk promises more than the file holds
+            header_frames = max(header_frames, _wav_declared_frames(path) or 0)
         if native <= 0 or channels <= 0:
             raise AudioError(f"invalid header: {native} Hz, {channels} channels")
         want = -1 if max_frames_at is None else int(max_frames_at(native))
         try:
             data = f.read(frames=want, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as exc:
-            raise AudioError(f"decoding failed: {exc}") from None
+            raise AudioError(f"decoding failed: libsndfile says {_clean(exc)}") from None
     reached_end = want < 0 or len(data) < want
     if len(data) == 0:
         raise AudioError(sniff(path).reason or "no audio frames could be decoded")
@@ -124,10 +129,43 @@ def _decode_soundfile(path: str, sample_rate: int, max_frames_at) -> Decoded:
     return Decoded(y, sample_rate, native, channels, duration, reached_end, "soundfile")
 
 
+def _wav_declared_frames(path: str) -> int | None:
+    """Frames the RIFF header's data chunk announces (None when unreadable or open-ended)."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            if f.read(12)[8:12] != b"WAVE":
+                return None
+            block_align = None
+            while True:
+                head = f.read(8)
+                if len(head) < 8:
+                    return None
+                cid, size = head[:4], struct.unpack("<I", head[4:])[0]
+                if cid == b"fmt ":
+                    fmt = f.read(size + (size & 1))
+                    block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else None
+                elif cid == b"data":
+                    if not block_align or size in (0, 0xFFFFFFFF):
+                        return None
+                    return size // block_align
+                else:
+                    f.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        return None
+
+
 # -- FFmpeg through PyAV ---------------------------------------------------------------------
 
 
-def _decode_av(path: str, sample_rate: int, max_frames_at) -> Decoded:
+def _clean(exc: Exception | str) -> str:
+    """A library's error message without its boilerplate ("Error : ", errno numbers, the path)."""
+    text = exc if isinstance(exc, str) else getattr(exc, "strerror", None) or str(exc)
+    return text.replace("Error : ", "").strip().rstrip(".")
+
+
+def _decode_av(path: str, sample_rate: int, max_frames_at, libsndfile_said: str | None = None) -> Decoded:
     try:
         import av
     except ImportError:
@@ -158,7 +196,8 @@ def _decode_av(path: str, sample_rate: int, max_frames_at) -> Decoded:
         raise
     except Exception as exc:  # FFmpeg raises many kinds; all mean "could not decode"
         kind = sniff(path)
-        raise AudioError(kind.reason or f"{kind.what}: neither libsndfile nor FFmpeg can decode it ({exc})") from None
+        said = f"libsndfile: {libsndfile_said}; FFmpeg: {_clean(exc)}" if libsndfile_said else f"FFmpeg: {_clean(exc)}"
+        raise AudioError(kind.reason or f"{kind.what}: cannot be decoded ({said})") from None
     if got == 0:
         raise AudioError("no audio frames could be decoded")
     data = np.concatenate(chunks)
@@ -211,13 +250,13 @@ class Sniffed:
 
 
 _MAGIC = [
-    (b"RIFF", "wav"),
-    (b"RIFX", "wav"),
-    (b"fLaC", "flac"),
-    (b"OggS", "ogg"),
-    (b".snd", "au"),
-    (b"FORM", "aiff"),
-    (b"ID3", "mp3"),
+    (b"RIFF", "wav", "a WAV file"),
+    (b"RIFX", "wav", "a WAV file"),
+    (b"fLaC", "flac", "a FLAC file"),
+    (b"OggS", "ogg", "an Ogg file"),
+    (b".snd", "au", "an AU file"),
+    (b"FORM", "aiff", "an AIFF file"),
+    (b"ID3", "mp3", "an MP3 file"),
 ]
 
 
@@ -239,11 +278,11 @@ def sniff(path: str) -> Sniffed:
         return Sniffed("xml", f"not audio: an XML document saved as .{ext}")
     if head[4:8] == b"ftyp":
         return Sniffed("mp4", None, "an MP4/M4A file (AAC or ALAC)")
-    for magic, kind in _MAGIC:
+    for magic, kind, what in _MAGIC:
         if head.startswith(magic):
             if kind == "mp3":
                 return _sniff_mp3(head, has_id3=True)
-            return Sniffed(kind, None, f"a {kind.upper()} file")
+            return Sniffed(kind, None, what)
     if _mostly_text(head):
         return Sniffed("text", f"not audio: a text file saved as .{ext}")
     if ext == "mp3" or _mp3_frames(head, 0):

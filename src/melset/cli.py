@@ -39,8 +39,10 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--tracks", "tracks_csv", type=click.Path(), help="FMA's fma_metadata/tracks.csv.")
-@click.option("--audio", "audio_dir", type=click.Path(), required=True, help="Audio folder (FMA: the fma_small/ folder of NNN/NNNNNN.mp3).")
+@click.option("--tracks", "tracks_csv", type=click.Path(), help="FMA layout: FMA's fma_metadata/tracks.csv.")
+@click.option("--manifest", "manifest_file", type=click.Path(), help="Manifest layout: a CSV or Parquet file with columns path,label[,split].")
+@click.option("--layout", type=click.Choice(["fma", "folders", "manifest"]), default=None, help="Input layout (default: fma with --tracks, manifest with --manifest, else folders: AUDIO/<genre>/<file>).")
+@click.option("--audio", "audio_dir", type=click.Path(), required=True, help="Audio folder (FMA: fma_small/ with NNN/NNNNNN.mp3; folders: one folder per genre; manifest: the root its paths are relative to).")
 @click.option("--out", "out_dir", type=click.Path(), required=True, help="Store folder to create or resume.")
 @click.option("--subset", type=click.Choice(["small", "medium", "large"]), default="small", show_default=True, help="FMA subset; they nest, so medium = small + medium.")
 @click.option("--workers", type=int, default=None, help="Worker processes (default: all cores).")
@@ -54,17 +56,21 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made with other parameters.")
 @click.option("--retry-failed", is_flag=True, help="Also redo rows that failed in an earlier run.")
 @click.option("--quiet", is_flag=True, help="No progress bar; a one-line summary.")
-def extract(tracks_csv, audio_dir, out_dir, subset, workers, limit, dtype, on_short, decoder, engine, ray_address, timeout, overwrite, retry_failed, quiet):
+def extract(tracks_csv, manifest_file, layout, audio_dir, out_dir, subset, workers, limit, dtype, on_short, decoder, engine, ray_address, timeout, overwrite, retry_failed, quiet):
     """Compute the notebook's log-mel spectrograms for a collection into a store."""
     from melset.engines import make_engine
 
     recipe = Recipe(dtype=dtype, on_short=on_short, decoder=decoder)
-    if not tracks_csv:
-        _fail("--tracks is required (FMA's fma_metadata/tracks.csv)")
+    layout = layout or ("fma" if tracks_csv else "manifest" if manifest_file else "folders")
+    if layout == "fma" and not tracks_csv:
+        _fail("--layout fma needs --tracks (FMA's fma_metadata/tracks.csv)")
+    if layout == "manifest" and not manifest_file:
+        _fail("--layout manifest needs --manifest (a CSV or Parquet file with columns path,label[,split])")
+    inputs = dict(layout=layout, tracks_csv=tracks_csv, manifest_file=manifest_file, audio_dir=audio_dir, subset=subset, limit=limit)
     try:
         # Started first: workers import and warm up while the metadata is read.
         with make_engine(engine, workers=workers, timeout=timeout, address=ray_address) as eng:
-            summary = _extract(eng, recipe, tracks_csv, audio_dir, out_dir, subset, limit, overwrite, retry_failed, quiet)
+            summary = _extract(eng, recipe, inputs, out_dir, overwrite, retry_failed, quiet)
     except (MetadataError, StoreError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -74,13 +80,26 @@ def extract(tracks_csv, audio_dir, out_dir, subset, workers, limit, dtype, on_sh
     sys.exit(summary.exit_code)
 
 
-def _extract(engine, recipe, tracks_csv, audio_dir, out_dir, subset, limit, overwrite, retry_failed, quiet):
-    from melset import fma
+def _catalog(layout, tracks_csv, manifest_file, audio_dir, subset, limit):
+    from melset import catalog, fma
+
+    if layout == "fma":
+        cat = fma.catalog(tracks_csv, audio_dir, subset)
+        if len(cat) == 0:
+            raise MetadataError(f"{tracks_csv}: no tracks in subset {subset}")
+    elif layout == "manifest":
+        cat = catalog.manifest(manifest_file, audio_dir)
+        if len(cat) == 0:
+            raise MetadataError(f"{manifest_file}: the manifest lists no files")
+    else:
+        cat = catalog.folders(audio_dir)
+    return cat.limit(limit)
+
+
+def _extract(engine, recipe, inputs, out_dir, overwrite, retry_failed, quiet):
     from melset.extract import extract as run_extract
 
-    catalog = fma.catalog(tracks_csv, audio_dir, subset).limit(limit)
-    if len(catalog) == 0:
-        raise MetadataError(f"{tracks_csv}: no tracks in subset {subset}")
+    catalog = _catalog(**inputs)
     if quiet:
         return run_extract(catalog, recipe, out_dir, engine=engine, overwrite=overwrite, retry_failed=retry_failed)
     columns = (TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(), _Rate(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())

@@ -22,7 +22,8 @@ import numpy as np
 from melset.catalog import Catalog
 from melset.config import Recipe
 from melset.engines import Engine
-from melset.store import StoreWriter
+from melset.errors import StoreError
+from melset.store import DISK_FULL, StoreWriter, disk_full_message
 
 COMMIT_EVERY_S = 0.5
 COMMIT_EVERY_ROWS = 256
@@ -126,19 +127,18 @@ def extract(
     }
     labels = one_hot(table["genre_top"], classes)
     with StoreWriter.open(out, identity, table, labels, classes, recipe.shape, recipe.dtype, overwrite=overwrite, extra=extra) as store:
-        tasks, already = _plan(store, table, retry_failed)
-        processed, total = 0, len(table)
-        skipped = total - len(tasks)  # finished earlier, or recorded missing just now
-        if on_progress:
-            on_progress(skipped, total)
-        complete = False
+        processed, total, already, complete = 0, len(table), 0, False
         last_commit = time.monotonic()
         try:
+            tasks, already = _plan(store, table, retry_failed)
+            skipped = total - len(tasks)  # finished earlier, or recorded missing just now
+            if on_progress:
+                on_progress(skipped, total)
             for row, result, crc in engine.run(tasks, recipe, store.sink):
                 if crc is None:  # the engine sent the matrix back
-                    store.write(row, result.status, result.error, result.duration_s, result.mel)
+                    store.write(row, result.status, result.error, result.duration_s, result.mel, result.decoder)
                 else:  # a worker wrote it into mels.npy already
-                    store.record(row, result.status, result.error, result.duration_s, crc)
+                    store.record(row, result.status, result.error, result.duration_s, crc, result.decoder)
                 processed += 1
                 if time.monotonic() - last_commit > COMMIT_EVERY_S or store.uncommitted >= COMMIT_EVERY_ROWS:
                     store.commit()
@@ -146,6 +146,10 @@ def extract(
                 if on_progress:
                     on_progress(skipped + processed, total)
             complete = True
+        except OSError as exc:
+            if exc.errno in DISK_FULL:
+                raise StoreError(disk_full_message(store.root, exc)) from exc
+            raise
         finally:
             run = {
                 "started": started_at,
@@ -157,7 +161,13 @@ def extract(
                 "completed": complete,
             }
             runs = [*store.manifest.get("runs", []), run]
-            manifest = store.finalize(complete, {"versions": versions(), "runs": runs, "started": started_at, "finished": run["finished"]})
+            try:
+                manifest = store.finalize(complete, {"versions": versions(), "runs": runs, "started": started_at, "finished": run["finished"]})
+            except OSError as exc:
+                # the journal holds every committed row; the old tables stay (atomic renames)
+                if exc.errno in DISK_FULL:
+                    raise StoreError(disk_full_message(store.root, exc)) from exc
+                raise
         failures = _failures(store, table)
     return Summary(
         out=os.path.abspath(os.fspath(out)),

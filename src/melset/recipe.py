@@ -24,6 +24,7 @@ class TrackResult:
     mel: np.ndarray | None  # (n_mels, n_frames) in recipe.dtype when ok
     error: str  # reason in words; "" when ok
     duration_s: float  # the file's duration (NaN when unknown)
+    decoder: str = ""  # the backend that decoded it: "soundfile" (libsndfile) or "av" (FFmpeg)
 
     @classmethod
     def failed(cls, reason: str, duration_s: float = math.nan) -> TrackResult:
@@ -49,9 +50,10 @@ def process(path: str | os.PathLike, recipe: Recipe) -> TrackResult:
             f"{decoded.duration_s:.2f} s of audio gives {frames} frames; the recipe keeps {recipe.n_frames} "
             f"(at least {recipe.min_samples / recipe.sample_rate:.2f} s)",
             decoded.duration_s,
+            decoded.backend,
         )
     mel = features.log_mel(y, recipe)
-    return TrackResult("ok", mel.astype(recipe.dtype), "", decoded.duration_s)
+    return TrackResult("ok", mel.astype(recipe.dtype), "", decoded.duration_s, decoded.backend)
 
 
 def whole_track(path: str | os.PathLike, recipe: Recipe) -> np.ndarray:

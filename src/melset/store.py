@@ -16,10 +16,12 @@ The store knows nothing of audio: callers hand it matrices and an identity to ch
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import fcntl
 import json
 import math
 import os
+import shutil
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -62,9 +64,10 @@ class Record:
     error: str
     duration_s: float
     crc32: int  # of the row's bytes in mels.npy
+    decoder: str = ""  # which backend decoded the file, when one did
 
     def to_json(self) -> str:
-        d = {"row": self.row, "status": self.status, "error": self.error, "duration_s": _json_float(self.duration_s), "crc32": self.crc32}
+        d = {"row": self.row, "status": self.status, "error": self.error, "duration_s": _json_float(self.duration_s), "crc32": self.crc32, "decoder": self.decoder}
         return json.dumps(d, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -145,11 +148,19 @@ class RowSink:
                 os.close(fd)
                 raise SinkUnreachable(f"{self.path} is not the driver's store (another .store_id)")
         try:
-            os.pwrite(fd, buf, self.offset + row * len(buf))
+            _pwrite_all(fd, buf, self.offset + row * len(buf))
         finally:
             if own:
                 os.close(fd)
         return zlib.crc32(buf)
+
+
+def _pwrite_all(fd: int, buf: bytes, offset: int) -> None:
+    """pwrite every byte: a nearly full disk can take part of a row and return a short count."""
+    view = memoryview(buf)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 def table_schema(id_type: pa.DataType) -> pa.Schema:
@@ -241,6 +252,8 @@ class StoreWriter:
         for name in STORE_FILES:
             if name != LOCK and os.path.exists(os.path.join(self.root, name)):
                 os.remove(os.path.join(self.root, name))
+        row_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        _check_space(self.root, len(tracks) * row_bytes)
         import uuid
 
         store_id = uuid.uuid4().hex
@@ -288,6 +301,8 @@ class StoreWriter:
         if mm.shape != expected or n_rows != expected[0]:
             raise StoreError(f"{self.root} is damaged: mels.npy has shape {mm.shape}, the manifest says {expected}; use --overwrite")
         del mm
+        mels = os.stat(os.path.join(self.root, MELS))
+        _check_space(self.root, mels.st_size - mels.st_blocks * 512)
         import pandas as pd
 
         self.base = pd.read_parquet(os.path.join(self.root, TRACKS), columns=["track_id", "path", "genre_top", "subset", "split"])
@@ -316,26 +331,27 @@ class StoreWriter:
         """The committed record of a row, or None if it must be (re)done."""
         return self.records.get(row)
 
-    def write(self, row: int, status: str, error: str, duration_s: float, matrix: np.ndarray | None) -> None:
+    def write(self, row: int, status: str, error: str, duration_s: float, matrix: np.ndarray | None, decoder: str = "") -> None:
         """Write a row's matrix (zeros unless ok); it counts as done after the next commit()."""
         if status == "ok" and matrix is None:
             raise ValueError(f"row {row}: an ok row needs its matrix")
         crc = self.sink.write(row, matrix if status == "ok" else None, fd=self._mels_fd)
-        self.record(row, status, error, duration_s, crc)
+        self.record(row, status, error, duration_s, crc, decoder)
 
-    def record(self, row: int, status: str, error: str, duration_s: float, crc32: int) -> None:
+    def record(self, row: int, status: str, error: str, duration_s: float, crc32: int, decoder: str = "") -> None:
         """Note a row already written through `sink` (by a worker); it counts after the next commit()."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
-        self._pending.append(Record(row, status, error or "", duration_s, crc32))
+        self._pending.append(Record(row, status, error or "", duration_s, crc32, decoder))
 
     def commit(self) -> int:
         """Make written rows durable, then journal them. Returns how many were committed."""
         if not self._pending:
             return 0
         os.fdatasync(self._mels_fd)
-        lines = "".join(r.to_json() + "\n" for r in self._pending).encode()
-        os.write(self._journal_fd, lines)
+        view = memoryview("".join(r.to_json() + "\n" for r in self._pending).encode())
+        while view:  # a short write on a full disk ends in an error on the next try: a torn last line
+            view = view[os.write(self._journal_fd, view) :]
         os.fsync(self._journal_fd)
         for r in self._pending:
             self.records[r.row] = r
@@ -356,8 +372,12 @@ class StoreWriter:
         self._write_table()
         counts = self.counts()
         complete = complete and counts[PENDING] == 0
+        decoders: dict[str, int] = {}
+        for r in self.records.values():
+            if r.decoder:
+                decoders[r.decoder] = decoders.get(r.decoder, 0) + 1
         self.manifest.update(extra or {})
-        self.manifest.update({"state": "complete" if complete else "incomplete", "counts": counts, "updated": _now()})
+        self.manifest.update({"state": "complete" if complete else "incomplete", "counts": counts, "decoders": decoders, "updated": _now()})
         _write_json(os.path.join(self.root, MANIFEST), self.manifest)
         return self.manifest
 
@@ -412,6 +432,32 @@ def _none_for_nan(col: pd.Series) -> list:
     return [v if isinstance(v, str) else None for v in col.tolist()]
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _human(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _check_space(root: str, needed: int) -> None:
+    """Refuse up front when the disk cannot hold the rows still to write (mels.npy is sparse)."""
+    free = shutil.disk_usage(root).free
+    margin = 1024 * 1024  # journal, tables, manifest
+    if needed + margin > free:
+        raise StoreError(f"not enough disk space for {root}: the rows still to write need {_human(needed)}, {_human(free)} is free")
+
+
+def disk_full_message(root: str, exc: OSError) -> str:
+    return (
+        f"disk full while writing the store {root} ({exc.strerror}); finished rows are saved: "
+        "free some space and run the same command again to resume"
+    )
+
+
 def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(set(old) | set(new)):
@@ -451,7 +497,8 @@ def read_journal(path: str, truncate: bool = False) -> dict[int, Record]:
             break
         try:
             d = json.loads(line)
-            rec = Record(int(d["row"]), d["status"], d["error"], math.nan if d["duration_s"] is None else float(d["duration_s"]), int(d["crc32"]))
+            duration = math.nan if d["duration_s"] is None else float(d["duration_s"])
+            rec = Record(int(d["row"]), d["status"], d["error"], duration, int(d["crc32"]), d.get("decoder", ""))
         except (ValueError, KeyError, TypeError):
             break
         records[rec.row] = rec

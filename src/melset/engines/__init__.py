@@ -100,7 +100,8 @@ FAULT_ENV = "MELSET_FAULT_INJECT"
 def _inject_fault(path: str, spec: str) -> None:
     """Fault injection for the durability tests, set through MELSET_FAULT_INJECT:
     "crash:TEXT" SIGKILLs the worker on every path containing TEXT; "crash-once:TEXT:MARKER"
-    only while the file MARKER does not exist (it is created first); "hang:TEXT" sleeps."""
+    only while the file MARKER does not exist (it is created first); "hang:TEXT" sleeps;
+    "enospc:TEXT" fails as a full disk would."""
     kind, _, rest = spec.partition(":")
     needle, _, marker = rest.partition(":")
     if not needle or needle not in path:
@@ -112,6 +113,10 @@ def _inject_fault(path: str, spec: str) -> None:
             return
     if kind in ("crash", "crash-once"):
         os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "enospc":
+        import errno
+
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     if kind == "hang":
         import time
 

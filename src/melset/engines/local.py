@@ -89,6 +89,8 @@ class LocalEngine:
                         submit(row, path, attempt + 1)
                         continue
                     result = crashed(describe_exit(exc.exitcode), attempt + 1)
+                except OSError:  # the worker could not write into the store (disk full): stop the run
+                    raise
                 except Exception as exc:  # e.g. a result that could not be sent back
                     result = failed(f"internal error in the worker pool: {type(exc).__name__}: {exc}")
                 yield row, result, crc

@@ -123,6 +123,8 @@ class RayEngine:
                 except GetTimeoutError:
                     result = failed("Ray did not deliver the result")
                 except RayError as exc:
+                    if isinstance(getattr(exc, "cause", None), OSError):  # could not write into the store
+                        raise exc.cause from None
                     result = timed_out(self.timeout) if ref in cancelled else failed(f"Ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
                 cancelled.discard(ref)
                 yield row, result, crc
