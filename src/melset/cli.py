@@ -269,5 +269,102 @@ def export(store_dir, fmt, to):
     out.print(f"wrote {n['pickles']} spectrogram pickles, {n['labels']} labels and {n['classes']} classes to {to}")
 
 
+def _needs_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        _fail("this command needs PyTorch: pip install 'melset[train]'")
+
+
+@main.command()
+@click.argument("store_dir", type=click.Path())
+@click.option("--run", "run_dir", type=click.Path(), required=True, help="Folder for the run (model, metrics, curves).")
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="AdamW learning rate.")
+@click.option("--patience", type=int, default=10, show_default=True, help="Stop after this many epochs without a better validation score.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--quiet", is_flag=True)
+def train(store_dir, run_dir, epochs, batch_size, lr, patience, device, seed, workers, quiet):
+    """Train the baseline CNN on a store (training split; best epoch on validation)."""
+    _needs_torch()
+    from melset.train import TrainConfig
+    from melset.train import train as run_train
+
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, device=device, seed=seed, num_workers=workers)
+    store = _open(store_dir)
+    columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=err, disable=quiet) as progress:
+        task = progress.add_task("", total=epochs)
+
+        def on_epoch(row: dict) -> None:
+            val = f"val {row['val_accuracy']:.2f}" if row["val_accuracy"] is not None else "no validation rows"
+            progress.update(task, advance=1, description=f"loss {row['train_loss']:.3f} acc {row['train_accuracy']:.2f} {val}")
+
+        try:
+            metrics = run_train(store.root, run_dir, cfg, on_epoch)
+        except (ValueError, RuntimeError) as exc:
+            _fail(str(exc))
+    best = metrics["epochs"][metrics["best_epoch"] - 1]
+    val = f", validation accuracy {best['val_accuracy']:.3f}" if best["val_accuracy"] is not None else ""
+    out.print(
+        f"{run_dir}: {len(metrics['epochs'])} epochs{' (stopped early)' if metrics['stopped_early'] else ''}; "
+        f"best epoch {metrics['best_epoch']}: training accuracy {best['train_accuracy']:.3f}{val}"
+    )
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--store", "store_dir", type=click.Path(), required=True)
+@click.option("--split", type=click.Choice(["training", "validation", "test", "all"]), default="test", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def evaluate(run_dir, store_dir, split, device, as_json):
+    """Accuracy, macro-F1 and per-genre scores of a run on a store's split; draws the confusion matrix."""
+    _needs_torch()
+    from melset.train import evaluate as run_evaluate
+
+    _open(store_dir)
+    report = run_evaluate(run_dir, store_dir, None if split == "all" else split, device)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    out.print(f"[bold]{split}[/]: {report['n']} tracks, accuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f}")
+    t = Table()
+    for col in ("genre", "precision", "recall", "f1", "support"):
+        t.add_column(col, justify="left" if col == "genre" else "right")
+    for genre, m in report["per_class"].items():
+        t.add_row(genre, f"{m['precision']:.2f}", f"{m['recall']:.2f}", f"{m['f1']:.2f}", str(m["support"]))
+    out.print(t)
+    out.print(f"confusion matrix: {report['confusion_png']}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--whole-track", is_flag=True, help="Average over consecutive windows of the recipe's frames, not just the first.")
+@click.option("--top", type=int, default=3, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def predict(run_dir, files, whole_track, top, device, as_json):
+    """Top genres for audio files (mp3, wav, flac, ogg, ...), with the run's own recipe."""
+    _needs_torch()
+    from melset.train import predict as run_predict
+
+    results = run_predict(run_dir, list(files), whole_track=whole_track, top=top, device=device)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if "error" in r:
+                out.print(f"{r['file']}: [red]cannot predict[/]: {r['error']}")
+            else:
+                guesses = ", ".join(f"{g['genre']} {g['probability']:.2f}" for g in r["top"])
+                out.print(f"{r['file']}: {guesses}" + (f"  ({r['windows']} windows)" if whole_track else ""))
+    sys.exit(1 if any("error" in r for r in results) else 0)
+
+
 if __name__ == "__main__":
     main()

@@ -9,12 +9,13 @@ writes it. What a worker process needs before its first track is here, shared by
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 import signal
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
+
+from melset.system import keep_freed_memory
 
 if TYPE_CHECKING:
     from melset.config import Recipe
@@ -47,26 +48,13 @@ def prepare_worker() -> None:
     decoder's own prints, leave Ctrl-C to the driver."""
     import melset.recipe  # noqa: F401  (import now, while the driver is still reading metadata)
 
-    _keep_large_buffers()
+    keep_freed_memory()
     # libmpg123 prints notes ("Illegal Audio-MPEG-Header ...") straight to fd 2; every
     # failure already gets a reason in words, so the noise goes.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.close(devnull)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _keep_large_buffers() -> None:
-    # glibc hands out and returns every allocation over 128 KiB with mmap/munmap, so each
-    # track's ~8 MB arrays are page-faulted in afresh: measured ~40% of the feature time.
-    # Raising the mmap and trim thresholds lets freed buffers be reused.
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
-    libc.mallopt(m_trim_threshold, 256 * 1024 * 1024)
 
 
 def run_task(path: str, recipe: Recipe, row: int | None = None, sink: RowSink | None = None) -> tuple[TrackResult, int | None]:

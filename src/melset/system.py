@@ -1,0 +1,28 @@
+"""Process-level tuning for the heavy loops (extraction workers, training)."""
+
+from __future__ import annotations
+
+import ctypes
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+
+
+def keep_freed_memory(mmap_threshold: int | None = 32 * 1024 * 1024) -> None:
+    """Let glibc reuse freed big buffers instead of returning them to the kernel.
+
+    By default every allocation over 128 KiB is mmap'ed and unmapped on free, so a loop
+    that allocates the same big arrays each iteration page-faults them in afresh: measured
+    ~40% of the feature time in extraction and ~35% of CPU training time. mmap_threshold=None
+    keeps every allocation in the heap (training: its activations exceed glibc's 32 MiB cap
+    on the threshold). A no-op where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    if mmap_threshold is None:
+        libc.mallopt(_M_MMAP_MAX, 0)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    else:
+        libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
+        libc.mallopt(_M_TRIM_THRESHOLD, 8 * mmap_threshold)

@@ -1,0 +1,119 @@
+"""PyTorch access to a store: `MelDataset`, memory-mapped, safe with DataLoader workers.
+
+    from melset.torch import MelDataset
+    train = MelDataset("fma_small.melset", split="training")
+    x, y = train[0]          # float32 tensor [1, 128, 1024], class index
+    loader = DataLoader(train, batch_size=32, shuffle=True, num_workers=4)
+
+Only rows that are `ok` and have a genre are served. `split` uses the store's own split
+(FMA's training/validation/test) when every such row has one, otherwise a seeded split
+stratified by genre (`split_rows`), which training records in its run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from melset.store import Store
+
+SPLITS = ("training", "validation", "test")
+DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Which split each usable row belongs to, and where that came from."""
+
+    rows: np.ndarray  # store rows that are ok and have a genre
+    names: np.ndarray  # "training" | "validation" | "test", aligned with rows
+    source: str  # "store" (the store's own split) or "stratified"
+    seed: int | None = None
+    fractions: tuple[float, float, float] | None = None
+
+    def select(self, split: str | None) -> np.ndarray:
+        if split is None:
+            return self.rows
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS} or None, not {split!r}")
+        return self.rows[self.names == split]
+
+    def describe(self) -> dict:
+        counts = {s: int((self.names == s).sum()) for s in SPLITS}
+        return {"source": self.source, "seed": self.seed, "fractions": self.fractions, "counts": counts}
+
+
+def usable_rows(store: Store) -> np.ndarray:
+    """Rows with a stored matrix and a label."""
+    ok = store.tracks["status"].to_numpy() == "ok"
+    labelled = np.asarray(store.labels).any(axis=1)
+    return np.flatnonzero(ok & labelled)
+
+
+def split_rows(store: Store, seed: int = 0, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> Split:
+    """The store's split if every usable row has one, else a seeded split stratified by genre."""
+    rows = usable_rows(store)
+    given = store.tracks["split"].to_numpy()[rows]
+    if len(rows) and all(isinstance(s, str) and s in SPLITS for s in given):
+        return Split(rows, np.asarray(given, dtype=object), "store")
+    names = np.empty(len(rows), dtype=object)
+    targets = np.asarray(store.labels)[rows].argmax(axis=1)
+    rng = np.random.default_rng(seed)
+    for c in np.unique(targets):
+        idx = rng.permutation(np.flatnonzero(targets == c))
+        n = len(idx)
+        n_val = int(round(n * fractions[1])) if n >= 3 else 0
+        n_test = int(round(n * fractions[2])) if n >= 3 else 0
+        if n >= 3:
+            n_val, n_test = max(n_val, 1), max(n_test, 1)
+        names[idx[: n - n_val - n_test]] = "training"
+        names[idx[n - n_val - n_test : n - n_test]] = "validation"
+        names[idx[n - n_test :]] = "test"
+    return Split(rows, names, "stratified", seed, tuple(fractions))
+
+
+class MelDataset(Dataset):
+    """A store's ok, labelled rows as (float32 tensor [1, n_mels, n_frames], class index).
+
+    The matrices stay on disk (memory-mapped, opened lazily in each DataLoader worker);
+    labels and row indices are small arrays held in memory.
+    """
+
+    def __init__(
+        self,
+        store: str | os.PathLike | Store,
+        split: str | None = None,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        seed: int = 0,
+        fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    ):
+        store = store if isinstance(store, Store) else Store(store)
+        self.root = store.root
+        self.classes: list[str] = list(store.classes)
+        self.split = split_rows(store, seed, fractions)
+        self.rows = self.split.select(split)
+        self.targets = np.asarray(store.labels)[self.rows].argmax(axis=1).astype(np.int64)
+        self.transform = transform
+        self.recipe = store.recipe
+        self._mels = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        if self._mels is None:
+            self._mels = np.load(os.path.join(self.root, "mels.npy"), mmap_mode="r")
+        x = torch.from_numpy(np.array(self._mels[self.rows[i]], dtype=np.float32)).unsqueeze(0)
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.targets[i])
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_mels"] = None  # each worker maps the file itself
+        return state

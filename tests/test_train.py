@@ -1,0 +1,155 @@
+"""From spectrograms to genres: dataset, baseline CNN training, evaluate, predict."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from conftest import needs_shared, run_melset
+
+torch = pytest.importorskip("torch")
+
+from melset.store import Store  # noqa: E402
+from melset.torch import MelDataset, split_rows  # noqa: E402
+
+
+def test_dataset_serves_ok_labelled_rows_memory_mapped(sample_store):
+    ds = MelDataset(sample_store)
+    t = pd.read_parquet(sample_store / "tracks.parquet")
+    expected = t.index[(t["status"] == "ok") & t["genre_top"].notna()].tolist()
+    assert ds.rows.tolist() == expected and len(ds) == 8
+    x, y = ds[0]
+    assert x.dtype == torch.float32 and tuple(x.shape) == (1, 128, 1024)
+    mels = np.load(sample_store / "mels.npy")
+    assert np.array_equal(x[0].numpy(), mels[expected[0]].astype(np.float32))
+    assert ds.classes[y] == t.loc[expected[0], "genre_top"]
+    # pickles without the memory map (what DataLoader workers receive)
+    state = pickle.loads(pickle.dumps(ds))
+    assert state._mels is None and torch.equal(state[0][0], x)
+
+
+def test_dataloader_with_worker_processes(sample_store):
+    ds = MelDataset(sample_store, split="training")
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2)
+    xs, ys = zip(*loader)
+    assert sum(len(y) for y in ys) == len(ds)
+    assert torch.equal(torch.cat(xs)[0], ds[0][0])
+
+
+def test_fma_split_used_when_present_else_seeded_stratified(sample_store, tmp_path):
+    s = split_rows(Store(sample_store))
+    assert s.source == "store"
+    t = pd.read_parquet(sample_store / "tracks.parquet")
+    assert list(s.names) == t.loc[s.rows, "split"].tolist()
+    # a folders store has no split: stratified by genre, reproducible from the seed
+    root = tmp_path / "g"
+    for genre, src in (("a", "200010"), ("b", "200047"), ("c", "200090")):
+        for i in range(5):
+            (root / genre).mkdir(parents=True, exist_ok=True)
+            (root / genre / f"{i}.mp3").symlink_to(_sample(src))
+    run_melset("extract", "--audio", root, "--out", tmp_path / "s", "--quiet")
+    store = Store(tmp_path / "s")
+    one, two, other = split_rows(store, seed=1), split_rows(store, seed=1), split_rows(store, seed=2)
+    assert one.source == "stratified" and list(one.names) == list(two.names) and list(one.names) != list(other.names)
+    targets = np.asarray(store.labels)[one.rows].argmax(1)
+    for c in range(3):  # every genre in every split
+        assert sorted(set(one.names[targets == c])) == ["test", "training", "validation"]
+
+
+def _sample(track: str):
+    from conftest import SAMPLE_AUDIO
+
+    return SAMPLE_AUDIO / "200" / f"{track}.mp3"
+
+
+def _separable_collection(root, per_class=20, seconds=25.0, sr=22050):
+    """Three clearly different timbres: a noise band, a sustained tone cluster, a pulse train."""
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * sr)) / sr
+    for i in range(per_class):
+        noise = rng.standard_normal(len(t))
+        spec = np.fft.rfft(noise)
+        f = np.fft.rfftfreq(len(t), 1 / sr)
+        lo = rng.uniform(3000, 4000)
+        spec[(f < lo) | (f > lo + 3000)] = 0
+        band = np.fft.irfft(spec, len(t))
+        tones = sum(np.sin(2 * np.pi * rng.uniform(150, 600) * t + rng.uniform(0, 6)) for _ in range(4))
+        pulses = np.zeros(len(t))
+        period = int(sr / rng.uniform(2, 6))
+        pulses[rng.integers(0, period) :: period] = 1.0
+        pulses = np.convolve(pulses, np.hanning(64), mode="same")
+        for name, y in (("noise", band), ("tones", tones), ("pulses", pulses)):
+            y = y / (np.abs(y).max() + 1e-9) * rng.uniform(0.3, 0.9)
+            (root / name).mkdir(parents=True, exist_ok=True)
+            sf.write(root / name / f"{i:02d}.wav", y.astype(np.float32), sr, subtype="PCM_16")
+    return root
+
+
+def test_separable_timbres_reach_high_validation_accuracy(tmp_path):
+    root = _separable_collection(tmp_path / "timbres")
+    store, run = tmp_path / "store", tmp_path / "run"
+    run_melset("extract", "--audio", root, "--out", store, "--quiet")
+    proc = run_melset("train", store, "--run", run, "--epochs", "8", "--lr", "3e-3", "--quiet")
+    metrics = json.loads((run / "metrics.json").read_text())
+    best = metrics["epochs"][metrics["best_epoch"] - 1]
+    assert best["val_accuracy"] >= 0.9, proc.stdout
+    config = json.loads((run / "config.json").read_text())
+    assert config["split"]["source"] == "stratified" and config["split"]["counts"]["validation"] == 6
+    report = json.loads(run_melset("evaluate", run, "--store", store, "--split", "test", "--json").stdout)
+    assert report["n"] == 6 and report["accuracy"] >= 0.8
+    assert (run / "confusion_matrix_test.png").stat().st_size > 5_000
+
+
+@needs_shared
+def test_fma_mini_training_evaluate_predict(mini_store, tmp_path):
+    run = tmp_path / "run"
+    run_melset("train", mini_store, "--run", run, "--epochs", "40", "--lr", "3e-3", "--patience", "100", "--quiet")
+    for name in ("model.pt", "metrics.json", "curves.png", "config.json"):
+        assert (run / name).exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    epochs = metrics["epochs"]
+    assert len(epochs) == 40 and set(epochs[0]) >= {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"}
+    # the gradient path is real: the loss falls and training accuracy reaches 0.9
+    assert max(e["train_accuracy"] for e in epochs[-10:]) >= 0.9
+    assert np.mean([e["train_loss"] for e in epochs[-5:]]) < 0.5 * epochs[0]["train_loss"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["recipe"]["n_mels"] == 128 and config["seed"] == 0 and "torch" in config["versions"]
+    assert config["store_manifest"]["counts"]["ok"] == 21
+
+    report = json.loads(run_melset("evaluate", run, "--store", mini_store, "--split", "training", "--json").stdout)
+    assert report["n"] == 18 and 0 <= report["macro_f1"] <= 1 and len(report["per_class"]) == 9
+
+    # predict on stored tracks' files gives the model's class for the stored matrices
+    from melset.train import load_run
+
+    model = load_run(str(run), "cpu")
+    t = pd.read_parquet(mini_store / "tracks.parquet")
+    mels = np.load(mini_store / "mels.npy", mmap_mode="r")
+    rows = t.index[t["status"] == "ok"][:6]
+    preds = json.loads(run_melset("predict", run, *t.loc[rows, "path"], "--json").stdout)
+    for row, p in zip(rows, preds):
+        expected = model.classes[int(model.probabilities(np.asarray(mels[row : row + 1])).argmax())]
+        assert p["top"][0]["genre"] == expected and len(p["top"]) == 3
+        probs = [g["probability"] for g in p["top"]]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    whole = json.loads(run_melset("predict", run, t.loc[rows[0], "path"], "--whole-track", "--json").stdout)[0]
+    assert whole["windows"] == 1  # a 30 s clip holds one 1,024-frame window
+    bad = run_melset("predict", run, t.loc[t["status"] == "failed", "path"].iloc[0], check=False)
+    assert bad.returncode == 1 and "cannot predict" in bad.stdout
+
+
+def test_training_is_deterministic_on_cpu(sample_store, tmp_path):
+    for name in ("a", "b"):
+        run_melset("train", sample_store, "--run", tmp_path / name, "--epochs", "2", "--device", "cpu", "--seed", "3", "--quiet")
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())["epochs"]
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())["epochs"]
+    strip = [{k: v for k, v in e.items() if k != "seconds"} for e in a]
+    assert strip == [{k: v for k, v in e.items() if k != "seconds"} for e in b]
+    sa = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    sb = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
