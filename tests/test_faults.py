@@ -157,7 +157,10 @@ def test_fuzzed_inputs_never_crash_or_hang_and_all_get_a_reason(tmp_path):
             data = bytearray(len(data))
         return ext, bytes(data)
 
-    @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    # derandomize: the same 300 inputs in every CI run; MELSET_FUZZ_SEED explores others
+    seed = os.environ.get("MELSET_FUZZ_SEED") or None
+
+    @settings(max_examples=300, deadline=None, database=None, derandomize=seed is None, suppress_health_check=list(HealthCheck))
     @given(inputs())
     def collect(example):
         ext, data = example
@@ -166,6 +169,10 @@ def test_fuzzed_inputs_never_crash_or_hang_and_all_get_a_reason(tmp_path):
         audio.sniff(str(path))  # must not raise on anything
         written.append(path)
 
+    if seed is not None:
+        from hypothesis import seed as hypothesis_seed
+
+        collect = hypothesis_seed(int(seed))(collect)
     collect()
     assert len(written) == 300
     out = tmp_path / "store"
@@ -178,7 +185,8 @@ def test_fuzzed_inputs_never_crash_or_hang_and_all_get_a_reason(tmp_path):
     assert set(t["status"]) <= {"ok", "too_short", "failed"}
     bad = t[t["status"] != "ok"]
     assert (bad["error"].str.len() > 10).all()
-    assert not bad["error"].str.contains("internal error").any(), bad[bad["error"].str.contains("internal")]["error"].tolist()
+    ours = bad["error"].str.startswith("internal error")  # melset's own catch-all, i.e. a bug of ours
+    assert not ours.any(), bad[ours]["error"].tolist()
     # the corpus exercised the decoders, not only the sniffing: some inputs still decode
     assert (t["status"] == "too_short").sum() >= 10 and (t["status"] == "failed").sum() >= 50
     print(t["status"].value_counts().to_dict(), bad["error"].str.split(":").str[0].value_counts().to_dict())
