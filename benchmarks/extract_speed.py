@@ -310,7 +310,9 @@ def main() -> None:
     if args.long:
         cost = long_track(args.workdir)
         result["long_track_s"] = cost
-        print(f"recipe per file: 30 s clip {cost['30 s'] * 1000:.0f} ms, 5-minute track {cost['5 min'] * 1000:.0f} ms  (ratio {cost['5 min'] / cost['30 s']:.2f})")
+        print(
+            f"recipe per file: 30 s clip {cost['30 s'] * 1000:.0f} ms, 5-minute track {cost['5 min'] * 1000:.0f} ms  (ratio {cost['5 min'] / cost['30 s']:.2f})"
+        )
 
     print("versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()))
     if args.json:

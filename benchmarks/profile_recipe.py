@@ -47,7 +47,7 @@ def main() -> None:
         stages[name] = stages.get(name, 0.0) + t - t0
         return t
 
-    for rep in range(2):  # first pass warms caches and the allocator
+    for _ in range(2):  # first pass warms caches and the allocator
         stages.clear()
         for path in files:
             t = time.perf_counter()

@@ -51,7 +51,12 @@ def main() -> None:
     print(f"ray, starts its own instance            {t_own:6.1f} s  {n / t_own:6.1f} clips/s  overhead {t_own / t_local - 1:+.0%}")
 
     ray = str(Path(sys.executable).with_name("ray"))
-    subprocess.run([ray, "start", "--head", "--num-cpus", w, "--node-ip-address", "127.0.0.1", "--port", "6399", "--include-dashboard", "false", "--disable-usage-stats"], env=ENV, check=True, capture_output=True)
+    subprocess.run(
+        [ray, "start", "--head", "--num-cpus", w, "--node-ip-address", "127.0.0.1", "--port", "6399", "--include-dashboard", "false", "--disable-usage-stats"],
+        env=ENV,
+        check=True,
+        capture_output=True,
+    )
     try:
         time.sleep(1)
         t_cluster, _ = extract(tracks, audio, out, "--engine", "ray", "--ray-address", "127.0.0.1:6399")

@@ -58,7 +58,9 @@ def main() -> None:
     args = ap.parse_args()
     keep_freed_memory(None)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    print(f"MelCNN ({MelCNN(Architecture(8)).n_parameters():,} parameters), batch {args.batch_size}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(
+        f"MelCNN ({MelCNN(Architecture(8)).n_parameters():,} parameters), batch {args.batch_size}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+    )
     for d in devices:
         name = torch.cuda.get_device_name() if d.type == "cuda" else "cpu"
         train, infer = bench(d, args.batch_size, args.steps)

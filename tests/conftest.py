@@ -40,7 +40,7 @@ def run_melset(*args, check=True, **kw) -> subprocess.CompletedProcess:
     return proc
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def notebook_matrix(path: str) -> np.ndarray | None:
     """The reference notebook's computation for one file (librosa + scikit-learn), or None
     where the notebook skips the file (load failure or fewer than 1,024 frames)."""
@@ -100,7 +100,16 @@ def make_collection(root: Path, n: int, with_faults: bool = True) -> tuple[Path,
 
     good = ["200010", "200011", "200023", "200036", "200037", "200047", "200090", "200091"]
     faults = ["200159", "200176", "200193", "200210", "200112"] if with_faults else []
-    genres = {"200010": "Folk", "200011": "Folk", "200023": "Classical", "200036": "Jazz", "200037": "Jazz", "200047": "Classical", "200090": "Experimental", "200091": "Experimental"}
+    genres = {
+        "200010": "Folk",
+        "200011": "Folk",
+        "200023": "Classical",
+        "200036": "Jazz",
+        "200037": "Jazz",
+        "200047": "Classical",
+        "200090": "Experimental",
+        "200091": "Experimental",
+    }
     audio = root / "fma_audio"
     rows = {}
     for i in range(n):

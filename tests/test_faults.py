@@ -119,7 +119,12 @@ def test_digital_silence_and_dc_offset_are_stored_without_nan(tmp_path, value):
 
 def _seeds(tmp_path) -> dict[str, bytes]:
     seeds = {"mp3": MP3.read_bytes()[:60_000]}
-    for name, kw in (("wav", dict(subtype="PCM_16")), ("flac", dict(subtype="PCM_16")), ("ogg", dict(format="OGG", subtype="VORBIS")), ("au", dict(format="AU", subtype="PCM_16"))):
+    for name, kw in (
+        ("wav", dict(subtype="PCM_16")),
+        ("flac", dict(subtype="PCM_16")),
+        ("ogg", dict(format="OGG", subtype="VORBIS")),
+        ("au", dict(format="AU", subtype="PCM_16")),
+    ):
         p = write_audio(tmp_path / "seeds" / f"s.{name}", seconds=2, rate=22050, channels=1, **kw)
         seeds[name] = p.read_bytes()
     return seeds

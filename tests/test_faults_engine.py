@@ -11,7 +11,17 @@ from conftest import SAMPLE_AUDIO, SAMPLE_TRACKS, run_melset, store_bytes
 
 def _extract(out, *extra, env=None):
     return run_melset(
-        "extract", "--tracks", SAMPLE_TRACKS, "--audio", SAMPLE_AUDIO, "--out", out, "--subset", "large", "--quiet", *extra,
+        "extract",
+        "--tracks",
+        SAMPLE_TRACKS,
+        "--audio",
+        SAMPLE_AUDIO,
+        "--out",
+        out,
+        "--subset",
+        "large",
+        "--quiet",
+        *extra,
         env={**os.environ, **(env or {})},
     )
 

@@ -41,7 +41,13 @@ def test_ray_driver_killed_then_resumed_gives_same_bytes(tmp_path):
     tracks, audio = make_collection(tmp_path / "c", 60)
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     run_melset(*_args(tracks, audio, clean, "--workers", "2"))
-    proc = subprocess.Popen(melset_cmd(*_args(tracks, audio, killed, "--engine", "ray", "--workers", "2")), env=RAY_ENV, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        melset_cmd(*_args(tracks, audio, killed, "--engine", "ray", "--workers", "2")),
+        env=RAY_ENV,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     journal, committed, deadline = killed / "journal.jsonl", 0, time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:  # kill once real work is under way
         committed = len(read_journal(str(journal))) if journal.exists() else 0

@@ -120,10 +120,7 @@ def _decode_soundfile(path: str, sample_rate: int, max_frames_at) -> Decoded:
     if reached_end and 0 < header_frames < 2**62:
         slack = max(_TRUNCATION_SLACK_FRAMES, _TRUNCATION_SLACK_RATIO * header_frames)
         if len(data) + slack < header_frames:
-            raise AudioError(
-                f"truncated: the stream ends after {len(data) / native:.1f} s "
-                f"of the {header_frames / native:.1f} s its header announces"
-            )
+            raise AudioError(f"truncated: the stream ends after {len(data) / native:.1f} s of the {header_frames / native:.1f} s its header announces")
     duration = (len(data) if reached_end else header_frames) / native
     y = _finish(to_mono(data), native, sample_rate, reached_end)
     return Decoded(y, sample_rate, native, channels, duration, reached_end, "soundfile")

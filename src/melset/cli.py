@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
-import os
 import sys
 from collections import Counter
 
@@ -41,22 +39,65 @@ def main() -> None:
 @main.command()
 @click.option("--tracks", "tracks_csv", type=click.Path(), help="FMA layout: FMA's fma_metadata/tracks.csv.")
 @click.option("--manifest", "manifest_file", type=click.Path(), help="Manifest layout: a CSV or Parquet file with columns path,label[,split].")
-@click.option("--layout", type=click.Choice(["fma", "folders", "manifest"]), default=None, help="Input layout (default: fma with --tracks, manifest with --manifest, else folders: AUDIO/<genre>/<file>).")
-@click.option("--audio", "audio_dir", type=click.Path(), required=True, help="Audio folder (FMA: fma_small/ with NNN/NNNNNN.mp3; folders: one folder per genre; manifest: the root its paths are relative to).")
+@click.option(
+    "--layout",
+    type=click.Choice(["fma", "folders", "manifest"]),
+    default=None,
+    help="Input layout (default: fma with --tracks, manifest with --manifest, else folders: AUDIO/<genre>/<file>).",
+)
+@click.option(
+    "--audio",
+    "audio_dir",
+    type=click.Path(),
+    required=True,
+    help="Audio folder (FMA: fma_small/ with NNN/NNNNNN.mp3; folders: one folder per genre; manifest: the root its paths are relative to).",
+)
 @click.option("--out", "out_dir", type=click.Path(), required=True, help="Store folder to create or resume.")
-@click.option("--subset", type=click.Choice(["small", "medium", "large"]), default="small", show_default=True, help="FMA subset; they nest, so medium = small + medium.")
+@click.option(
+    "--subset", type=click.Choice(["small", "medium", "large"]), default="small", show_default=True, help="FMA subset; they nest, so medium = small + medium."
+)
 @click.option("--workers", type=int, default=None, help="Worker processes (default: all cores).")
 @click.option("--limit", type=int, default=None, help="Only the first N selected tracks (by track_id).")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float16", show_default=True, help="Stored precision.")
-@click.option("--on-short", type=click.Choice(["skip", "pad"]), default="skip", show_default=True, help="Clips shorter than the kept frames: skip them (too_short) or pad with silence.")
-@click.option("--decoder", type=click.Choice(["auto", "soundfile", "av"]), default="auto", show_default=True, help="auto: libsndfile as librosa.load, FFmpeg (PyAV) for what it cannot read.")
+@click.option(
+    "--on-short",
+    type=click.Choice(["skip", "pad"]),
+    default="skip",
+    show_default=True,
+    help="Clips shorter than the kept frames: skip them (too_short) or pad with silence.",
+)
+@click.option(
+    "--decoder",
+    type=click.Choice(["auto", "soundfile", "av"]),
+    default="auto",
+    show_default=True,
+    help="auto: libsndfile as librosa.load, FFmpeg (PyAV) for what it cannot read.",
+)
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="local processes, or a Ray cluster (melset[ray]).")
 @click.option("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance).")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds one file may take before it is marked failed.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made with other parameters.")
 @click.option("--retry-failed", is_flag=True, help="Also redo rows that failed in an earlier run.")
 @click.option("--quiet", is_flag=True, help="No progress bar; a one-line summary.")
-def extract(tracks_csv, manifest_file, layout, audio_dir, out_dir, subset, workers, limit, dtype, on_short, decoder, engine, ray_address, timeout, overwrite, retry_failed, quiet):
+def extract(
+    tracks_csv,
+    manifest_file,
+    layout,
+    audio_dir,
+    out_dir,
+    subset,
+    workers,
+    limit,
+    dtype,
+    on_short,
+    decoder,
+    engine,
+    ray_address,
+    timeout,
+    overwrite,
+    retry_failed,
+    quiet,
+):
     """Compute the notebook's log-mel spectrograms for a collection into a store."""
     from melset.engines import make_engine
 
@@ -129,15 +170,20 @@ def _print_summary(summary, quiet: bool) -> None:
         out.print(line)
         return
     out.print(f"[bold]{line}[/]")
-    for reason, n in reasons(summary).most_common():
-        out.print(f"  failed ({n}): {reason}")
+    groups = reasons(summary)
+    for kind, n, track_id, reason in groups[:12]:
+        out.print(f"  failed ({n}): {reason}" if n == 1 else f"  failed ({n}): {kind}, e.g. track {track_id}: {reason}")
+    if len(groups) > 12:
+        out.print(f"  ... and {len(groups) - 12} other kinds of failure; `melset info {summary.out}` lists every one")
     if c["missing"]:
         ids = [str(t) for t, s, _ in summary.failures if s == "missing"]
         out.print(f"  missing ({len(ids)}): listed in the metadata but not on disk: {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}")
     if c["too_short"]:
         out.print(f"  too short ({c['too_short']}): under the kept frames; --on-short pad keeps them padded with silence")
     if summary.unlisted:
-        out.print(f"  unlisted ({len(summary.unlisted)}): on disk but not in the metadata: {', '.join(summary.unlisted[:5])}{' ...' if len(summary.unlisted) > 5 else ''}")
+        out.print(
+            f"  unlisted ({len(summary.unlisted)}): on disk but not in the metadata: {', '.join(summary.unlisted[:5])}{' ...' if len(summary.unlisted) > 5 else ''}"
+        )
     if summary.no_genre:
         out.print(f"  no genre ({summary.no_genre}): tracks without genre_top get an all-zero label row")
     if summary.state != "complete":
@@ -162,11 +208,7 @@ def store_report(store) -> dict:
     by_genre: dict[str, dict[str, int]] = {}
     for genre, st in zip(t["genre_top"].fillna("(none)"), t["status"]):
         by_genre.setdefault(genre, Counter())[st] += 1
-    problems = [
-        {"track_id": tid, "status": st, "reason": reason}
-        for tid, st, reason in zip(t["track_id"].tolist(), t["status"], t["error"])
-        if st != "ok"
-    ]
+    problems = [{"track_id": tid, "status": st, "reason": reason} for tid, st, reason in zip(t["track_id"].tolist(), t["status"], t["error"]) if st != "ok"]
     m = store.manifest
     return {
         "store": store.root,
@@ -216,9 +258,17 @@ def info(store_dir, as_json, verify):
         t.add_column("track_id")
         t.add_column("status")
         t.add_column("reason")
+        shown, hidden = Counter(), Counter()
         for p in report["problems"]:
-            t.add_row(str(p["track_id"]), p["status"], p["reason"])
+            # every failure; missing and too-short tracks are often many and alike
+            if p["status"] == "failed" or shown[p["status"]] < 20:
+                t.add_row(str(p["track_id"]), p["status"], p["reason"])
+                shown[p["status"]] += 1
+            else:
+                hidden[p["status"]] += 1
         out.print(t)
+        for status, n in hidden.items():
+            out.print(f"... and {n} more {status} (melset info --json lists every one)")
     if report["unlisted_count"]:
         out.print(f"unlisted: {report['unlisted_count']} audio file(s) on disk that no row lists: {', '.join(report['unlisted_files'][:20])}")
     if report["no_genre"]:

@@ -90,7 +90,7 @@ def versions() -> dict[str, str]:
 def _now_iso() -> str:
     import datetime as dt
 
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def extract(
@@ -171,7 +171,7 @@ def extract(
         failures = _failures(store, table)
     return Summary(
         out=os.path.abspath(os.fspath(out)),
-        counts={k: v for k, v in manifest["counts"].items()},
+        counts=dict(manifest["counts"]),
         failures=failures,
         unlisted=catalog.unlisted,
         no_genre=extra["no_genre"],
@@ -211,6 +211,14 @@ def _failures(store: StoreWriter, table) -> list[tuple[Any, str, str]]:
     return [(ids[row], r.status, r.error) for row, r in sorted(store.records.items()) if r.status != "ok"]
 
 
-def reasons(summary: Summary) -> Counter:
-    """How many rows failed for each reason, most common first."""
-    return Counter(reason for _, status, reason in summary.failures if status == "failed")
+def reasons(summary: Summary) -> list[tuple[str, int, Any, str]]:
+    """Failed rows grouped by the kind of reason (its words before the first colon), most
+    common first: (kind, count, an example track_id, that track's full reason)."""
+    counts: Counter = Counter()
+    example: dict[str, tuple[Any, str]] = {}
+    for track_id, status, reason in summary.failures:
+        if status == "failed":
+            kind = reason.split(":")[0]
+            counts[kind] += 1
+            example.setdefault(kind, (track_id, reason))
+    return [(kind, n, *example[kind]) for kind, n in counts.most_common()]

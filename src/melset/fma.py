@@ -63,8 +63,7 @@ def _read_header(path: str) -> tuple[list[tuple[str, str]], int]:
     columns = list(zip(top[1:], sub[1:]))
     if not any(level0 in ("track", "set", "album", "artist") for level0, _ in columns):
         raise MetadataError(
-            f"{path}: wrong header: expected FMA's two-row header ('track' over 'genre_top', 'set' over 'subset'), "
-            f"found {', '.join(top[:4])} ..."
+            f"{path}: wrong header: expected FMA's two-row header ('track' over 'genre_top', 'set' over 'subset'), found {', '.join(top[:4])} ..."
         )
     n_header = 2
     if len(rows) == 3 and rows[2] and rows[2][0] == "track_id" and not any(rows[2][1:]):

@@ -67,7 +67,14 @@ class Record:
     decoder: str = ""  # which backend decoded the file, when one did
 
     def to_json(self) -> str:
-        d = {"row": self.row, "status": self.status, "error": self.error, "duration_s": _json_float(self.duration_s), "crc32": self.crc32, "decoder": self.decoder}
+        d = {
+            "row": self.row,
+            "status": self.status,
+            "error": self.error,
+            "duration_s": _json_float(self.duration_s),
+            "crc32": self.crc32,
+            "decoder": self.decoder,
+        }
         return json.dumps(d, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -76,7 +83,7 @@ def _json_float(x: float) -> float | None:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _write_atomic(path: str, data: bytes) -> None:
@@ -289,10 +296,7 @@ class StoreWriter:
         self.manifest = read_manifest(self.root)
         if self.manifest.get("identity") != identity:
             diff = _first_difference(self.manifest.get("identity", {}), identity)
-            raise StoreError(
-                f"{self.root} holds a store made with other parameters ({diff}); "
-                "use --overwrite to replace it, or choose another --out"
-            )
+            raise StoreError(f"{self.root} holds a store made with other parameters ({diff}); use --overwrite to replace it, or choose another --out")
         for name in (MELS, LABELS, CLASSES, TRACKS, JOURNAL, STORE_ID):
             if not os.path.exists(os.path.join(self.root, name)):
                 raise StoreError(f"{self.root} is damaged: {name} is missing; use --overwrite to rebuild it")
@@ -452,10 +456,7 @@ def _check_space(root: str, needed: int) -> None:
 
 
 def disk_full_message(root: str, exc: OSError) -> str:
-    return (
-        f"disk full while writing the store {root} ({exc.strerror}); finished rows are saved: "
-        "free some space and run the same command again to resume"
-    )
+    return f"disk full while writing the store {root} ({exc.strerror}); finished rows are saved: free some space and run the same command again to resume"
 
 
 def _first_difference(old: Any, new: Any, prefix: str = "") -> str:

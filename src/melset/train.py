@@ -250,7 +250,9 @@ def evaluate(run_dir: str, store_dir: str, split: str | None = "test", device: s
     report = classification_report(y_true, y_pred, run.classes)
     report.update({"split": split or "all", "store": store.root, "skipped_unknown_genre": len(names) - len(keep), "split_source": s.describe()})
     png = os.path.join(run.root, f"confusion_matrix_{split or 'all'}.png")
-    confusion_png(np.array(report["confusion_matrix"]), run.classes, png, title=f"{split or 'all'}: accuracy {report['accuracy']:.2f}, macro-F1 {report['macro_f1']:.2f}")
+    confusion_png(
+        np.array(report["confusion_matrix"]), run.classes, png, title=f"{split or 'all'}: accuracy {report['accuracy']:.2f}, macro-F1 {report['macro_f1']:.2f}"
+    )
     report["confusion_png"] = png
     ids = store.tracks["track_id"].to_numpy()[rows]
     report["predictions"] = [{"track_id": str(t), "true": run.classes[a], "predicted": run.classes[b]} for t, a, b in zip(ids, y_true, y_pred)]

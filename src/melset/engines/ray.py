@@ -107,7 +107,7 @@ class RayEngine:
         while inflight:
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
             now = time.monotonic()
-            for ref, (row, since) in list(inflight.items()):
+            for ref, (_, since) in list(inflight.items()):
                 if ref not in ready and ref not in cancelled and now - since > self.timeout:
                     ray.cancel(ref, force=True)
                     cancelled.add(ref)
