@@ -43,3 +43,19 @@ def test_kill9_then_resume_equals_clean_run(tmp_path):
     run_melset(*_extract_args(tracks, audio, killed))
     assert store_bytes(killed) == store_bytes(clean)
     assert '"corrupt_rows": []' in run_melset("info", killed, "--json", "--verify").stdout
+
+
+def test_ctrl_c_saves_finished_rows_and_says_how_to_resume(tmp_path):
+    tracks, audio = make_collection(tmp_path / "c", 48)
+    clean, out = tmp_path / "clean", tmp_path / "interrupted"
+    run_melset(*_extract_args(tracks, audio, clean))
+    proc = subprocess.Popen(melset_cmd(*_extract_args(tracks, audio, out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    journal = out / "journal.jsonl"
+    while proc.poll() is None and not (journal.exists() and len(read_journal(str(journal))) >= 8):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted: finished rows are saved; run the same command again to resume" in err
+    assert "Traceback" not in err
+    run_melset(*_extract_args(tracks, audio, out))
+    assert store_bytes(out) == store_bytes(clean)

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from melset.config import DTYPES, Recipe
-from melset.errors import MetadataError, StoreError
+from melset.errors import MetadataError, MissingDependency, StoreError
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -112,7 +112,7 @@ def extract(
         # Started first: workers import and warm up while the metadata is read.
         with make_engine(engine, workers=workers, timeout=timeout, address=ray_address) as eng:
             summary = _extract(eng, recipe, inputs, out_dir, overwrite, retry_failed, quiet)
-    except (MetadataError, StoreError) as exc:
+    except (MetadataError, StoreError, MissingDependency) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted[/]: finished rows are saved; run the same command again to resume {out_dir}")

@@ -7,3 +7,7 @@ class MetadataError(Exception):
 
 class StoreError(Exception):
     """A store that cannot be used as asked; str() says why and what to do."""
+
+
+class MissingDependency(Exception):
+    """An optional part of melset needs a package that is not installed; str() says which."""

@@ -63,9 +63,9 @@ class RayEngine:
         try:
             import ray
         except ImportError:
-            from melset.errors import MetadataError
+            from melset.errors import MissingDependency
 
-            raise MetadataError("the ray engine needs Ray: pip install 'melset[ray]'") from None
+            raise MissingDependency("the ray engine needs Ray: pip install 'melset[ray]'") from None
         if not ray.is_initialized():
             kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
             if self.address is None:
