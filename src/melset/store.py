@@ -522,8 +522,12 @@ class Store:
         if self.manifest.get("state") != "complete":
             # A run in progress or interrupted: the journal is newer than tracks.parquet.
             records = read_journal(os.path.join(self.root, JOURNAL))
-            for row, r in records.items():
-                self.tracks.loc[row, ["status", "error", "duration_s"]] = [r.status, r.error, r.duration_s]
+            if records:
+                rows = np.fromiter(records, dtype=np.int64, count=len(records))
+                for col in ("status", "error", "duration_s"):
+                    values = self.tracks[col].to_numpy(dtype=object if col != "duration_s" else np.float64, copy=True)
+                    values[rows] = [getattr(records[r], col) for r in rows]
+                    self.tracks[col] = values
         with open(os.path.join(self.root, CLASSES), encoding="utf-8") as f:
             self.classes: list[str] = json.load(f)
         self.mels = np.load(os.path.join(self.root, MELS), mmap_mode="r")

@@ -43,18 +43,20 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def prepare_worker() -> None:
-    """Once per worker process: import the recipe, keep big buffers in the heap, silence the
-    decoder's own prints, leave Ctrl-C to the driver."""
+def prepare_worker(own_process: bool = True) -> None:
+    """Once per worker process: import the recipe and keep big buffers in the heap. In a
+    process of our own (not a Ray worker, whose output and signals are Ray's) also silence
+    the decoder's own prints and leave Ctrl-C to the driver."""
     import melset.recipe  # noqa: F401  (import now, while the driver is still reading metadata)
 
     keep_freed_memory()
-    # libmpg123 prints notes ("Illegal Audio-MPEG-Header ...") straight to fd 2; every
-    # failure already gets a reason in words, so the noise goes.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if own_process:
+        # libmpg123 prints notes ("Illegal Audio-MPEG-Header ...") straight to fd 2; every
+        # failure already gets a reason in words, so the noise goes.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_task(path: str, recipe: Recipe, row: int | None = None, sink: RowSink | None = None) -> tuple[TrackResult, int | None]:

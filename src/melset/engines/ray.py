@@ -28,7 +28,7 @@ _prepared = False
 def _warm_up() -> None:
     global _prepared
     if not _prepared:  # once per Ray worker process
-        prepare_worker()
+        prepare_worker(own_process=False)
         _prepared = True
 
 
