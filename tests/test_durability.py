@@ -8,6 +8,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from conftest import make_collection, melset_cmd, run_melset, store_bytes
 from melset.store import read_journal
 
@@ -32,14 +34,21 @@ def kill_at_random_moments(args, out, kills: int, seed: int, window: tuple[float
     return committed
 
 
-def test_kill9_then_resume_equals_clean_run(tmp_path):
-    tracks, audio = make_collection(tmp_path / "c", 48)
+@pytest.mark.parametrize(
+    "kills, n_tracks, seed, window, mid_run",
+    [
+        (6, 48, 7, (0.3, 1.6), 1),
+        pytest.param(20, 60, 2026, (0.2, 1.2), 3, marks=pytest.mark.slow, id="twenty-kills-in-a-row"),
+    ],
+)
+def test_kill9_then_resume_equals_clean_run(tmp_path, kills, n_tracks, seed, window, mid_run):
+    tracks, audio = make_collection(tmp_path / "c", n_tracks)
     clean = tmp_path / "clean"
     run_melset(*_extract_args(tracks, audio, clean))
     killed = tmp_path / "killed"
-    committed = kill_at_random_moments(_extract_args(tracks, audio, killed), killed, kills=6, seed=7, window=(0.3, 1.6))
+    committed = kill_at_random_moments(_extract_args(tracks, audio, killed), killed, kills=kills, seed=seed, window=window)
     # the kills landed mid-run, with work partly done (otherwise this test proves nothing)
-    assert any(0 < n < 48 for n in committed), committed
+    assert sum(0 < n < n_tracks for n in committed) >= mid_run, committed
     run_melset(*_extract_args(tracks, audio, killed))
     assert store_bytes(killed) == store_bytes(clean)
     assert '"corrupt_rows": []' in run_melset("info", killed, "--json", "--verify").stdout
