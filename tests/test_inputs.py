@@ -154,7 +154,7 @@ def test_manifest_path_escaping_root_is_refused(tmp_path, path, message):
         catalog.manifest(tmp_path / "m.csv", tmp_path / "root")
     assert "row 2" in str(e.value)
     proc = run_melset("extract", "--manifest", tmp_path / "m.csv", "--audio", tmp_path / "root", "--out", tmp_path / "s", check=False)
-    assert proc.returncode == 2 and "refused" in proc.stderr or "must be relative" in proc.stderr
+    assert proc.returncode == 2 and ("refused" in proc.stderr or "must be relative" in proc.stderr)
 
 
 @pytest.mark.parametrize(
