@@ -10,9 +10,9 @@ reports ms per clip and the largest difference of the stored matrix from librosa
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 import warnings
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,10 @@ import numpy as np
 from melset.config import Recipe
 from melset.recipe import process
 from melset.system import keep_freed_memory
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from extract_speed import WORKDIR, encoded_clips  # noqa: E402
 
 
 def reference(path: str) -> np.ndarray:
@@ -35,12 +39,10 @@ def reference(path: str) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--files", type=Path, default=Path(tempfile.gettempdir()) / "melset-bench" / "encoded")
+    ap.add_argument("--files", type=Path, default=WORKDIR / "encoded")
     ap.add_argument("--n", type=int, default=30)
     args = ap.parse_args()
-    files = sorted(str(p) for p in args.files.glob("*.mp3"))[: args.n]
-    if not files:
-        raise SystemExit(f"no MP3 files in {args.files}; run benchmarks/extract_speed.py first")
+    files = encoded_clips(args.files, args.n)
     keep_freed_memory()
     refs = {f: reference(f) for f in files}
     print(f"{len(files)} clips, recipe in float32, one process")
@@ -52,7 +54,9 @@ def main() -> None:
         ms = (time.process_time() - t) / len(files) * 1000
         dev = [float(np.abs(r.mel - refs[f]).max()) for f, r in zip(files, results)]
         mean = [float(np.abs(r.mel - refs[f]).mean()) for f, r in zip(files, results)]
-        print(f"{decoder:10s} {ms:6.1f} ms/clip   max |diff| vs librosa: worst clip {max(dev):.2e}, median clip {np.median(dev):.2e}; mean |diff| {np.mean(mean):.1e}")
+        print(
+            f"{decoder:10s} {ms:6.1f} ms/clip   max |diff| vs librosa: worst clip {max(dev):.2e}, median clip {np.median(dev):.2e}; mean |diff| {np.mean(mean):.1e}"
+        )
 
 
 if __name__ == "__main__":

@@ -29,13 +29,15 @@ import tempfile
 import textwrap
 import threading
 import time
-from importlib import metadata
 from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 
+from melset.system import versions
+
 ROOT = Path(__file__).resolve().parents[1]
+WORKDIR = Path(tempfile.gettempdir()) / "melset-bench"  # clips are built here once and reused
 SOURCES = ["200010", "200011", "200023", "200036", "200037", "200047"]  # 44.1 kHz stereo, CC-BY / PD
 GENRES = ["Folk", "Folk", "Classical", "Jazz", "Jazz", "Classical"]
 CLIP_S = 30.0
@@ -94,6 +96,14 @@ def build_collection(workdir: Path, clips: int, distinct: int) -> tuple[Path, Pa
             rows[tid] = {("track", "genre_top"): GENRES[i % len(GENRES)], ("set", "subset"): "small", ("set", "split"): "training"}
         fma.write_tracks_csv(pd.DataFrame.from_dict(rows, orient="index"), coll / "tracks.csv")
     return coll / "tracks.csv", audio
+
+
+def encoded_clips(folder: Path, n: int) -> list[str]:
+    """The first n clips that build_collection encoded (for the per-clip benchmarks)."""
+    files = sorted(str(p) for p in folder.glob("*.mp3"))[:n]
+    if not files:
+        raise SystemExit(f"no MP3 files in {folder}; run benchmarks/extract_speed.py first")
+    return files
 
 
 # -- the contenders, each a whole process --------------------------------------------------------
@@ -251,19 +261,6 @@ def long_track(workdir: Path, repeats: int = 5) -> dict:
 # -- main ---------------------------------------------------------------------------------------
 
 
-def versions() -> dict[str, str]:
-    v = {"python": platform.python_version()}
-    for d in ("melset", "numpy", "scipy", "soundfile", "soxr", "librosa", "scikit-learn", "pebble"):
-        try:
-            v[d] = metadata.version(d)
-        except metadata.PackageNotFoundError:
-            pass
-    import soundfile
-
-    v["libsndfile"] = soundfile.__libsndfile_version__
-    return v
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=120)
@@ -271,7 +268,7 @@ def main() -> None:
     ap.add_argument("--workers", default="", help="comma-separated worker counts for (b) and (c); default: all cores")
     ap.add_argument("--skip-notebook", action="store_true")
     ap.add_argument("--long", action="store_true", help="also time a 5-minute track against a 30 s clip")
-    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "melset-bench")
+    ap.add_argument("--workdir", type=Path, default=WORKDIR)
     ap.add_argument("--plot", type=Path, default=None, help="write the workers scaling curve as a PNG")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON")
     args = ap.parse_args()
@@ -281,7 +278,13 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     tracks, audio = build_collection(args.workdir, args.clips, min(args.distinct, args.clips))
     n = args.clips
-    result: dict = {"clips": n, "cores": cores, "machine": platform.processor() or platform.machine(), "versions": versions(), "runs": []}
+    result: dict = {
+        "clips": n,
+        "cores": cores,
+        "machine": platform.processor() or platform.machine(),
+        "versions": versions("melset", "numpy", "scipy", "soundfile", "soxr", "librosa", "scikit-learn", "pebble", "libsndfile"),
+        "runs": [],
+    }
     print(f"{n} clips of 30 s, 44.1 kHz stereo, 320 kbps MP3; {cores} cores; {platform.platform()}")
 
     nb = None

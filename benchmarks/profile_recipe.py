@@ -11,21 +11,23 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import tempfile
 import time
+import sys
 from pathlib import Path
 
 from melset.engines import prepare_worker
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from extract_speed import WORKDIR, encoded_clips  # noqa: E402
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--files", type=Path, default=Path(tempfile.gettempdir()) / "melset-bench" / "encoded")
+    ap.add_argument("--files", type=Path, default=WORKDIR / "encoded")
     ap.add_argument("--n", type=int, default=40)
     args = ap.parse_args()
-    files = sorted(str(p) for p in args.files.glob("*.mp3"))[: args.n]
-    if not files:
-        raise SystemExit(f"no MP3 files in {args.files}; run benchmarks/extract_speed.py first")
+    files = encoded_clips(args.files, args.n)
 
     fd = os.dup(2)
     prepare_worker()

@@ -15,12 +15,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from extract_speed import build_collection, timed  # noqa: E402
+from extract_speed import WORKDIR, build_collection, timed  # noqa: E402
 
 ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 
@@ -36,7 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=200)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "melset-bench")
+    ap.add_argument("--workdir", type=Path, default=WORKDIR)
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     tracks, audio = build_collection(args.workdir, args.clips, min(60, args.clips))

@@ -9,12 +9,10 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import platform
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -23,7 +21,8 @@ from melset.catalog import Catalog
 from melset.config import Recipe
 from melset.engines import Engine
 from melset.errors import StoreError
-from melset.store import DISK_FULL, StoreWriter, disk_full_message
+from melset import system
+from melset.store import DISK_FULL, StoreWriter, disk_full_message, now_iso
 
 COMMIT_EVERY_S = 0.5
 COMMIT_EVERY_ROWS = 256
@@ -71,26 +70,9 @@ def tracks_digest(catalog: Catalog) -> str:
 
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("melset", "numpy", "scipy", "soundfile", "soxr", "pandas", "pyarrow", "pebble", "av", "ray", "librosa"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    try:
-        import soundfile
-
-        out["libsndfile"] = soundfile.__libsndfile_version__
-    except (ImportError, AttributeError):
-        pass
+    out = system.versions("melset", "numpy", "scipy", "soundfile", "libsndfile", "soxr", "pandas", "pyarrow", "pebble", "av", "ray", "librosa")
     out["librosa_used"] = "no: melset's own numpy port, checked against librosa by the tests"
     return out
-
-
-def _now_iso() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def extract(
@@ -115,7 +97,7 @@ def extract(
         with LocalEngine() as local:
             return extract(catalog, recipe, out, engine=local, overwrite=overwrite, retry_failed=retry_failed, on_progress=on_progress)
     started = time.perf_counter()
-    started_at = _now_iso()
+    started_at = now_iso()
     table = catalog.table
     classes = catalog.classes()
     identity = {"recipe": recipe.to_dict(), "rows": len(table), "tracks_sha256": tracks_digest(catalog)}
@@ -153,7 +135,7 @@ def extract(
         finally:
             run = {
                 "started": started_at,
-                "finished": _now_iso(),
+                "finished": now_iso(),
                 "engine": engine.name,
                 "workers": engine.workers,
                 "processed": processed,

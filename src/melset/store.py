@@ -24,9 +24,7 @@ import os
 import shutil
 import zlib
 from dataclasses import dataclass
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -82,7 +80,8 @@ def _json_float(x: float) -> float | None:
     return None if x is None or math.isnan(x) else float(x)
 
 
-def _now() -> str:
+def now_iso() -> str:
+    """The current UTC time as written into manifests."""
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
@@ -283,7 +282,7 @@ class StoreWriter:
             "shape": [n, *shape],
             "dtype": dtype,
             "classes": list(classes),
-            "created": _now(),
+            "created": now_iso(),
             **extra,
         }
         self._write_table()
@@ -381,7 +380,7 @@ class StoreWriter:
             if r.decoder:
                 decoders[r.decoder] = decoders.get(r.decoder, 0) + 1
         self.manifest.update(extra or {})
-        self.manifest.update({"state": "complete" if complete else "incomplete", "counts": counts, "decoders": decoders, "updated": _now()})
+        self.manifest.update({"state": "complete" if complete else "incomplete", "counts": counts, "decoders": decoders, "updated": now_iso()})
         _write_json(os.path.join(self.root, MANIFEST), self.manifest)
         return self.manifest
 

@@ -1,8 +1,10 @@
-"""Process-level tuning for the heavy loops (extraction workers, training)."""
+"""The process and its environment: allocator tuning for the heavy loops, library versions."""
 
 from __future__ import annotations
 
 import ctypes
+import platform
+from importlib import metadata
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 
@@ -26,3 +28,23 @@ def keep_freed_memory(mmap_threshold: int | None = 32 * 1024 * 1024) -> None:
     else:
         libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
         libc.mallopt(_M_TRIM_THRESHOLD, 8 * mmap_threshold)
+
+
+def versions(*dists: str) -> dict[str, str]:
+    """Python's version and each installed distribution's (absent ones left out), for manifests
+    and runs; "libsndfile" is the C library that soundfile bundles."""
+    out = {"python": platform.python_version()}
+    for dist in dists:
+        if dist == "libsndfile":
+            try:
+                import soundfile
+
+                out[dist] = soundfile.__libsndfile_version__
+            except (ImportError, AttributeError):
+                pass
+            continue
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out

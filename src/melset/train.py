@@ -13,11 +13,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib import metadata
 
 import numpy as np
 import torch
@@ -27,7 +25,7 @@ from torch.utils.data import DataLoader
 from melset.config import Recipe
 from melset.model import Architecture, MelCNN
 from melset.store import Store
-from melset.system import keep_freed_memory
+from melset.system import keep_freed_memory, versions
 from melset.torch import MelDataset, split_rows
 
 
@@ -49,16 +47,6 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda asked, but PyTorch sees no CUDA device")
     return torch.device(name)
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version()}
-    for d in ("melset", "torch", "numpy"):
-        try:
-            out[d] = metadata.version(d)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def _epoch(model, loader, device, optimizer=None) -> tuple[float, float]:
@@ -135,7 +123,7 @@ def train(store_dir: str, run_dir: str, cfg: TrainConfig = TrainConfig(), on_epo
         "seed": cfg.seed,
         "device": str(device),
         "split": train_set.split.describe(),
-        "versions": _versions(),
+        "versions": versions("melset", "torch", "numpy"),
     }
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump(config, f, indent=2, default=str)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from melset.recipe import TrackResult
     from melset.store import RowSink
 
+RETRIES_AFTER_CRASH = 1  # a track whose worker dies is tried once more, then failed with the reason
 Task = tuple[int, str]  # (row in the store, audio path)
 Done = tuple[int, "TrackResult", "int | None"]  # (row, result, crc32 of the row when a worker wrote it)
 

@@ -15,10 +15,8 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from pebble import ProcessExpired, ProcessPool
 
 from melset.config import Recipe
-from melset.engines import Done, Task, crashed, default_workers, describe_exit, failed, prepare_worker, run_task, timed_out
+from melset.engines import RETRIES_AFTER_CRASH, Done, Task, crashed, default_workers, describe_exit, failed, prepare_worker, run_task, timed_out
 from melset.store import RowSink
-
-RETRIES_AFTER_CRASH = 1
 
 
 def _noop() -> None:

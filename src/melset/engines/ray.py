@@ -18,10 +18,9 @@ import time
 from collections.abc import Iterable, Iterator
 
 from melset.config import Recipe
-from melset.engines import Done, Task, crashed, failed, prepare_worker, run_task, timed_out
+from melset.engines import RETRIES_AFTER_CRASH, Done, Task, crashed, failed, prepare_worker, run_task, timed_out
 from melset.store import RowSink
 
-RETRIES_AFTER_CRASH = 1
 _prepared = False
 
 
