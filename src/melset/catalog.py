@@ -60,8 +60,8 @@ def scan_audio(root: str, include_dirs: bool = False) -> list[str]:
     return sorted(found)
 
 
-SPLIT_ALIASES = {"training": "training", "train": "training", "validation": "validation", "valid": "validation", "val": "validation", "test": "test"}
-LAYOUTS = ("fma", "folders", "manifest")
+SPLITS = ("training", "validation", "test")  # FMA's names, used for every layout
+SPLIT_ALIASES = {**{s: s for s in SPLITS}, "train": "training", "valid": "validation", "val": "validation"}
 
 
 def folders(root: str | os.PathLike) -> Catalog:
@@ -131,8 +131,7 @@ def manifest(path: str | os.PathLike, root: str | os.PathLike | None = None) -> 
             if key not in SPLIT_ALIASES:
                 raise MetadataError(f"{path}: row {i + 1}: split {s!r} is not training, validation or test")
             splits[i] = SPLIT_ALIASES[key]
-    labels = [str(v).strip() or None if v is not None else None for v in df["label"].tolist()]
-    labels = [None if lab in (None, "nan", "None") else lab for lab in labels]
+    labels = [None if v is None or str(v).strip() in ("", "nan", "None") else str(v).strip() for v in df["label"].tolist()]
     table = pd.DataFrame({"track_id": ids, "path": paths, "genre_top": labels, "subset": None, "split": splits})
     listed = set(ids)
     unlisted = [p for p in scan_audio(root) if p not in listed] if os.path.isdir(root) else []

@@ -19,7 +19,6 @@ import pandas as pd
 from melset.catalog import Catalog, MetadataError, scan_audio
 
 SUBSETS = ("small", "medium", "large")
-SPLITS = ("training", "validation", "test")
 SUBSET_DTYPE = pd.CategoricalDtype(categories=SUBSETS, ordered=True)
 
 LIST_COLUMNS = [("track", "tags"), ("album", "tags"), ("artist", "tags"), ("track", "genres"), ("track", "genres_all")]

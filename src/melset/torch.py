@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from melset.catalog import SPLITS
 from melset.store import Store
 
-SPLITS = ("training", "validation", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 
 
