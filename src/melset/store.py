@@ -103,6 +103,11 @@ def npy_data_offset(path: str) -> int:
     return int(np.load(path, mmap_mode="r").offset)
 
 
+def row_nbytes(shape: tuple[int, ...], dtype: str) -> int:
+    """Bytes of one row of mels.npy."""
+    return int(np.prod(shape)) * np.dtype(dtype).itemsize
+
+
 class SinkUnreachable(OSError):
     """This process cannot write into the driver's store (not on shared storage)."""
 
@@ -123,7 +128,7 @@ class RowSink:
 
     @property
     def row_bytes(self) -> int:
-        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+        return row_nbytes(self.shape, self.dtype)
 
     def encode(self, matrix: np.ndarray | None) -> bytes:
         """A row's bytes: the matrix in the store's dtype, or zeros when matrix is None."""
@@ -258,8 +263,7 @@ class StoreWriter:
         for name in STORE_FILES:
             if name != LOCK and os.path.exists(os.path.join(self.root, name)):
                 os.remove(os.path.join(self.root, name))
-        row_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        _check_space(self.root, len(tracks) * row_bytes)
+        _check_space(self.root, len(tracks) * row_nbytes(shape, dtype))
         import uuid
 
         store_id = uuid.uuid4().hex
