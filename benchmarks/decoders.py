@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from melset.config import Recipe
-from melset.recipe import process
+from melset.recipe import Recipe
+from melset.track import process
 from melset.system import keep_freed_memory
 
 

@@ -50,7 +50,9 @@ SR = 44100
 def _source_audio() -> np.ndarray:
     import soundfile as sf
 
-    parts = [sf.read(ROOT / "sample" / "fma_audio" / "200" / f"{s}.mp3", dtype="float32", always_2d=True)[0] for s in SOURCES]
+    parts = [
+        sf.read(ROOT / "sample" / "fma_audio" / "200" / f"{s}.mp3", dtype="float32", always_2d=True)[0] for s in SOURCES
+    ]
     return np.concatenate(parts)  # ~3 minutes of real music, stereo 44.1 kHz
 
 
@@ -75,10 +77,12 @@ def build_collection(workdir: Path, clips: int, distinct: int) -> tuple[Path, Pa
     import pandas as pd
 
     sys.path.insert(0, str(ROOT / "src"))
-    from melset import fma
+    from melset.catalog import fma
 
     pool_dir = workdir / "encoded"
-    todo = [(str(pool_dir / f"{i:05d}.mp3"), CLIP_S, i) for i in range(distinct) if not (pool_dir / f"{i:05d}.mp3").exists()]
+    todo = [
+        (str(pool_dir / f"{i:05d}.mp3"), CLIP_S, i) for i in range(distinct) if not (pool_dir / f"{i:05d}.mp3").exists()
+    ]
     if todo:
         print(f"encoding {len(todo)} clips of {CLIP_S:.0f} s at 320 kbps ...", flush=True)
         with Pool(os.cpu_count()) as p:
@@ -93,7 +97,11 @@ def build_collection(workdir: Path, clips: int, distinct: int) -> tuple[Path, Pa
             dst = Path(fma.audio_path(audio, tid))
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.link(pool_dir / f"{i % distinct:05d}.mp3", dst)
-            rows[tid] = {("track", "genre_top"): GENRES[i % len(GENRES)], ("set", "subset"): "small", ("set", "split"): "training"}
+            rows[tid] = {
+                ("track", "genre_top"): GENRES[i % len(GENRES)],
+                ("set", "subset"): "small",
+                ("set", "split"): "training",
+            }
         fma.write_tracks_csv(pd.DataFrame.from_dict(rows, orient="index"), coll / "tracks.csv")
     return coll / "tracks.csv", audio
 
@@ -147,7 +155,7 @@ FLOOR = textwrap.dedent(
     def work(path):
         import soundfile as sf, soxr
         from melset.audio import to_mono
-        from melset.config import Recipe
+        from melset.recipe import Recipe
         with sf.SoundFile(path) as f:
             data = f.read(frames=Recipe().input_frames_needed(f.samplerate), dtype='float32', always_2d=True)
             rate = f.samplerate
@@ -155,7 +163,7 @@ FLOOR = textwrap.dedent(
         return len(y)
 
     if __name__ == '__main__':
-        from melset.engines import prepare_worker
+        from melset.engines.worker import prepare_worker
         files = [os.path.join(d, f) for d, _, fs in os.walk(sys.argv[1]) for f in fs if f.endswith('.mp3')]
         with get_context('spawn').Pool(int(sys.argv[2]), initializer=prepare_worker) as pool:
             n = sum(1 for _ in pool.imap_unordered(work, files, chunksize=2))
@@ -217,7 +225,19 @@ def run_notebook(audio: Path, workdir: Path) -> float:
 def run_melset(tracks: Path, audio: Path, workdir: Path, workers: int | None) -> tuple[float, int]:
     out = workdir / "store"
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "melset", "extract", "--tracks", str(tracks), "--audio", str(audio), "--out", str(out), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "melset",
+        "extract",
+        "--tracks",
+        str(tracks),
+        "--audio",
+        str(audio),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     if workers:
         cmd += ["--workers", str(workers)]
     elapsed, peak, proc = timed(cmd)
@@ -240,8 +260,8 @@ def run_floor(audio: Path, workdir: Path, workers: int) -> float:
 def long_track(workdir: Path, repeats: int = 5) -> dict:
     """Per-file cost of the recipe on a 5-minute track vs a 30 s clip (same process, warm)."""
     sys.path.insert(0, str(ROOT / "src"))
-    from melset.config import Recipe
-    from melset.recipe import process
+    from melset.recipe import Recipe
+    from melset.track import process
 
     files = {"30 s": workdir / "long" / "clip30.mp3", "5 min": workdir / "long" / "track300.mp3"}
     for (_, path), seconds in zip(files.items(), (30.0, 300.0)):
@@ -282,7 +302,9 @@ def main() -> None:
         "clips": n,
         "cores": cores,
         "machine": platform.processor() or platform.machine(),
-        "versions": versions("melset", "numpy", "scipy", "soundfile", "soxr", "librosa", "scikit-learn", "pebble", "libsndfile"),
+        "versions": versions(
+            "melset", "numpy", "scipy", "soundfile", "soxr", "librosa", "scikit-learn", "pebble", "libsndfile"
+        ),
         "runs": [],
     }
     print(f"{n} clips of 30 s, 44.1 kHz stereo, 320 kbps MP3; {cores} cores; {platform.platform()}")
@@ -301,7 +323,9 @@ def main() -> None:
         b, c = n / tb, n / tc
         run = {"workers": procs, "melset_clips_per_s": b, "floor_clips_per_s": c, "peak_rss_mb": peak / 2**20}
         result["runs"].append(run)
-        print(f"(b) melset extract ({procs:2d} workers)         {tb:7.1f} s  {b:7.1f} clips/s   peak memory {peak / 2**20:6.0f} MB (all processes)")
+        print(
+            f"(b) melset extract ({procs:2d} workers)         {tb:7.1f} s  {b:7.1f} clips/s   peak memory {peak / 2**20:6.0f} MB (all processes)"
+        )
         print(f"(c) floor: decode 24 s + soxr ({procs:2d} procs) {tc:7.1f} s  {c:7.1f} clips/s")
         ratios = f"    b/c = {b / c:.2f}"
         if nb:

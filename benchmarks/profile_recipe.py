@@ -15,7 +15,7 @@ import time
 import sys
 from pathlib import Path
 
-from melset.engines import prepare_worker
+from melset.engines.worker import prepare_worker
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,7 +39,7 @@ def main() -> None:
 
     from melset import features
     from melset.audio import _check_file, to_mono
-    from melset.config import Recipe
+    from melset.recipe import Recipe
 
     r = Recipe()
     stages: dict[str, float] = {}

@@ -21,12 +21,30 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from extract_speed import WORKDIR, build_collection, timed  # noqa: E402
 
-ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+ENV = {
+    **os.environ,
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "disabled",
+}
 
 
 def extract(tracks, audio, out, *extra) -> tuple[float, int]:
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "melset", "extract", "--tracks", str(tracks), "--audio", str(audio), "--out", str(out), "--quiet", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "melset",
+        "extract",
+        "--tracks",
+        str(tracks),
+        "--audio",
+        str(audio),
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
     t, peak, _ = timed(cmd, env=ENV)
     return t, peak
 
@@ -47,11 +65,26 @@ def main() -> None:
     t_local, _ = extract(tracks, audio, out, "--workers", w)
     print(f"local engine                            {t_local:6.1f} s  {n / t_local:6.1f} clips/s")
     t_own, _ = extract(tracks, audio, out, "--engine", "ray", "--workers", w)
-    print(f"ray, starts its own instance            {t_own:6.1f} s  {n / t_own:6.1f} clips/s  overhead {t_own / t_local - 1:+.0%}")
+    print(
+        f"ray, starts its own instance            {t_own:6.1f} s  {n / t_own:6.1f} clips/s  overhead {t_own / t_local - 1:+.0%}"
+    )
 
     ray = str(Path(sys.executable).with_name("ray"))
     subprocess.run(
-        [ray, "start", "--head", "--num-cpus", w, "--node-ip-address", "127.0.0.1", "--port", "6399", "--include-dashboard", "false", "--disable-usage-stats"],
+        [
+            ray,
+            "start",
+            "--head",
+            "--num-cpus",
+            w,
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            "6399",
+            "--include-dashboard",
+            "false",
+            "--disable-usage-stats",
+        ],
         env=ENV,
         check=True,
         capture_output=True,
@@ -59,7 +92,9 @@ def main() -> None:
     try:
         time.sleep(1)
         t_cluster, _ = extract(tracks, audio, out, "--engine", "ray", "--ray-address", "127.0.0.1:6399")
-        print(f"ray, running instance (--ray-address)   {t_cluster:6.1f} s  {n / t_cluster:6.1f} clips/s  overhead {t_cluster / t_local - 1:+.0%}")
+        print(
+            f"ray, running instance (--ray-address)   {t_cluster:6.1f} s  {n / t_cluster:6.1f} clips/s  overhead {t_cluster / t_local - 1:+.0%}"
+        )
     finally:
         subprocess.run([ray, "stop", "--force"], env=ENV, capture_output=True)
 

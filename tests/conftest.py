@@ -29,6 +29,17 @@ needs_shared = pytest.mark.skipif(
 )
 
 
+SUPPORT = Path(__file__).resolve().parent / "support"
+
+
+def fault_env(spec: str, base: dict | None = None) -> dict[str, str]:
+    """An environment in which melset's workers meet the fault `spec` (see support/sitecustomize.py)."""
+    env = dict(os.environ if base is None else base)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SUPPORT), env.get("PYTHONPATH")) if p)
+    env["MELSET_FAULT_INJECT"] = spec
+    return env
+
+
 def melset_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "melset", *map(str, args)]
 
@@ -36,7 +47,9 @@ def melset_cmd(*args: str) -> list[str]:
 def run_melset(*args, check=True, **kw) -> subprocess.CompletedProcess:
     proc = subprocess.run(melset_cmd(*args), capture_output=True, text=True, **kw)
     if check and proc.returncode != 0:
-        raise AssertionError(f"melset {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"melset {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -65,7 +78,20 @@ def notebook_matrix(path: str) -> np.ndarray | None:
 def sample_store(tmp_path_factory) -> Path:
     """The shipped sample extracted once (subset large: every row kind)."""
     out = tmp_path_factory.mktemp("sample") / "store"
-    run_melset("extract", "--tracks", SAMPLE_TRACKS, "--audio", SAMPLE_AUDIO, "--out", out, "--subset", "large", "--quiet", "--workers", "2")
+    run_melset(
+        "extract",
+        "--tracks",
+        SAMPLE_TRACKS,
+        "--audio",
+        SAMPLE_AUDIO,
+        "--out",
+        out,
+        "--subset",
+        "large",
+        "--quiet",
+        "--workers",
+        "2",
+    )
     return out
 
 
@@ -75,7 +101,20 @@ def mini_store(tmp_path_factory) -> Path:
     if not MINI_TRACKS.exists():
         pytest.skip(f"needs {MINI} (shared test data, not part of a clone)")
     out = tmp_path_factory.mktemp("mini") / "store"
-    run_melset("extract", "--tracks", MINI_TRACKS, "--audio", MINI_AUDIO, "--out", out, "--subset", "large", "--dtype", "float32", "--quiet")
+    run_melset(
+        "extract",
+        "--tracks",
+        MINI_TRACKS,
+        "--audio",
+        MINI_AUDIO,
+        "--out",
+        out,
+        "--subset",
+        "large",
+        "--dtype",
+        "float32",
+        "--quiet",
+    )
     return out
 
 
@@ -96,7 +135,7 @@ def make_collection(root: Path, n: int, with_faults: bool = True) -> tuple[Path,
     few broken, short and missing ones. Returns (tracks.csv, audio dir)."""
     import pandas as pd
 
-    from melset import fma
+    from melset.catalog import fma
 
     good = ["200010", "200011", "200023", "200036", "200037", "200047", "200090", "200091"]
     faults = ["200159", "200176", "200193", "200210", "200112"] if with_faults else []
@@ -120,7 +159,11 @@ def make_collection(root: Path, n: int, with_faults: bool = True) -> tuple[Path,
         if not (with_faults and i % 11 == 5):  # every 11th listed track has no file
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.symlink_to(SAMPLE_AUDIO / "200" / f"{src_id}.mp3")
-        rows[tid] = {("track", "genre_top"): genre, ("set", "subset"): "small", ("set", "split"): ["training", "validation", "test"][i % 3]}
+        rows[tid] = {
+            ("track", "genre_top"): genre,
+            ("set", "subset"): "small",
+            ("set", "split"): ["training", "validation", "test"][i % 3],
+        }
     tracks = root / "tracks.csv"
     fma.write_tracks_csv(pd.DataFrame.from_dict(rows, orient="index"), tracks)
     return tracks, audio

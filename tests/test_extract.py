@@ -11,6 +11,8 @@ import pytest
 
 from conftest import SAMPLE_AUDIO, SAMPLE_TRACKS, run_melset, store_bytes
 
+pytestmark = pytest.mark.slow  # whole commands end to end
+
 
 def test_sample_store_rows_and_labels(sample_store):
     t = pd.read_parquet(sample_store / "tracks.parquet")
@@ -43,7 +45,18 @@ def test_manifest_says_how_the_store_was_made(sample_store):
 
 def test_rerun_skips_finished_work_and_keeps_bytes(sample_store):
     before = store_bytes(sample_store)
-    proc = run_melset("extract", "--tracks", SAMPLE_TRACKS, "--audio", SAMPLE_AUDIO, "--out", sample_store, "--subset", "large", "--quiet")
+    proc = run_melset(
+        "extract",
+        "--tracks",
+        SAMPLE_TRACKS,
+        "--audio",
+        SAMPLE_AUDIO,
+        "--out",
+        sample_store,
+        "--subset",
+        "large",
+        "--quiet",
+    )
     assert "0 processed" in proc.stdout and "16 already done" in proc.stdout
     assert store_bytes(sample_store) == before
 
@@ -61,7 +74,9 @@ def test_other_parameters_refused_then_overwrite(tmp_path):
 
 
 def test_summary_and_exit_codes(tmp_path):
-    proc = run_melset("extract", "--tracks", SAMPLE_TRACKS, "--audio", SAMPLE_AUDIO, "--out", tmp_path / "a", "--subset", "large")
+    proc = run_melset(
+        "extract", "--tracks", SAMPLE_TRACKS, "--audio", SAMPLE_AUDIO, "--out", tmp_path / "a", "--subset", "large"
+    )
     assert proc.returncode == 0
     assert "8 ok, 2 too short, 4 failed, 2 missing of 16 tracks" in proc.stdout
     assert "failed (1): not audio: an HTML page saved as .mp3" in proc.stdout
@@ -70,7 +85,18 @@ def test_summary_and_exit_codes(tmp_path):
     t = pd.read_csv(SAMPLE_TRACKS, header=[0, 1], index_col=0)
     only_bad = t.loc[[200159, 200193]]
     only_bad.to_csv(tmp_path / "bad.csv")
-    proc = run_melset("extract", "--tracks", tmp_path / "bad.csv", "--audio", SAMPLE_AUDIO, "--out", tmp_path / "b", "--subset", "large", check=False)
+    proc = run_melset(
+        "extract",
+        "--tracks",
+        tmp_path / "bad.csv",
+        "--audio",
+        SAMPLE_AUDIO,
+        "--out",
+        tmp_path / "b",
+        "--subset",
+        "large",
+        check=False,
+    )
     assert proc.returncode == 1 and "no track succeeded" in proc.stdout
 
 
@@ -85,7 +111,13 @@ def test_malformed_metadata_stops_with_one_sentence(tmp_path):
 
 def test_info_table_and_json(sample_store):
     proc = run_melset("info", sample_store)
-    for text in ("not an MP3 stream: no valid frame header", "empty file (0 bytes)", "299/299999.mp3", "n_mels=128", "Folk"):
+    for text in (
+        "not an MP3 stream: no valid frame header",
+        "empty file (0 bytes)",
+        "299/299999.mp3",
+        "n_mels=128",
+        "Folk",
+    ):
         assert text in proc.stdout
     report = json.loads(run_melset("info", sample_store, "--json", "--verify").stdout)
     assert report["counts"]["ok"] == 8 and report["corrupt_rows"] == []
@@ -136,7 +168,20 @@ def test_export_seed_pickles_equal_store(sample_store, tmp_path):
 @pytest.mark.parametrize("mode", ["skip", "pad"])
 def test_on_short(tmp_path, mode):
     out = tmp_path / mode
-    run_melset("extract", "--tracks", SAMPLE_TRACKS, "--audio", SAMPLE_AUDIO, "--out", out, "--subset", "large", "--on-short", mode, "--quiet")
+    run_melset(
+        "extract",
+        "--tracks",
+        SAMPLE_TRACKS,
+        "--audio",
+        SAMPLE_AUDIO,
+        "--out",
+        out,
+        "--subset",
+        "large",
+        "--on-short",
+        mode,
+        "--quiet",
+    )
     t = pd.read_parquet(out / "tracks.parquet").set_index("track_id")
     mels = np.load(out / "mels.npy")
     row = t.index.get_loc(200112)

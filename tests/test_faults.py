@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from conftest import SAMPLE_AUDIO, make_collection, melset_cmd, run_melset, store_bytes, write_audio
+from conftest import SAMPLE_AUDIO, fault_env, make_collection, melset_cmd, run_melset, store_bytes, write_audio
 from melset import audio
-from melset.config import Recipe
-from melset.recipe import process
+from melset.recipe import Recipe
+from melset.track import process
 from melset.store import read_journal
 
 R = Recipe(dtype="float32")
@@ -44,7 +44,9 @@ def test_empty_truncated_random_html_text(tmp_path):
     (tmp_path / "noise.mp3").write_bytes(random.Random(1).randbytes(200_000))
     assert reason(tmp_path / "noise.mp3") == "not an MP3 stream: no valid frame header in 195 KB"
     (tmp_path / "page.mp3").write_text("<!DOCTYPE html>\n<html><head><title>Error</title></head></html>")
-    assert reason(tmp_path / "page.mp3").startswith("not audio: an HTML page saved as .mp3 (starts with '<!DOCTYPE html>')")
+    assert reason(tmp_path / "page.mp3").startswith(
+        "not audio: an HTML page saved as .mp3 (starts with '<!DOCTYPE html>')"
+    )
     (tmp_path / "notes.wav").write_text("track list\n" * 100)
     assert reason(tmp_path / "notes.wav") == "not audio: a text file saved as .wav"
     (tmp_path / "feed.flac").write_text('<?xml version="1.0"?><rss></rss>')
@@ -87,7 +89,7 @@ def test_unreadable_file(tmp_path):
     tmp_path.chmod(0o755)
     code = (
         "import os, soundfile, soxr\n"
-        "from melset.recipe import process; from melset.config import Recipe\n"
+        "from melset.track import process; from melset.recipe import Recipe\n"
         "os.setgid(65534); os.setuid(65534)\n"
         f"print(process({str(locked)!r}, Recipe()).error)"
     )
@@ -130,6 +132,7 @@ def _seeds(tmp_path) -> dict[str, bytes]:
     return seeds
 
 
+@pytest.mark.slow
 def test_fuzzed_inputs_never_crash_or_hang_and_all_get_a_reason(tmp_path):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
@@ -165,7 +168,13 @@ def test_fuzzed_inputs_never_crash_or_hang_and_all_get_a_reason(tmp_path):
     # derandomize: the same 300 inputs in every CI run; MELSET_FUZZ_SEED explores others
     seed = os.environ.get("MELSET_FUZZ_SEED") or None
 
-    @settings(max_examples=300, deadline=None, database=None, derandomize=seed is None, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=300,
+        deadline=None,
+        database=None,
+        derandomize=seed is None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(inputs())
     def collect(example):
         ext, data = example
@@ -182,7 +191,9 @@ def test_fuzzed_inputs_never_crash_or_hang_and_all_get_a_reason(tmp_path):
     assert len(written) == 300
     out = tmp_path / "store"
     # the per-file timeout is what guarantees no hang: the run must simply end, with every row
-    proc = run_melset("extract", "--audio", tmp_path / "corpus", "--out", out, "--quiet", "--timeout", "20", check=False)
+    proc = run_melset(
+        "extract", "--audio", tmp_path / "corpus", "--out", out, "--quiet", "--timeout", "20", check=False
+    )
     assert proc.returncode in (0, 1), proc.stderr
     t = pd.read_parquet(out / "tracks.parquet")
     assert len(t) == 300
@@ -203,11 +214,12 @@ def _args(tracks, audio_dir, out):
     return ["extract", "--tracks", tracks, "--audio", audio_dir, "--out", out, "--quiet", "--workers", "2"]
 
 
+@pytest.mark.slow
 def test_disk_full_mid_run_is_a_clear_error_and_resumes(tmp_path):
     tracks, audio_dir = make_collection(tmp_path / "c", 30)
     clean, full = tmp_path / "clean", tmp_path / "full"
     run_melset(*_args(tracks, audio_dir, clean))
-    env = {**os.environ, "MELSET_FAULT_INJECT": "enospc:100017"}
+    env = fault_env("enospc:100017")
     proc = run_melset(*_args(tracks, audio_dir, full), check=False, env=env)
     assert proc.returncode == 2
     assert "disk full while writing the store" in proc.stderr and "run the same command again to resume" in proc.stderr
@@ -220,13 +232,21 @@ def test_disk_full_mid_run_is_a_clear_error_and_resumes(tmp_path):
 
 def _mount_tmpfs(where, size: str) -> bool:
     where.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
+@pytest.mark.slow
 def test_disk_full_on_a_real_small_filesystem(tmp_path):
     mnt = tmp_path / "small"
     if not _mount_tmpfs(mnt, "10m"):
-        pytest.skip("cannot mount a tmpfs here (needs root and mount rights); the fault-injection test covers the logic")
+        pytest.skip(
+            "cannot mount a tmpfs here (needs root and mount rights); the fault-injection test covers the logic"
+        )
     try:
         tracks, audio_dir = make_collection(tmp_path / "c", 60)  # 60 rows x 256 KB = 15.7 MB
         clean, out = tmp_path / "clean", mnt / "store"
@@ -235,7 +255,9 @@ def test_disk_full_on_a_real_small_filesystem(tmp_path):
         assert proc.returncode == 2 and "not enough disk space" in proc.stderr and "is free" in proc.stderr
         # room enough to start, then another program fills the disk mid-run
         subprocess.run(["mount", "-o", "remount,size=24m", str(mnt)], check=True)
-        p = subprocess.Popen(melset_cmd(*_args(tracks, audio_dir, out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            melset_cmd(*_args(tracks, audio_dir, out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and p.poll() is None:
             if (out / "journal.jsonl").exists() and len(read_journal(str(out / "journal.jsonl"))) >= 10:
@@ -256,11 +278,14 @@ def test_disk_full_on_a_real_small_filesystem(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_second_writer_is_refused_and_nothing_is_corrupted(tmp_path):
     tracks, audio_dir = make_collection(tmp_path / "c", 40)
     clean, out = tmp_path / "clean", tmp_path / "busy"
     run_melset(*_args(tracks, audio_dir, clean))
-    first = subprocess.Popen(melset_cmd(*_args(tracks, audio_dir, out)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        melset_cmd(*_args(tracks, audio_dir, out)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 60
     while not (out / "journal.jsonl").exists() and time.monotonic() < deadline:
         time.sleep(0.02)

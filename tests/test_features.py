@@ -7,7 +7,7 @@ import pytest
 
 from conftest import SAMPLE_AUDIO
 from melset import audio, features
-from melset.config import Recipe
+from melset.recipe import Recipe
 
 librosa = pytest.importorskip("librosa")
 sklearn_pre = pytest.importorskip("sklearn.preprocessing")
@@ -21,7 +21,10 @@ def folk():
     return y
 
 
-@pytest.mark.parametrize("sr, n_fft, n_mels, fmin, fmax", [(22050, 2048, 128, 0.0, None), (16000, 1024, 64, 50.0, 7000.0), (44100, 4096, 96, 0.0, None)])
+@pytest.mark.parametrize(
+    "sr, n_fft, n_mels, fmin, fmax",
+    [(22050, 2048, 128, 0.0, None), (16000, 1024, 64, 50.0, 7000.0), (44100, 4096, 96, 0.0, None)],
+)
 def test_filterbank_equals_librosa(sr, n_fft, n_mels, fmin, fmax):
     ours = features.mel_filterbank(sr, n_fft, n_mels, fmin, fmax)
     ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
@@ -32,7 +35,9 @@ def test_filterbank_equals_librosa(sr, n_fft, n_mels, fmin, fmax):
 def test_window_equals_scipy_periodic_hann():
     import scipy.signal
 
-    np.testing.assert_allclose(features.hann_window(2048), scipy.signal.get_window("hann", 2048, fftbins=True), atol=1e-7)
+    np.testing.assert_allclose(
+        features.hann_window(2048), scipy.signal.get_window("hann", 2048, fftbins=True), atol=1e-7
+    )
 
 
 def test_mel_power_equals_librosa_on_kept_frames(folk):
@@ -57,7 +62,9 @@ def test_mel_power_pads_short_signal_like_librosa_centering():
 def test_power_to_db_equals_librosa(folk):
     S = librosa.feature.melspectrogram(y=folk, sr=22050, n_mels=128)[:, :1024]
     np.testing.assert_allclose(features.power_to_db(S), librosa.power_to_db(S, ref=np.max), atol=1e-4)
-    np.testing.assert_allclose(features.power_to_db(S, top_db=None), librosa.power_to_db(S, ref=np.max, top_db=None), atol=1e-4)
+    np.testing.assert_allclose(
+        features.power_to_db(S, top_db=None), librosa.power_to_db(S, ref=np.max, top_db=None), atol=1e-4
+    )
 
 
 def test_minmax_equals_sklearn_including_constant_columns(folk):

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from conftest import MINI_AUDIO, notebook_matrix, needs_shared
-from melset import fma
+from melset.catalog import fma
+
+pytestmark = pytest.mark.slow  # whole commands end to end
 
 pytest.importorskip("librosa")
 pytest.importorskip("sklearn")

@@ -27,7 +27,16 @@ def _tracks(n=4):
 
 def _open(root, identity=None, overwrite=False):
     labels = np.zeros((4, 2), np.uint8)
-    return StoreWriter.open(root, identity or {"recipe": {"a": 1}}, _tracks(), labels, ["Folk", "Rock"], (3, 5), "float16", overwrite=overwrite)
+    return StoreWriter.open(
+        root,
+        identity or {"recipe": {"a": 1}},
+        _tracks(),
+        labels,
+        ["Folk", "Rock"],
+        (3, 5),
+        "float16",
+        overwrite=overwrite,
+    )
 
 
 def test_format_is_plain_numpy_and_parquet(tmp_path):

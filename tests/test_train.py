@@ -15,7 +15,9 @@ from conftest import needs_shared, run_melset
 torch = pytest.importorskip("torch")
 
 from melset.store import Store  # noqa: E402
-from melset.torch import MelDataset, split_rows  # noqa: E402
+from melset.dataset import MelDataset, split_rows  # noqa: E402
+
+pytestmark = pytest.mark.slow  # whole commands end to end
 
 
 def test_dataset_serves_ok_labelled_rows_memory_mapped(sample_store):
@@ -145,7 +147,19 @@ def test_fma_mini_training_evaluate_predict(mini_store, tmp_path):
 
 def test_training_is_deterministic_on_cpu(sample_store, tmp_path):
     for name in ("a", "b"):
-        run_melset("train", sample_store, "--run", tmp_path / name, "--epochs", "2", "--device", "cpu", "--seed", "3", "--quiet")
+        run_melset(
+            "train",
+            sample_store,
+            "--run",
+            tmp_path / name,
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+            "--seed",
+            "3",
+            "--quiet",
+        )
     a = json.loads((tmp_path / "a" / "metrics.json").read_text())["epochs"]
     b = json.loads((tmp_path / "b" / "metrics.json").read_text())["epochs"]
     strip = [{k: v for k, v in e.items() if k != "seconds"} for e in a]

@@ -1,19 +1,56 @@
 """melset: turn an audio collection (FMA and friends) into a training-ready log-mel dataset.
 
-The data's path, one module per step:
-    fma / catalog  -> which tracks, with which labels
-    audio          -> decode (the one front door)
-    features       -> mel, dB, per-frame scaling (pure numpy)
-    recipe         -> one file through decode + features
-    engines/       -> many files over local processes or Ray
-    store          -> the on-disk dataset (arrays + table + journal)
-    extract        -> the job that ties them together
-    export, plots, torchdata, model, train -> what consumes a store
-    cli            -> the `melset` command
+    import melset
+    catalog = melset.open_catalog("fma_small", tracks="fma_metadata/tracks.csv", subset="small")
+    summary = melset.extract.extract(catalog, melset.Recipe(), "fma_small.melset")
+    store = melset.Store("fma_small.melset")
+
+The data's path, one module (or package) per step; see README's Architecture section.
+Submodules load on first use, so `import melset` stays light.
 """
 
-from melset.config import Recipe
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from melset.errors import MelsetError
+from melset.recipe import Recipe
 
 __version__ = "0.1.0"
 
-__all__ = ["Recipe", "__version__"]
+_SUBMODULES = {
+    "audio",
+    "catalog",
+    "cli",
+    "dataset",
+    "engines",
+    "errors",
+    "export",
+    "extract",
+    "features",
+    "model",
+    "plots",
+    "recipe",
+    "store",
+    "system",
+    "track",
+    "train",
+    "vocab",
+}
+_NAMES = {"open_catalog": "melset.catalog", "Catalog": "melset.catalog", "Store": "melset.store"}
+
+if TYPE_CHECKING:
+    from melset import catalog, extract, store  # noqa: F401
+    from melset.catalog import Catalog, open_catalog
+    from melset.store import Store
+
+__all__ = ["Catalog", "MelsetError", "Recipe", "Store", "__version__", "open_catalog"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"melset.{name}")
+    if name in _NAMES:
+        return getattr(importlib.import_module(_NAMES[name]), name)
+    raise AttributeError(f"module 'melset' has no attribute {name!r}")

@@ -55,7 +55,9 @@ def decode(path: str | os.PathLike, sample_rate: int = 22050, max_frames_at=None
         except _NotForLibsndfile as exc:
             kind = sniff(path)
             if decoder == "soundfile" or kind.reason:
-                raise AudioError(kind.reason or f"{kind.what}: libsndfile cannot read it ({_clean(str(exc))})") from None
+                raise AudioError(
+                    kind.reason or f"{kind.what}: libsndfile cannot read it ({_clean(str(exc))})"
+                ) from None
             libsndfile_said = _clean(str(exc))
     return _decode_av(path, sample_rate, max_frames_at, libsndfile_said)
 
@@ -120,7 +122,9 @@ def _decode_soundfile(path: str, sample_rate: int, max_frames_at) -> Decoded:
     if reached_end and 0 < header_frames < 2**62:
         slack = max(_TRUNCATION_SLACK_FRAMES, _TRUNCATION_SLACK_RATIO * header_frames)
         if len(data) + slack < header_frames:
-            raise AudioError(f"truncated: the stream ends after {len(data) / native:.1f} s of the {header_frames / native:.1f} s its header announces")
+            raise AudioError(
+                f"truncated: the stream ends after {len(data) / native:.1f} s of the {header_frames / native:.1f} s its header announces"
+            )
     duration = (len(data) if reached_end else header_frames) / native
     y = _finish(to_mono(data), native, sample_rate, reached_end)
     return Decoded(y, sample_rate, native, channels, duration, reached_end, "soundfile")
@@ -166,7 +170,9 @@ def _decode_av(path: str, sample_rate: int, max_frames_at, libsndfile_said: str 
     try:
         import av
     except ImportError:
-        raise AudioError(f"{sniff(path).what}: libsndfile cannot read it; install melset[av] (PyAV/FFmpeg) to try FFmpeg") from None
+        raise AudioError(
+            f"{sniff(path).what}: libsndfile cannot read it; install melset[av] (PyAV/FFmpeg) to try FFmpeg"
+        ) from None
     try:
         with av.open(path, metadata_errors="ignore") as container:
             streams = container.streams.audio
@@ -299,7 +305,9 @@ def _sniff_mp3(head: bytes, has_id3: bool) -> Sniffed:
         size = (head[6] << 21) | (head[7] << 14) | (head[8] << 7) | head[9]
         start = 10 + size
         if start >= len(head):
-            return Sniffed("mp3", None, "an MP3 file")  # tag larger than the sniffed bytes (cover art): trust the decoder
+            return Sniffed(
+                "mp3", None, "an MP3 file"
+            )  # tag larger than the sniffed bytes (cover art): trust the decoder
     if _mp3_frames(head, start):
         return Sniffed("mp3", None, "an MP3 file")
     kb = max(1, (len(head) - start) // 1024)

@@ -8,12 +8,34 @@ from collections import Counter
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
-from melset.config import DTYPES, Recipe
-from melset.errors import MetadataError, MissingDependency, StoreError
+from melset.errors import MelsetError
+from melset.recipe import DECODERS, DTYPES, ON_SHORT, Recipe
+from melset.vocab import (
+    ERROR,
+    FAILED,
+    GENRE_TOP,
+    MISSING,
+    OK,
+    PENDING,
+    SPLITS,
+    STATUS,
+    STATUSES,
+    TEST,
+    TOO_SHORT,
+    TRACK_ID,
+)
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -38,7 +60,12 @@ def main() -> None:
 
 @main.command()
 @click.option("--tracks", "tracks_csv", type=click.Path(), help="FMA layout: FMA's fma_metadata/tracks.csv.")
-@click.option("--manifest", "manifest_file", type=click.Path(), help="Manifest layout: a CSV or Parquet file with columns path,label[,split].")
+@click.option(
+    "--manifest",
+    "manifest_file",
+    type=click.Path(),
+    help="Manifest layout: a CSV or Parquet file with columns path,label[,split].",
+)
 @click.option(
     "--layout",
     type=click.Choice(["fma", "folders", "manifest"]),
@@ -54,28 +81,46 @@ def main() -> None:
 )
 @click.option("--out", "out_dir", type=click.Path(), required=True, help="Store folder to create or resume.")
 @click.option(
-    "--subset", type=click.Choice(["small", "medium", "large"]), default="small", show_default=True, help="FMA subset; they nest, so medium = small + medium."
+    "--subset",
+    type=click.Choice(["small", "medium", "large"]),
+    default="small",
+    show_default=True,
+    help="FMA subset; they nest, so medium = small + medium.",
 )
 @click.option("--workers", type=int, default=None, help="Worker processes (default: all cores).")
 @click.option("--limit", type=int, default=None, help="Only the first N selected tracks (by track_id).")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float16", show_default=True, help="Stored precision.")
 @click.option(
     "--on-short",
-    type=click.Choice(["skip", "pad"]),
+    type=click.Choice(ON_SHORT),
     default="skip",
     show_default=True,
     help="Clips shorter than the kept frames: skip them (too_short) or pad with silence.",
 )
 @click.option(
     "--decoder",
-    type=click.Choice(["auto", "soundfile", "av"]),
+    type=click.Choice(DECODERS),
     default="auto",
     show_default=True,
     help="auto: libsndfile as librosa.load, FFmpeg (PyAV) for what it cannot read.",
 )
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="local processes, or a Ray cluster (melset[ray]).")
-@click.option("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance).")
-@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds one file may take before it is marked failed.")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local processes, or a Ray cluster (melset[ray]).",
+)
+@click.option(
+    "--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance)."
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Seconds one file may take before it is marked failed.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made with other parameters.")
 @click.option("--retry-failed", is_flag=True, help="Also redo rows that failed in an earlier run.")
 @click.option("--quiet", is_flag=True, help="No progress bar; a one-line summary.")
@@ -99,20 +144,17 @@ def extract(
     quiet,
 ):
     """Compute the notebook's log-mel spectrograms for a collection into a store."""
+    from melset.catalog import choose_layout
     from melset.engines import make_engine
 
     recipe = Recipe(dtype=dtype, on_short=on_short, decoder=decoder)
-    layout = layout or ("fma" if tracks_csv else "manifest" if manifest_file else "folders")
-    if layout == "fma" and not tracks_csv:
-        _fail("--layout fma needs --tracks (FMA's fma_metadata/tracks.csv)")
-    if layout == "manifest" and not manifest_file:
-        _fail("--layout manifest needs --manifest (a CSV or Parquet file with columns path,label[,split])")
-    inputs = dict(layout=layout, tracks_csv=tracks_csv, manifest_file=manifest_file, audio_dir=audio_dir, subset=subset, limit=limit)
+    inputs = dict(audio=audio_dir, tracks=tracks_csv, manifest=manifest_file, subset=subset, limit=limit)
     try:
+        inputs["layout"] = choose_layout(layout, tracks_csv, manifest_file)
         # Started first: workers import and warm up while the metadata is read.
         with make_engine(engine, workers=workers, timeout=timeout, address=ray_address) as eng:
             summary = _extract(eng, recipe, inputs, out_dir, overwrite, retry_failed, quiet)
-    except (MetadataError, StoreError, MissingDependency) as exc:
+    except MelsetError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted[/]: finished rows are saved; run the same command again to resume {out_dir}")
@@ -121,29 +163,22 @@ def extract(
     sys.exit(summary.exit_code)
 
 
-def _catalog(layout, tracks_csv, manifest_file, audio_dir, subset, limit):
-    from melset import catalog, fma
-
-    if layout == "fma":
-        cat = fma.catalog(tracks_csv, audio_dir, subset)
-        if len(cat) == 0:
-            raise MetadataError(f"{tracks_csv}: no tracks in subset {subset}")
-    elif layout == "manifest":
-        cat = catalog.manifest(manifest_file, audio_dir)
-        if len(cat) == 0:
-            raise MetadataError(f"{manifest_file}: the manifest lists no files")
-    else:
-        cat = catalog.folders(audio_dir)
-    return cat.limit(limit)
-
-
 def _extract(engine, recipe, inputs, out_dir, overwrite, retry_failed, quiet):
+    from melset.catalog import open_catalog
     from melset.extract import extract as run_extract
 
-    catalog = _catalog(**inputs)
+    catalog = open_catalog(**inputs)
     if quiet:
         return run_extract(catalog, recipe, out_dir, engine=engine, overwrite=overwrite, retry_failed=retry_failed)
-    columns = (TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(), _Rate(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]extract"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _Rate(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=err) as progress:
         task = progress.add_task("extract", total=len(catalog))
 
@@ -154,7 +189,15 @@ def _extract(engine, recipe, inputs, out_dir, overwrite, retry_failed, quiet):
             else:
                 progress.update(task, completed=done)
 
-        return run_extract(catalog, recipe, out_dir, engine=engine, overwrite=overwrite, retry_failed=retry_failed, on_progress=on_progress)
+        return run_extract(
+            catalog,
+            recipe,
+            out_dir,
+            engine=engine,
+            overwrite=overwrite,
+            retry_failed=retry_failed,
+            on_progress=on_progress,
+        )
 
 
 def _print_summary(summary, quiet: bool) -> None:
@@ -162,7 +205,7 @@ def _print_summary(summary, quiet: bool) -> None:
 
     c = summary.counts
     line = (
-        f"{summary.out}: {c['ok']} ok, {c['too_short']} too short, {c['failed']} failed, {c['missing']} missing"
+        f"{summary.out}: {c[OK]} ok, {c[TOO_SHORT]} too short, {c[FAILED]} failed, {c[MISSING]} missing"
         f" of {sum(c.values())} tracks ({summary.processed} processed in {summary.elapsed_s:.1f} s, {summary.rate:.1f} clips/s"
         f"{f'; {summary.already_done} already done' if summary.already_done else ''})"
     )
@@ -175,11 +218,13 @@ def _print_summary(summary, quiet: bool) -> None:
         out.print(f"  failed ({n}): {reason}" if n == 1 else f"  failed ({n}): {kind}, e.g. track {track_id}: {reason}")
     if len(groups) > 12:
         out.print(f"  ... and {len(groups) - 12} other kinds of failure; `melset info {summary.out}` lists every one")
-    if c["missing"]:
-        ids = [str(t) for t, s, _ in summary.failures if s == "missing"]
-        out.print(f"  missing ({len(ids)}): listed in the metadata but not on disk: {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}")
-    if c["too_short"]:
-        out.print(f"  too short ({c['too_short']}): under the kept frames; --on-short pad keeps them padded with silence")
+    if c[MISSING]:
+        ids = [str(t) for t, s, _ in summary.failures if s == MISSING]
+        out.print(
+            f"  missing ({len(ids)}): listed in the metadata but not on disk: {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}"
+        )
+    if c[TOO_SHORT]:
+        out.print(f"  too short ({c[TOO_SHORT]}): under the kept frames; --on-short pad keeps them padded with silence")
     if summary.unlisted:
         out.print(
             f"  unlisted ({len(summary.unlisted)}): on disk but not in the metadata: {', '.join(summary.unlisted[:5])}{' ...' if len(summary.unlisted) > 5 else ''}"
@@ -187,8 +232,8 @@ def _print_summary(summary, quiet: bool) -> None:
     if summary.no_genre:
         out.print(f"  no genre ({summary.no_genre}): tracks without genre_top get an all-zero label row")
     if summary.state != "complete":
-        out.print(f"  [yellow]incomplete[/]: {c['pending']} rows pending; run the same command again to resume")
-    if summary.counts["ok"] == 0:
+        out.print(f"  [yellow]incomplete[/]: {c[PENDING]} rows pending; run the same command again to resume")
+    if summary.counts[OK] == 0:
         out.print("  [red]no track succeeded[/]")
 
 
@@ -197,37 +242,8 @@ def _open(path: str):
 
     try:
         return Store(path)
-    except StoreError as exc:
+    except MelsetError as exc:
         _fail(str(exc))
-
-
-def store_report(store) -> dict:
-    """Everything `melset info` shows, as plain data."""
-    t = store.tracks
-    status = Counter(t["status"])
-    by_genre: dict[str, dict[str, int]] = {}
-    for genre, st in zip(t["genre_top"].fillna("(none)"), t["status"]):
-        by_genre.setdefault(genre, Counter())[st] += 1
-    problems = [{"track_id": tid, "status": st, "reason": reason} for tid, st, reason in zip(t["track_id"].tolist(), t["status"], t["error"]) if st != "ok"]
-    m = store.manifest
-    return {
-        "store": store.root,
-        "state": m.get("state"),
-        "rows": len(t),
-        "shape": m.get("shape"),
-        "dtype": m.get("dtype"),
-        "classes": store.classes,
-        "counts": {s: int(status.get(s, 0)) for s in ("ok", "too_short", "failed", "missing", "pending")},
-        "by_genre": {g: dict(c) for g, c in sorted(by_genre.items())},
-        "problems": problems,
-        "unlisted_files": m.get("unlisted_files", []),
-        "unlisted_count": m.get("unlisted_count", 0),
-        "no_genre": m.get("no_genre", 0),
-        "recipe": store.recipe,
-        "source": m.get("source", {}),
-        "versions": m.get("versions", {}),
-        "runs": m.get("runs", []),
-    }
 
 
 @main.command()
@@ -237,14 +253,16 @@ def store_report(store) -> dict:
 def info(store_dir, as_json, verify):
     """Summarise a store: counts per status and genre, each failure's reason, the parameters."""
     store = _open(store_dir)
-    report = store_report(store)
+    report = store.report()
     if verify:
         report["corrupt_rows"] = store.verify()
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return
-    out.print(f"[bold]{report['store']}[/]  state: {report['state']}  rows: {report['rows']}  shape: {report['shape']}  dtype: {report['dtype']}")
-    statuses = ("ok", "too_short", "failed", "missing", "pending")
+    out.print(
+        f"[bold]{report['store']}[/]  state: {report['state']}  rows: {report['rows']}  shape: {report['shape']}  dtype: {report['dtype']}"
+    )
+    statuses = (*STATUSES, PENDING)
     table = Table(title="tracks per genre and status")
     table.add_column("genre")
     for s in statuses:
@@ -255,22 +273,24 @@ def info(store_dir, as_json, verify):
     out.print(table)
     if report["problems"]:
         t = Table(title="tracks not stored, and why")
-        t.add_column("track_id")
-        t.add_column("status")
+        t.add_column(TRACK_ID)
+        t.add_column(STATUS)
         t.add_column("reason")
         shown, hidden = Counter(), Counter()
         for p in report["problems"]:
             # every failure; missing and too-short tracks are often many and alike
-            if p["status"] == "failed" or shown[p["status"]] < 20:
-                t.add_row(str(p["track_id"]), p["status"], p["reason"])
-                shown[p["status"]] += 1
+            if p[STATUS] == FAILED or shown[p[STATUS]] < 20:
+                t.add_row(str(p[TRACK_ID]), p[STATUS], p["reason"])
+                shown[p[STATUS]] += 1
             else:
-                hidden[p["status"]] += 1
+                hidden[p[STATUS]] += 1
         out.print(t)
         for status, n in hidden.items():
             out.print(f"... and {n} more {status} (melset info --json lists every one)")
     if report["unlisted_count"]:
-        out.print(f"unlisted: {report['unlisted_count']} audio file(s) on disk that no row lists: {', '.join(report['unlisted_files'][:20])}")
+        out.print(
+            f"unlisted: {report['unlisted_count']} audio file(s) on disk that no row lists: {', '.join(report['unlisted_files'][:20])}"
+        )
     if report["no_genre"]:
         out.print(f"no genre: {report['no_genre']} track(s) without genre_top (all-zero label rows)")
     out.print("classes: " + ", ".join(report["classes"]))
@@ -279,34 +299,50 @@ def info(store_dir, as_json, verify):
     out.print("source: " + ", ".join(f"{k}={v}" for k, v in src.items()))
     if verify:
         bad = report["corrupt_rows"]
-        out.print(f"verify: {'all rows match their checksums' if not bad else f'{len(bad)} corrupt row(s): {bad[:20]}'}")
+        out.print(
+            f"verify: {'all rows match their checksums' if not bad else f'{len(bad)} corrupt row(s): {bad[:20]}'}"
+        )
 
 
 @main.command()
 @click.argument("store_dir", type=click.Path())
-@click.option("--track", "track_id", required=True, help="Track id (FMA: the number, e.g. 2 or 000002).")
+@click.option("--track", required=True, help="Track id (FMA: the number, e.g. 2 or 000002).")
 @click.option("--png", "png", type=click.Path(), required=True, help="Where to write the picture.")
-def show(store_dir, track_id, png):
+def show(store_dir, track, png):
     """Draw one stored spectrogram with time (s) and frequency (Hz) axes."""
     from melset.plots import spectrogram_png
 
     store = _open(store_dir)
     try:
-        row = store.row_of(track_id)
+        row = store.row_of(track)
     except KeyError as exc:
         _fail(str(exc.args[0]))
     rec = store.tracks.iloc[row]
-    if rec["status"] != "ok":
-        _fail(f"track {track_id} has no spectrogram: {rec['status']} ({rec['error']})")
+    if rec[STATUS] != OK:
+        _fail(f"track {track} has no spectrogram: {rec[STATUS]} ({rec[ERROR]})")
     r = store.recipe
-    genre = rec["genre_top"] if isinstance(rec["genre_top"], str) else "no genre"
-    spectrogram_png(store.mels[row], png, r["sample_rate"], r["hop_length"], r["fmin"], r["fmax"], title=f"track {rec['track_id']} ({genre})")
+    genre = rec[GENRE_TOP] if isinstance(rec[GENRE_TOP], str) else "no genre"
+    spectrogram_png(
+        store.mels[row],
+        png,
+        r["sample_rate"],
+        r["hop_length"],
+        r["fmin"],
+        r["fmax"],
+        title=f"track {rec[TRACK_ID]} ({genre})",
+    )
     out.print(f"wrote {png}")
 
 
 @main.command()
 @click.argument("store_dir", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["seed-pickles"]), required=True, help="seed-pickles: the reference notebook's own pickles.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["seed-pickles"]),
+    required=True,
+    help="seed-pickles: the reference notebook's own pickles.",
+)
 @click.option("--to", "to", type=click.Path(), required=True, help="Output folder.")
 def export(store_dir, fmt, to):
     """Write a store in another format (the notebook's pickles: pickles/, y.pickle, classlabels.pickle)."""
@@ -332,7 +368,13 @@ def _needs_torch() -> None:
 @click.option("--epochs", type=int, default=30, show_default=True)
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="AdamW learning rate.")
-@click.option("--patience", type=int, default=10, show_default=True, help="Stop after this many epochs without a better validation score.")
+@click.option(
+    "--patience",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Stop after this many epochs without a better validation score.",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
@@ -343,15 +385,25 @@ def train(store_dir, run_dir, epochs, batch_size, lr, patience, device, seed, wo
     from melset.train import TrainConfig
     from melset.train import train as run_train
 
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, device=device, seed=seed, num_workers=workers)
+    cfg = TrainConfig(
+        epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, device=device, seed=seed, num_workers=workers
+    )
     store = _open(store_dir)
-    columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=err, disable=quiet) as progress:
         task = progress.add_task("", total=epochs)
 
         def on_epoch(row: dict) -> None:
             val = f"val {row['val_accuracy']:.2f}" if row["val_accuracy"] is not None else "no validation rows"
-            progress.update(task, advance=1, description=f"loss {row['train_loss']:.3f} acc {row['train_accuracy']:.2f} {val}")
+            progress.update(
+                task, advance=1, description=f"loss {row['train_loss']:.3f} acc {row['train_accuracy']:.2f} {val}"
+            )
 
         try:
             metrics = run_train(store.root, run_dir, cfg, on_epoch)
@@ -368,7 +420,7 @@ def train(store_dir, run_dir, epochs, batch_size, lr, patience, device, seed, wo
 @main.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--store", "store_dir", type=click.Path(), required=True)
-@click.option("--split", type=click.Choice(["training", "validation", "test", "all"]), default="test", show_default=True)
+@click.option("--split", type=click.Choice([*SPLITS, "all"]), default=TEST, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def evaluate(run_dir, store_dir, split, device, as_json):
@@ -381,7 +433,9 @@ def evaluate(run_dir, store_dir, split, device, as_json):
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    out.print(f"[bold]{split}[/]: {report['n']} tracks, accuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f}")
+    out.print(
+        f"[bold]{split}[/]: {report['n']} tracks, accuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f}"
+    )
     t = Table()
     for col in ("genre", "precision", "recall", "f1", "support"):
         t.add_column(col, justify="left" if col == "genre" else "right")
@@ -394,7 +448,9 @@ def evaluate(run_dir, store_dir, split, device, as_json):
 @main.command()
 @click.argument("run_dir", type=click.Path())
 @click.argument("files", nargs=-1, required=True, type=click.Path())
-@click.option("--whole-track", is_flag=True, help="Average over consecutive windows of the recipe's frames, not just the first.")
+@click.option(
+    "--whole-track", is_flag=True, help="Average over consecutive windows of the recipe's frames, not just the first."
+)
 @click.option("--top", type=int, default=3, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True)

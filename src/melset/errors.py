@@ -1,13 +1,25 @@
-"""Errors a user sees as one sentence (no traceback): bad metadata, an unusable store."""
+"""The errors a user sees as one sentence, never a traceback.
+
+Every error melset raises on purpose is a `MelsetError`; its str() names the thing that is
+wrong and says what to do. The command line prints it and exits with status 2.
+"""
 
 
-class MetadataError(Exception):
-    """Metadata that cannot be used; str() names the file and what is wrong in one sentence."""
+class MelsetError(Exception):
+    """Base of every error melset raises for a user to read."""
 
 
-class StoreError(Exception):
-    """A store that cannot be used as asked; str() says why and what to do."""
+class MetadataError(MelsetError):
+    """Metadata that cannot be used (tracks.csv, a manifest, a folder); names the file and the problem."""
 
 
-class MissingDependency(Exception):
-    """An optional part of melset needs a package that is not installed; str() says which."""
+class StoreError(MelsetError):
+    """A store that cannot be used as asked; says why and what to do."""
+
+
+class MissingDependency(MelsetError):
+    """An optional part of melset needs a package that is not installed; says which to install."""
+
+
+class UsageError(MelsetError):
+    """An option value or a combination of options that cannot work; names the option."""

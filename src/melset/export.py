@@ -13,6 +13,7 @@ import pickle
 import numpy as np
 
 from melset.store import Store
+from melset.vocab import GENRE_TOP, TRACK_ID
 
 FORMATS = ("seed-pickles",)
 
@@ -21,7 +22,7 @@ def seed_pickles(store: Store, to: str | os.PathLike) -> dict[str, int]:
     """Write P/pickles/NNNNNN.pickle (ok rows, float64), P/y.pickle and P/classlabels.pickle."""
     to = os.fspath(to)
     os.makedirs(os.path.join(to, "pickles"), exist_ok=True)
-    ids = store.tracks["track_id"].tolist()
+    ids = store.tracks[TRACK_ID].tolist()
     n = 0
     for row in store.ok_rows():
         x = np.asarray(store.mels[row], dtype=np.float64)
@@ -30,7 +31,7 @@ def seed_pickles(store: Store, to: str | os.PathLike) -> dict[str, int]:
         n += 1
     classes = np.array(store.classes)
     y = {}
-    for row, genre in enumerate(store.tracks["genre_top"].tolist()):
+    for row, genre in enumerate(store.tracks[GENRE_TOP].tolist()):
         if isinstance(genre, str):
             y[_name(ids[row])] = np.asarray(store.labels[row], dtype=np.int64)
     with open(os.path.join(to, "y.pickle"), "wb") as f:

@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from melset import system
 from melset.catalog import Catalog
-from melset.config import Recipe
 from melset.engines import Engine
 from melset.errors import StoreError
-from melset import system
+from melset.recipe import Recipe
 from melset.store import DISK_FULL, StoreWriter, disk_full_message, now_iso
+from melset.vocab import FAILED, GENRE_TOP, MISSING, OK, PATH, TRACK_ID
 
 COMMIT_EVERY_S = 0.5
 COMMIT_EVERY_ROWS = 256
@@ -31,6 +32,8 @@ MAX_LISTED_UNLISTED = 1000
 
 @dataclass
 class Summary:
+    """What one extract run did: counts per status, the rows that are not ok and why, timings."""
+
     out: str
     counts: dict[str, int]
     failures: list[tuple[Any, str, str]]  # (track_id, status, reason) for every row not ok
@@ -48,7 +51,7 @@ class Summary:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.counts.get("ok", 0) > 0 else 1
+        return 0 if self.counts.get(OK, 0) > 0 else 1
 
 
 def one_hot(genres, classes: list[str]) -> np.ndarray:
@@ -70,7 +73,20 @@ def tracks_digest(catalog: Catalog) -> str:
 
 
 def versions() -> dict[str, str]:
-    out = system.versions("melset", "numpy", "scipy", "soundfile", "libsndfile", "soxr", "pandas", "pyarrow", "pebble", "av", "ray", "librosa")
+    out = system.versions(
+        "melset",
+        "numpy",
+        "scipy",
+        "soundfile",
+        "libsndfile",
+        "soxr",
+        "pandas",
+        "pyarrow",
+        "pebble",
+        "av",
+        "ray",
+        "librosa",
+    )
     out["librosa_used"] = "no: melset's own numpy port, checked against librosa by the tests"
     return out
 
@@ -85,17 +101,51 @@ def extract(
     retry_failed: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Summary:
-    """Run the recipe over the catalog into the store at `out`; resumes a store made the same way.
+    """Run the recipe over the catalog into the store at `out`; resume a store made the same way.
 
-    engine: a started engine (`with make_engine("local") as e: extract(..., engine=e)`);
-    None runs a local process pool over all cores. on_progress(done, total) is called as
-    rows finish (for a progress bar).
+    Call it under ``if __name__ == "__main__":``, as any code that starts worker processes.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The tracks, from `melset.open_catalog`.
+    recipe : Recipe
+        What to compute for each track.
+    out : path
+        The store folder: created, or resumed when it was made with the same recipe and tracks.
+    engine : Engine, optional
+        A started engine (``with make_engine("local") as e: extract(..., engine=e)``); None
+        runs a local process pool over all cores.
+    overwrite : bool
+        Replace a store made with other parameters.
+    retry_failed : bool
+        Also compute again the rows that failed in an earlier run.
+    on_progress : callable, optional
+        ``on_progress(done, total)`` as rows finish (for a progress bar).
+
+    Returns
+    -------
+    Summary
+        Counts per status, every row that is not ok and why, timings.
+
+    Raises
+    ------
+    MelsetError
+        The store cannot be used as asked (another recipe, in use, a full disk, ...).
     """
     if engine is None:
         from melset.engines.local import LocalEngine
 
         with LocalEngine() as local:
-            return extract(catalog, recipe, out, engine=local, overwrite=overwrite, retry_failed=retry_failed, on_progress=on_progress)
+            return extract(
+                catalog,
+                recipe,
+                out,
+                engine=local,
+                overwrite=overwrite,
+                retry_failed=retry_failed,
+                on_progress=on_progress,
+            )
     started = time.perf_counter()
     started_at = now_iso()
     table = catalog.table
@@ -105,10 +155,12 @@ def extract(
         "source": catalog.source,
         "unlisted_files": catalog.unlisted[:MAX_LISTED_UNLISTED],
         "unlisted_count": len(catalog.unlisted),
-        "no_genre": int(sum(not isinstance(g, str) for g in table["genre_top"])),
+        "no_genre": int(sum(not isinstance(g, str) for g in table[GENRE_TOP])),
     }
-    labels = one_hot(table["genre_top"], classes)
-    with StoreWriter.open(out, identity, table, labels, classes, recipe.shape, recipe.dtype, overwrite=overwrite, extra=extra) as store:
+    labels = one_hot(table[GENRE_TOP], classes)
+    with StoreWriter.open(
+        out, identity, table, labels, classes, recipe.shape, recipe.dtype, overwrite=overwrite, extra=extra
+    ) as store:
         processed, total, already, complete = 0, len(table), 0, False
         last_commit = time.monotonic()
         try:
@@ -144,7 +196,9 @@ def extract(
             }
             runs = [*store.manifest.get("runs", []), run]
             try:
-                manifest = store.finalize(complete, {"versions": versions(), "runs": runs, "started": started_at, "finished": run["finished"]})
+                manifest = store.finalize(
+                    complete, {"versions": versions(), "runs": runs, "started": started_at, "finished": run["finished"]}
+                )
             except OSError as exc:
                 # the journal holds every committed row; the old tables stay (atomic renames)
                 if exc.errno in DISK_FULL:
@@ -172,14 +226,14 @@ def _plan(store: StoreWriter, table, retry_failed: bool) -> tuple[list[tuple[int
     retry_failed, failed rows are too. Files absent now are recorded missing at once.
     """
     tasks, already = [], 0
-    for row, path in enumerate(table["path"].tolist()):
+    for row, path in enumerate(table[PATH].tolist()):
         rec = store.done(row)
-        redo = rec is None or rec.status == "missing" or (retry_failed and rec.status == "failed")
+        redo = rec is None or rec.status == MISSING or (retry_failed and rec.status == FAILED)
         if not redo:
             already += 1
         elif not os.path.lexists(path):
             if rec is None:
-                store.write(row, "missing", f"file not found: {path}", math.nan, None)
+                store.write(row, MISSING, f"file not found: {path}", math.nan, None)
             else:
                 already += 1
         else:
@@ -189,8 +243,8 @@ def _plan(store: StoreWriter, table, retry_failed: bool) -> tuple[list[tuple[int
 
 
 def _failures(store: StoreWriter, table) -> list[tuple[Any, str, str]]:
-    ids = table["track_id"].tolist()
-    return [(ids[row], r.status, r.error) for row, r in sorted(store.records.items()) if r.status != "ok"]
+    ids = table[TRACK_ID].tolist()
+    return [(ids[row], r.status, r.error) for row, r in sorted(store.records.items()) if r.status != OK]
 
 
 def reasons(summary: Summary) -> list[tuple[str, int, Any, str]]:
@@ -199,7 +253,7 @@ def reasons(summary: Summary) -> list[tuple[str, int, Any, str]]:
     counts: Counter = Counter()
     example: dict[str, tuple[Any, str]] = {}
     for track_id, status, reason in summary.failures:
-        if status == "failed":
+        if status == FAILED:
             kind = reason.split(":")[0]
             counts[kind] += 1
             example.setdefault(kind, (track_id, reason))

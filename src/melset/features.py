@@ -14,7 +14,7 @@ import numpy as np
 import scipy.fft
 import scipy.sparse
 
-from melset.config import Recipe
+from melset.recipe import Recipe
 
 
 def hz_to_mel(freqs: np.ndarray | float) -> np.ndarray:

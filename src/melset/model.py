@@ -36,10 +36,17 @@ class MelCNN(nn.Module):
         layers: list[nn.Module] = []
         c_in = 1
         for c_out, pool in zip(arch.channels, arch.pools):
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(pool)]
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(pool),
+            ]
             c_in = c_out
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(arch.dropout), nn.Linear(c_in, arch.n_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(arch.dropout), nn.Linear(c_in, arch.n_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, 1, n_mels, n_frames) -> logits (batch, n_classes)."""

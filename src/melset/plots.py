@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from melset.features import hz_to_mel  # noqa: E402
+from melset.vocab import TRAINING, VALIDATION  # noqa: E402
 
 
 def spectrogram_png(
@@ -65,7 +66,15 @@ def confusion_png(matrix: np.ndarray, classes: Sequence[str], out: str | os.Path
     ax.set_ylabel("True genre")
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+            ax.text(
+                j,
+                i,
+                str(int(matrix[i, j])),
+                ha="center",
+                va="center",
+                color="white" if norm[i, j] > 0.5 else "black",
+                fontsize=8,
+            )
     if title:
         ax.set_title(title)
     fig.colorbar(img, ax=ax, label="fraction of true class")
@@ -77,9 +86,9 @@ def curves_png(epochs: list[dict], out: str | os.PathLike, title: str = "") -> s
     """Loss and accuracy per epoch, training and validation."""
     x = [e["epoch"] for e in epochs]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    for key, label in (("train_loss", "training"), ("val_loss", "validation")):
+    for key, label in (("train_loss", TRAINING), ("val_loss", VALIDATION)):
         a1.plot(x, [e.get(key) for e in epochs], marker="o", label=label)
-    for key, label in (("train_accuracy", "training"), ("val_accuracy", "validation")):
+    for key, label in (("train_accuracy", TRAINING), ("val_accuracy", VALIDATION)):
         a2.plot(x, [e.get(key) for e in epochs], marker="o", label=label)
     a1.set(xlabel="epoch", ylabel="cross-entropy loss")
     a2.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02))

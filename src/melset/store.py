@@ -28,29 +28,39 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from melset.errors import StoreError  # noqa: F401  (re-exported)
+from melset.errors import StoreError
+from melset.vocab import (
+    CLASSES,
+    DURATION_S,
+    ERROR,
+    GENRE_TOP,
+    JOURNAL,
+    LABELS,
+    LOCK,
+    MANIFEST,
+    MELS,
+    OK,
+    PATH,
+    PENDING,
+    SPLIT,
+    STATUS,
+    STATUSES,
+    STORE_FILES,
+    STORE_ID,
+    SUBSET,
+    TRACK_ID,
+    TRACKS,
+    CATALOG_COLUMNS,
+    tracks_schema,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
-    import pyarrow as pa
 
 # pandas and pyarrow are imported where the tables are handled: engine workers import this
 # module for RowSink alone and should not pay ~0.4 s and ~100 MB for them.
 
 FORMAT = "melset-store/1"
-STATUSES = ("ok", "too_short", "failed", "missing")
-PENDING = "pending"
-MANIFEST, TRACKS, MELS, LABELS, CLASSES, JOURNAL, LOCK, STORE_ID = (
-    "manifest.json",
-    "tracks.parquet",
-    "mels.npy",
-    "labels.npy",
-    "classes.json",
-    "journal.jsonl",
-    ".lock",
-    ".store_id",
-)
-STORE_FILES = (MANIFEST, TRACKS, MELS, LABELS, CLASSES, JOURNAL, LOCK, STORE_ID)
 
 
 @dataclass(frozen=True)
@@ -67,9 +77,9 @@ class Record:
     def to_json(self) -> str:
         d = {
             "row": self.row,
-            "status": self.status,
-            "error": self.error,
-            "duration_s": _json_float(self.duration_s),
+            STATUS: self.status,
+            ERROR: self.error,
+            DURATION_S: _json_float(self.duration_s),
             "crc32": self.crc32,
             "decoder": self.decoder,
         }
@@ -174,23 +184,6 @@ def _pwrite_all(fd: int, buf: bytes, offset: int) -> None:
         view, offset = view[n:], offset + n
 
 
-def table_schema(id_type: pa.DataType) -> pa.Schema:
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("track_id", id_type),
-            ("path", pa.string()),
-            ("genre_top", pa.string()),
-            ("subset", pa.string()),
-            ("split", pa.string()),
-            ("status", pa.string()),
-            ("error", pa.string()),
-            ("duration_s", pa.float64()),
-        ]
-    )
-
-
 class StoreWriter:
     """Creates a store (or reopens one to resume it), writes rows, commits them, finalizes it."""
 
@@ -223,7 +216,7 @@ class StoreWriter:
 
         identity: everything that decides the store's bytes (recipe, selected tracks); a store
         made with another identity is refused unless overwrite=True.
-        tracks: track_id, path, genre_top, subset, split, one row per row of the arrays.
+        tracks: the catalog's columns (vocab.CATALOG_COLUMNS), one row per row of the arrays.
         """
         root = os.path.abspath(os.fspath(root))
         os.makedirs(root, exist_ok=True)
@@ -248,16 +241,22 @@ class StoreWriter:
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise StoreError(f"{self.root} is in use by another melset run (pid {holder}); wait for it to finish") from None
+            raise StoreError(
+                f"{self.root} is in use by another melset run (pid {holder}); wait for it to finish"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
 
     def _create(self, identity, tracks, labels, classes, shape, dtype, overwrite, extra) -> None:
-        others = sorted(set(os.listdir(self.root)) - set(STORE_FILES) - {n for n in os.listdir(self.root) if ".tmp" in n})
+        others = sorted(
+            set(os.listdir(self.root)) - set(STORE_FILES) - {n for n in os.listdir(self.root) if ".tmp" in n}
+        )
         has_manifest = os.path.exists(os.path.join(self.root, MANIFEST))
         if others and not has_manifest:
-            raise StoreError(f"{self.root} exists and is not a melset store (it holds {', '.join(others[:3])}); choose an empty --out")
+            raise StoreError(
+                f"{self.root} exists and is not a melset store (it holds {', '.join(others[:3])}); choose an empty --out"
+            )
         if has_manifest and not overwrite:
             raise StoreError(f"{self.root} already holds a store")
         for name in STORE_FILES:
@@ -299,20 +298,24 @@ class StoreWriter:
         self.manifest = read_manifest(self.root)
         if self.manifest.get("identity") != identity:
             diff = _first_difference(self.manifest.get("identity", {}), identity)
-            raise StoreError(f"{self.root} holds a store made with other parameters ({diff}); use --overwrite to replace it, or choose another --out")
+            raise StoreError(
+                f"{self.root} holds a store made with other parameters ({diff}); use --overwrite to replace it, or choose another --out"
+            )
         for name in (MELS, LABELS, CLASSES, TRACKS, JOURNAL, STORE_ID):
             if not os.path.exists(os.path.join(self.root, name)):
                 raise StoreError(f"{self.root} is damaged: {name} is missing; use --overwrite to rebuild it")
         expected = tuple(self.manifest["shape"])
         mm = np.load(os.path.join(self.root, MELS), mmap_mode="r")
         if mm.shape != expected or n_rows != expected[0]:
-            raise StoreError(f"{self.root} is damaged: mels.npy has shape {mm.shape}, the manifest says {expected}; use --overwrite")
+            raise StoreError(
+                f"{self.root} is damaged: {MELS} has shape {mm.shape}, the manifest says {expected}; use --overwrite"
+            )
         del mm
         mels = os.stat(os.path.join(self.root, MELS))
         _check_space(self.root, mels.st_size - mels.st_blocks * 512)
         import pandas as pd
 
-        self.base = pd.read_parquet(os.path.join(self.root, TRACKS), columns=["track_id", "path", "genre_top", "subset", "split"])
+        self.base = pd.read_parquet(os.path.join(self.root, TRACKS), columns=list(CATALOG_COLUMNS))
         self.records = read_journal(os.path.join(self.root, JOURNAL), truncate=True)
         self._open_files()
 
@@ -338,11 +341,13 @@ class StoreWriter:
         """The committed record of a row, or None if it must be (re)done."""
         return self.records.get(row)
 
-    def write(self, row: int, status: str, error: str, duration_s: float, matrix: np.ndarray | None, decoder: str = "") -> None:
+    def write(
+        self, row: int, status: str, error: str, duration_s: float, matrix: np.ndarray | None, decoder: str = ""
+    ) -> None:
         """Write a row's matrix (zeros unless ok); it counts as done after the next commit()."""
-        if status == "ok" and matrix is None:
+        if status == OK and matrix is None:
             raise ValueError(f"row {row}: an ok row needs its matrix")
-        crc = self.sink.write(row, matrix if status == "ok" else None, fd=self._mels_fd)
+        crc = self.sink.write(row, matrix if status == OK else None, fd=self._mels_fd)
         self.record(row, status, error, duration_s, crc, decoder)
 
     def record(self, row: int, status: str, error: str, duration_s: float, crc32: int, decoder: str = "") -> None:
@@ -384,7 +389,14 @@ class StoreWriter:
             if r.decoder:
                 decoders[r.decoder] = decoders.get(r.decoder, 0) + 1
         self.manifest.update(extra or {})
-        self.manifest.update({"state": "complete" if complete else "incomplete", "counts": counts, "decoders": decoders, "updated": now_iso()})
+        self.manifest.update(
+            {
+                "state": "complete" if complete else "incomplete",
+                "counts": counts,
+                "decoders": decoders,
+                "updated": now_iso(),
+            }
+        )
         _write_json(os.path.join(self.root, MANIFEST), self.manifest)
         return self.manifest
 
@@ -415,21 +427,20 @@ def tracks_parquet_bytes(base: pd.DataFrame, records: dict[int, Record]) -> byte
     status, error, duration = [PENDING] * n, [""] * n, [math.nan] * n
     for row, r in records.items():
         status[row], error[row], duration[row] = r.status, r.error, r.duration_s
-    ids = base["track_id"]
+    ids = base[TRACK_ID]
     id_type = pa.int64() if pd.api.types.is_integer_dtype(ids) else pa.string()
-    table = pa.table(
-        {
-            "track_id": pa.array(ids.tolist(), id_type),
-            "path": pa.array(base["path"].tolist(), pa.string()),
-            "genre_top": pa.array(_none_for_nan(base["genre_top"]), pa.string()),
-            "subset": pa.array(_none_for_nan(base["subset"]), pa.string()),
-            "split": pa.array(_none_for_nan(base["split"]), pa.string()),
-            "status": pa.array(status, pa.string()),
-            "error": pa.array(error, pa.string()),
-            "duration_s": pa.array(duration, pa.float64()),
-        },
-        schema=table_schema(id_type),
-    )
+    schema = tracks_schema(id_type)
+    columns = {
+        TRACK_ID: ids.tolist(),
+        PATH: base[PATH].tolist(),
+        GENRE_TOP: _none_for_nan(base[GENRE_TOP]),
+        SUBSET: _none_for_nan(base[SUBSET]),
+        SPLIT: _none_for_nan(base[SPLIT]),
+        STATUS: status,
+        ERROR: error,
+        DURATION_S: duration,
+    }
+    table = pa.table({name: pa.array(columns[name], schema.field(name).type) for name in schema.names}, schema=schema)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue().to_pybytes()
@@ -455,7 +466,9 @@ def _check_space(root: str, needed: int) -> None:
     free = shutil.disk_usage(root).free
     margin = 1024 * 1024  # journal, tables, manifest
     if needed + margin > free:
-        raise StoreError(f"not enough disk space for {root}: the rows still to write need {_human(needed)}, {_human(free)} is free")
+        raise StoreError(
+            f"not enough disk space for {root}: the rows still to write need {_human(needed)}, {_human(free)} is free"
+        )
 
 
 def disk_full_message(root: str, exc: OSError) -> str:
@@ -501,8 +514,8 @@ def read_journal(path: str, truncate: bool = False) -> dict[int, Record]:
             break
         try:
             d = json.loads(line)
-            duration = math.nan if d["duration_s"] is None else float(d["duration_s"])
-            rec = Record(int(d["row"]), d["status"], d["error"], duration, int(d["crc32"]), d.get("decoder", ""))
+            duration = math.nan if d[DURATION_S] is None else float(d[DURATION_S])
+            rec = Record(int(d["row"]), d[STATUS], d[ERROR], duration, int(d["crc32"]), d.get("decoder", ""))
         except (ValueError, KeyError, TypeError):
             break
         records[rec.row] = rec
@@ -514,7 +527,36 @@ def read_journal(path: str, truncate: bool = False) -> dict[int, Record]:
 
 
 class Store:
-    """A store opened for reading: arrays memory-mapped, tables in pandas."""
+    """A store opened for reading: arrays memory-mapped, tables in pandas.
+
+    Parameters
+    ----------
+    root : path
+        The store folder that `melset.extract.extract` wrote.
+
+    Attributes
+    ----------
+    manifest : dict
+        How the store was made (recipe, inputs, versions, counts, runs).
+    tracks : pandas.DataFrame
+        One row per track: track_id, path, genre_top, subset, split, status, error, duration_s.
+    mels : numpy.memmap
+        (rows, n_mels, n_frames); nothing is read until indexed. Rows not ok hold zeros.
+    labels : numpy.memmap
+        (rows, n_classes) uint8 one-hot, aligned with `tracks`.
+    classes : list of str
+        The class names, sorted (scikit-learn's LabelBinarizer order).
+
+    Raises
+    ------
+    StoreError
+        The folder is not a melset store, or cannot be read.
+
+    Examples
+    --------
+    >>> store = Store("fma_small.melset")                       # doctest: +SKIP
+    >>> x = store.mels[store.ok_rows()]                         # doctest: +SKIP
+    """
 
     def __init__(self, root: str | os.PathLike):
         self.root = os.path.abspath(os.fspath(root))
@@ -527,8 +569,8 @@ class Store:
             records = read_journal(os.path.join(self.root, JOURNAL))
             if records:
                 rows = np.fromiter(records, dtype=np.int64, count=len(records))
-                for col in ("status", "error", "duration_s"):
-                    values = self.tracks[col].to_numpy(dtype=object if col != "duration_s" else np.float64, copy=True)
+                for col in (STATUS, ERROR, DURATION_S):
+                    values = self.tracks[col].to_numpy(dtype=object if col != DURATION_S else np.float64, copy=True)
                     values[rows] = [getattr(records[r], col) for r in rows]
                     self.tracks[col] = values
         with open(os.path.join(self.root, CLASSES), encoding="utf-8") as f:
@@ -541,11 +583,12 @@ class Store:
 
     @property
     def recipe(self) -> dict[str, Any]:
+        """The recipe the store was made with, as recorded in its manifest."""
         return self.manifest["identity"]["recipe"]
 
     def row_of(self, track_id) -> int:
         """Row index of a track id (int for FMA, str for other layouts)."""
-        ids = self.tracks["track_id"]
+        ids = self.tracks[TRACK_ID]
         key = int(track_id) if ids.dtype.kind in "iu" else str(track_id)
         hits = np.flatnonzero(ids.to_numpy() == key)
         if not len(hits):
@@ -553,10 +596,46 @@ class Store:
         return int(hits[0])
 
     def ok_rows(self) -> np.ndarray:
-        return np.flatnonzero(self.tracks["status"].to_numpy() == "ok")
+        """Row indices whose status is ok."""
+        return np.flatnonzero(self.tracks[STATUS].to_numpy() == OK)
 
     def verify(self) -> list[int]:
         """Rows whose bytes in mels.npy differ from what the journal recorded (should be none)."""
         records = read_journal(os.path.join(self.root, JOURNAL))
         flat = self.mels.reshape(len(self.mels), -1)
         return [row for row, r in sorted(records.items()) if zlib.crc32(flat[row].tobytes()) != r.crc32]
+
+    def report(self) -> dict[str, Any]:
+        """What the store holds, as plain data: counts per status and genre, every row that is
+        not ok and why, unlisted files, the recipe and provenance (what `melset info` shows)."""
+        from collections import Counter
+
+        t = self.tracks
+        status = Counter(t[STATUS])
+        by_genre: dict[str, Counter] = {}
+        for genre, st in zip(t[GENRE_TOP].fillna("(none)"), t[STATUS]):
+            by_genre.setdefault(genre, Counter())[st] += 1
+        problems = [
+            {TRACK_ID: tid, STATUS: st, "reason": reason}
+            for tid, st, reason in zip(t[TRACK_ID].tolist(), t[STATUS], t[ERROR])
+            if st != OK
+        ]
+        m = self.manifest
+        return {
+            "store": self.root,
+            "state": m.get("state"),
+            "rows": len(t),
+            "shape": m.get("shape"),
+            "dtype": m.get("dtype"),
+            "classes": self.classes,
+            "counts": {s: int(status.get(s, 0)) for s in (*STATUSES, PENDING)},
+            "by_genre": {g: dict(c) for g, c in sorted(by_genre.items())},
+            "problems": problems,
+            "unlisted_files": m.get("unlisted_files", []),
+            "unlisted_count": m.get("unlisted_count", 0),
+            "no_genre": m.get("no_genre", 0),
+            "recipe": self.recipe,
+            "source": m.get("source", {}),
+            "versions": m.get("versions", {}),
+            "runs": m.get("runs", []),
+        }

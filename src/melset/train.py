@@ -22,15 +22,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from melset.config import Recipe
+from melset.dataset import MelDataset, split_rows
 from melset.model import Architecture, MelCNN
+from melset.recipe import Recipe
 from melset.store import Store
 from melset.system import keep_freed_memory, versions
-from melset.torch import MelDataset, split_rows
+from melset.vocab import OK, TEST, TRACK_ID, TRAINING, VALIDATION
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Hyper-parameters of one training run (recorded in its config.json)."""
+
     epochs: int = 30
     batch_size: int = 16
     lr: float = 1e-3
@@ -91,8 +94,27 @@ def recalibrate_batchnorm(model: nn.Module, loader: DataLoader, device: torch.de
         m.momentum = momentum
 
 
-def train(store_dir: str, run_dir: str, cfg: TrainConfig = TrainConfig(), on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """Train the baseline on the store's training split, keep the best epoch on validation."""
+def train(
+    store_dir: str, run_dir: str, cfg: TrainConfig = TrainConfig(), on_epoch: Callable[[dict], None] | None = None
+) -> dict:
+    """Train the baseline CNN on a store's training split; keep the best epoch on validation.
+
+    Parameters
+    ----------
+    store_dir : path
+        The store to learn from.
+    run_dir : path
+        The run folder to write: model.pt, config.json, metrics.json, curves.png.
+    cfg : TrainConfig
+        Hyper-parameters, device and seed.
+    on_epoch : callable, optional
+        Called with each epoch's metrics row as it ends.
+
+    Returns
+    -------
+    dict
+        ``{"epochs": [...], "best_epoch": int, "stopped_early": bool}`` (also metrics.json).
+    """
     from melset.plots import curves_png
 
     keep_freed_memory(None)
@@ -101,15 +123,17 @@ def train(store_dir: str, run_dir: str, cfg: TrainConfig = TrainConfig(), on_epo
     torch.use_deterministic_algorithms(True, warn_only=True)
     device = pick_device(cfg.device)
     store = Store(store_dir)
-    train_set = MelDataset(store, "training", seed=cfg.seed)
-    val_set = MelDataset(store, "validation", seed=cfg.seed)
+    train_set = MelDataset(store, TRAINING, seed=cfg.seed)
+    val_set = MelDataset(store, VALIDATION, seed=cfg.seed)
     if len(train_set) == 0:
         raise ValueError(f"{store.root} has no ok, labelled rows in its training split")
     arch = Architecture(n_classes=len(store.classes))
     model = MelCNN(arch).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
-    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=gen, num_workers=cfg.num_workers)
+    train_loader = DataLoader(
+        train_set, batch_size=cfg.batch_size, shuffle=True, generator=gen, num_workers=cfg.num_workers
+    )
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
 
     os.makedirs(run_dir, exist_ok=True)
@@ -207,7 +231,12 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[
         precision = tp / cm[:, i].sum() if cm[:, i].sum() else 0.0
         recall = tp / cm[i].sum() if cm[i].sum() else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(cm[i].sum())}
+        per_class[name] = {
+            "precision": float(precision),
+            "recall": float(recall),
+            "f1": float(f1),
+            "support": int(cm[i].sum()),
+        }
         if cm[i].sum():
             f1s.append(f1)
     return {
@@ -219,8 +248,25 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[
     }
 
 
-def evaluate(run_dir: str, store_dir: str, split: str | None = "test", device: str = "auto") -> dict:
-    """Scores of a run on a store's split (the run's own seed for a stratified split)."""
+def evaluate(run_dir: str, store_dir: str, split: str | None = TEST, device: str = "auto") -> dict:
+    """Scores of a trained run on a store's split.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run folder written by `train`.
+    store_dir : path
+        The store to score on (the run's own seed decides a stratified split).
+    split : {"training", "validation", "test"} or None
+        The split; None scores every usable row.
+    device : {"auto", "cpu", "cuda"}
+
+    Returns
+    -------
+    dict
+        accuracy, macro_f1, per_class precision/recall/f1/support, confusion_matrix, n,
+        predictions, and the path of the confusion-matrix picture (confusion_png).
+    """
     from melset.plots import confusion_png
 
     run = load_run(run_dir, device)
@@ -233,24 +279,62 @@ def evaluate(run_dir: str, store_dir: str, split: str | None = "test", device: s
     keep = [i for i, n in enumerate(names) if n in index]
     rows = rows[keep]
     y_true = np.array([index[names[i]] for i in keep], dtype=np.int64)
-    probs = np.concatenate([run.probabilities(store.mels[rows[i : i + 32]]) for i in range(0, len(rows), 32)]) if len(rows) else np.zeros((0, len(run.classes)))
+    probs = (
+        np.concatenate([run.probabilities(store.mels[rows[i : i + 32]]) for i in range(0, len(rows), 32)])
+        if len(rows)
+        else np.zeros((0, len(run.classes)))
+    )
     y_pred = probs.argmax(axis=1)
     report = classification_report(y_true, y_pred, run.classes)
-    report.update({"split": split or "all", "store": store.root, "skipped_unknown_genre": len(names) - len(keep), "split_source": s.describe()})
+    report.update(
+        {
+            "split": split or "all",
+            "store": store.root,
+            "skipped_unknown_genre": len(names) - len(keep),
+            "split_source": s.describe(),
+        }
+    )
     png = os.path.join(run.root, f"confusion_matrix_{split or 'all'}.png")
     confusion_png(
-        np.array(report["confusion_matrix"]), run.classes, png, title=f"{split or 'all'}: accuracy {report['accuracy']:.2f}, macro-F1 {report['macro_f1']:.2f}"
+        np.array(report["confusion_matrix"]),
+        run.classes,
+        png,
+        title=f"{split or 'all'}: accuracy {report['accuracy']:.2f}, macro-F1 {report['macro_f1']:.2f}",
     )
     report["confusion_png"] = png
-    ids = store.tracks["track_id"].to_numpy()[rows]
-    report["predictions"] = [{"track_id": str(t), "true": run.classes[a], "predicted": run.classes[b]} for t, a, b in zip(ids, y_true, y_pred)]
+    ids = store.tracks[TRACK_ID].to_numpy()[rows]
+    report["predictions"] = [
+        {TRACK_ID: str(t), "true": run.classes[a], "predicted": run.classes[b]} for t, a, b in zip(ids, y_true, y_pred)
+    ]
     return report
 
 
-def predict(run_dir: str, files: list[str], whole_track: bool = False, top: int = 3, device: str = "auto") -> list[dict]:
-    """Top genres for audio files, with exactly the recipe the run's store was made with."""
+def predict(
+    run_dir: str, files: list[str], whole_track: bool = False, top: int = 3, device: str = "auto"
+) -> list[dict]:
+    """Top genres for audio files, computed with exactly the recipe the run's store was made with.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run folder written by `train`.
+    files : list of path
+        Audio files (anything `melset extract` reads).
+    whole_track : bool
+        Average the probabilities over consecutive windows of the whole file, not the first.
+    top : int
+        How many genres to list per file.
+    device : {"auto", "cpu", "cuda"}
+
+    Returns
+    -------
+    list of dict
+        Per file: ``{"file", "windows", "top": [{"genre", "probability"}, ...]}``, or
+        ``{"file", "error"}`` when the file cannot be used.
+    """
     from melset.audio import AudioError
-    from melset.recipe import process, whole_track as windows
+    from melset.track import process
+    from melset.track import whole_track as windows
 
     run = load_run(run_dir, device)
     recipe = run.recipe
@@ -262,7 +346,7 @@ def predict(run_dir: str, files: list[str], whole_track: bool = False, top: int 
                 x = windows(path, recipe)
             else:
                 result = process(path, recipe)
-                if result.status != "ok":
+                if result.status != OK:
                     raise AudioError(result.error)
                 x = result.mel[None]
         except AudioError as exc:

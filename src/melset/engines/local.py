@@ -14,8 +14,18 @@ from concurrent.futures import FIRST_COMPLETED, wait
 
 from pebble import ProcessExpired, ProcessPool
 
-from melset.config import Recipe
-from melset.engines import RETRIES_AFTER_CRASH, Done, Task, crashed, default_workers, describe_exit, failed, prepare_worker, run_task, timed_out
+from melset.engines import Done, Task
+from melset.engines.dispatch import (
+    RETRIES_AFTER_CRASH,
+    crashed,
+    default_workers,
+    describe_exit,
+    failed,
+    keep_busy,
+    timed_out,
+)
+from melset.engines.worker import prepare_worker, run_task
+from melset.recipe import Recipe
 from melset.store import RowSink
 
 
@@ -29,7 +39,7 @@ def _context():
     # runs (progress bar, pebble's own). spawn where there is no fork.
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["melset.engines", "melset.recipe"])
+        ctx.set_forkserver_preload(["melset.engines.worker", "melset.track"])
         return ctx
     return multiprocessing.get_context("spawn")
 
@@ -61,35 +71,29 @@ class LocalEngine:
     def run(self, tasks: Iterable[Task], recipe: Recipe, sink: RowSink | None = None) -> Iterator[Done]:
         """Yield (row, TrackResult, crc32) for every task as workers finish them."""
         self._starter.join()
-        pool, pending, inflight = self._pool, iter(tasks), {}
+        pool = self._pool
 
-        def submit(row: int, path: str, attempt: int) -> None:
-            inflight[pool.schedule(run_task, args=(path, recipe, row, sink), timeout=self.timeout)] = (row, path, attempt)
+        def submit(task: Task):
+            row, path = task
+            return pool.schedule(run_task, args=(path, recipe, row, sink), timeout=self.timeout)
 
-        def refill() -> None:
-            for row, path in pending:
-                submit(row, path, 0)
-                if len(inflight) >= 2 * self.workers:
-                    break
+        def wait_any(futures: list) -> set:
+            return wait(futures, return_when=FIRST_COMPLETED)[0]
 
-        refill()
-        while inflight:
-            done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-            for future in done:
-                row, path, attempt = inflight.pop(future)
-                crc = None
-                try:
-                    result, crc = future.result()
-                except TimeoutError:
-                    result = timed_out(self.timeout)
-                except ProcessExpired as exc:
-                    if attempt < RETRIES_AFTER_CRASH:
-                        submit(row, path, attempt + 1)
-                        continue
-                    result = crashed(describe_exit(exc.exitcode), attempt + 1)
-                except OSError:  # the worker could not write into the store (disk full): stop the run
-                    raise
-                except Exception as exc:  # e.g. a result that could not be sent back
-                    result = failed(f"internal error in the worker pool: {type(exc).__name__}: {exc}")
-                yield row, result, crc
-            refill()
+        def outcome(future, task: Task, attempt: int) -> Done | None:
+            row, crc = task[0], None
+            try:
+                result, crc = future.result()
+            except TimeoutError:
+                result = timed_out(self.timeout)
+            except ProcessExpired as exc:
+                if attempt < RETRIES_AFTER_CRASH:
+                    return None
+                result = crashed(describe_exit(exc.exitcode), attempt + 1)
+            except OSError:  # the worker could not write into the store (disk full): stop the run
+                raise
+            except Exception as exc:  # e.g. a result that could not be sent back
+                result = failed(f"internal error in the worker pool: {type(exc).__name__}: {exc}")
+            return row, result, crc
+
+        return keep_busy(tasks, 2 * self.workers, submit, wait_any, outcome)

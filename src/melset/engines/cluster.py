@@ -17,8 +17,10 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 
-from melset.config import Recipe
-from melset.engines import RETRIES_AFTER_CRASH, Done, Task, crashed, failed, prepare_worker, run_task, timed_out
+from melset.engines import Done, Task
+from melset.engines.dispatch import RETRIES_AFTER_CRASH, crashed, failed, keep_busy, timed_out
+from melset.engines.worker import prepare_worker, run_task
+from melset.recipe import Recipe
 from melset.store import RowSink
 
 _prepared = False
@@ -92,39 +94,48 @@ class RayEngine:
         from ray.exceptions import GetTimeoutError, RayError, TaskCancelledError, WorkerCrashedError
 
         recipe_ref = ray.put(recipe)
-        pending = iter(tasks)
-        inflight: dict = {}  # ObjectRef -> (row, submitted at)
+        submitted: dict = {}  # ObjectRef -> when it was submitted
         cancelled: set = set()
 
-        def refill() -> None:
-            for row, path in pending:
-                inflight[self._remote.remote(path, recipe_ref, row, sink)] = (row, time.monotonic())
-                if len(inflight) >= 2 * self.workers:
-                    break
+        def submit(task: Task):
+            row, path = task
+            ref = self._remote.remote(path, recipe_ref, row, sink)
+            submitted[ref] = time.monotonic()
+            return ref
 
-        refill()
-        while inflight:
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+        def wait_any(refs: list) -> list:
+            ready, _ = ray.wait(refs, num_returns=1, timeout=1.0)
             now = time.monotonic()
-            for ref, (_, since) in list(inflight.items()):
-                if ref not in ready and ref not in cancelled and now - since > self.timeout:
+            for ref in refs:
+                if ref not in ready and ref not in cancelled and now - submitted[ref] > self.timeout:
                     ray.cancel(ref, force=True)
                     cancelled.add(ref)
-            for ref in ready:
-                row, _ = inflight.pop(ref)
-                crc = None
-                try:
-                    result, crc = ray.get(ref, timeout=60)
-                except TaskCancelledError:
-                    result = timed_out(self.timeout)
-                except WorkerCrashedError:
-                    result = crashed("the Ray worker process died", RETRIES_AFTER_CRASH + 1) if ref not in cancelled else timed_out(self.timeout)
-                except GetTimeoutError:
-                    result = failed("Ray did not deliver the result")
-                except RayError as exc:
-                    if isinstance(getattr(exc, "cause", None), OSError):  # could not write into the store
-                        raise exc.cause from None
-                    result = timed_out(self.timeout) if ref in cancelled else failed(f"Ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
-                cancelled.discard(ref)
-                yield row, result, crc
-            refill()
+            return ready
+
+        def outcome(ref, task: Task, attempt: int) -> Done:
+            del submitted[ref]
+            crc = None
+            try:
+                result, crc = ray.get(ref, timeout=60)
+            except TaskCancelledError:
+                result = timed_out(self.timeout)
+            except WorkerCrashedError:
+                result = (
+                    crashed("the Ray worker process died", RETRIES_AFTER_CRASH + 1)
+                    if ref not in cancelled
+                    else timed_out(self.timeout)
+                )
+            except GetTimeoutError:
+                result = failed("Ray did not deliver the result")
+            except RayError as exc:
+                if isinstance(getattr(exc, "cause", None), OSError):  # could not write into the store
+                    raise exc.cause from None
+                result = (
+                    timed_out(self.timeout)
+                    if ref in cancelled
+                    else failed(f"Ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+                )
+            cancelled.discard(ref)
+            return task[0], result, crc
+
+        return keep_busy(tasks, 2 * self.workers, submit, wait_any, outcome)

@@ -16,8 +16,12 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from melset.catalog import Catalog, MetadataError, scan_audio
+from melset.catalog.table import Catalog, scan_audio
+from melset.errors import MetadataError
+from melset.vocab import GENRE_TOP, PATH, SPLIT, SUBSET, TRACK_ID
 
+# tracks.csv's (level 0, level 1) names of what a catalog needs
+GENRE_TOP_COL, SUBSET_COL, SPLIT_COL = ("track", GENRE_TOP), ("set", SUBSET), ("set", SPLIT)
 SUBSETS = ("small", "medium", "large")
 SUBSET_DTYPE = pd.CategoricalDtype(categories=SUBSETS, ordered=True)
 
@@ -31,9 +35,9 @@ DATE_COLUMNS = [
     ("artist", "active_year_begin"),
     ("artist", "active_year_end"),
 ]
-CATEGORY_COLUMNS = [("track", "genre_top"), ("track", "license"), ("album", "type"), ("album", "information"), ("artist", "bio")]
-REQUIRED = [("track", "genre_top"), ("set", "subset")]
-CATALOG_COLUMNS = [("track", "genre_top"), ("set", "subset"), ("set", "split")]
+CATEGORY_COLUMNS = [GENRE_TOP_COL, ("track", "license"), ("album", "type"), ("album", "information"), ("artist", "bio")]
+REQUIRED = [GENRE_TOP_COL, SUBSET_COL]
+NEEDED = [GENRE_TOP_COL, SUBSET_COL, SPLIT_COL]
 
 
 def _read_header(path: str) -> tuple[list[tuple[str, str]], int]:
@@ -55,17 +59,21 @@ def _read_header(path: str) -> tuple[list[tuple[str, str]], int]:
     except csv.Error as exc:
         raise MetadataError(f"{path}: not a CSV file ({exc})") from None
     if len(rows) < 2 or len(rows[0]) < 2:
-        raise MetadataError(f"{path}: not a CSV file with FMA's two-row header (found {len(rows)} line(s) of {len(rows[0]) if rows else 0} column(s))")
+        raise MetadataError(
+            f"{path}: not a CSV file with FMA's two-row header (found {len(rows)} line(s) of {len(rows[0]) if rows else 0} column(s))"
+        )
     top, sub = rows[0], rows[1]
     if len(top) != len(sub):
-        raise MetadataError(f"{path}: the two header rows have {len(top)} and {len(sub)} columns; FMA's {name} has a two-row header of equal length")
+        raise MetadataError(
+            f"{path}: the two header rows have {len(top)} and {len(sub)} columns; FMA's {name} has a two-row header of equal length"
+        )
     columns = list(zip(top[1:], sub[1:]))
     if not any(level0 in ("track", "set", "album", "artist") for level0, _ in columns):
         raise MetadataError(
             f"{path}: wrong header: expected FMA's two-row header ('track' over 'genre_top', 'set' over 'subset'), found {', '.join(top[:4])} ..."
         )
     n_header = 2
-    if len(rows) == 3 and rows[2] and rows[2][0] == "track_id" and not any(rows[2][1:]):
+    if len(rows) == 3 and rows[2] and rows[2][0] == TRACK_ID and not any(rows[2][1:]):
         n_header = 3
     return columns, n_header
 
@@ -96,13 +104,15 @@ def load_tracks(path: str | os.PathLike, columns: Sequence[tuple[str, str]] | No
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise MetadataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     df = df[[0, *positions]]
-    df.columns = pd.MultiIndex.from_tuples([("", "track_id"), *wanted])
-    ids = pd.to_numeric(df[("", "track_id")], errors="coerce")
-    bad = df.loc[ids.isna() | (ids % 1 != 0), ("", "track_id")]
+    df.columns = pd.MultiIndex.from_tuples([("", TRACK_ID), *wanted])
+    ids = pd.to_numeric(df[("", TRACK_ID)], errors="coerce")
+    bad = df.loc[ids.isna() | (ids % 1 != 0), ("", TRACK_ID)]
     if len(bad):
-        raise MetadataError(f"{path}: track_id must be an integer, found {str(bad.iloc[0])!r} on data row {bad.index[0] + 1}")
-    df.index = pd.Index(ids.astype("int64"), name="track_id")
-    df = df.drop(columns=[("", "track_id")])
+        raise MetadataError(
+            f"{path}: track_id must be an integer, found {str(bad.iloc[0])!r} on data row {bad.index[0] + 1}"
+        )
+    df.index = pd.Index(ids.astype("int64"), name=TRACK_ID)
+    df = df.drop(columns=[("", TRACK_ID)])
     df.columns = pd.MultiIndex.from_tuples(wanted)
     dupes = df.index[df.index.duplicated()].unique()
     if len(dupes):
@@ -118,12 +128,12 @@ def _convert(df: pd.DataFrame, path: str) -> None:
     for col in DATE_COLUMNS:
         if col in df.columns:
             df[col] = pd.to_datetime(df[col], errors="coerce", format="ISO8601")
-    if ("set", "subset") in df.columns:
-        raw = df[("set", "subset")]
+    if SUBSET_COL in df.columns:
+        raw = df[SUBSET_COL]
         unknown = set(raw.dropna().unique()) - set(SUBSETS)
         if unknown:
             raise MetadataError(f"{path}: set.subset has values {sorted(unknown)}; FMA's are small, medium, large")
-        df[("set", "subset")] = raw.astype(SUBSET_DTYPE)
+        df[SUBSET_COL] = raw.astype(SUBSET_DTYPE)
     for col in CATEGORY_COLUMNS:
         if col in df.columns:
             df[col] = df[col].astype("category")
@@ -149,7 +159,9 @@ def load_genres(path: str | os.PathLike) -> pd.DataFrame:
     except (FileNotFoundError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise MetadataError(f"{path}: cannot read genres ({str(exc).splitlines()[0]})") from None
     if "title" not in df.columns:
-        raise MetadataError(f"{path}: missing column title; FMA's genres.csv has genre_id,#tracks,parent,title,top_level")
+        raise MetadataError(
+            f"{path}: missing column title; FMA's genres.csv has genre_id,#tracks,parent,title,top_level"
+        )
     return df
 
 
@@ -157,7 +169,7 @@ def select(tracks: pd.DataFrame, subset: str = "small") -> pd.DataFrame:
     """Tracks of an FMA subset; the subsets nest, so "medium" is small + medium."""
     if subset not in SUBSETS:
         raise ValueError(f"subset must be one of {SUBSETS}, not {subset!r}")
-    return tracks[tracks[("set", "subset")] <= subset]
+    return tracks[tracks[SUBSET_COL] <= subset]
 
 
 def audio_path(audio_dir: str | os.PathLike, track_id: int) -> str:
@@ -169,18 +181,18 @@ def audio_path(audio_dir: str | os.PathLike, track_id: int) -> str:
 def catalog(tracks_csv: str | os.PathLike, audio_dir: str | os.PathLike, subset: str = "small") -> Catalog:
     """The selected tracks of an FMA subset as a catalog, with unlisted files on disk noted."""
     tracks_csv, audio_dir = os.path.abspath(tracks_csv), os.path.abspath(audio_dir)
-    tracks = load_tracks(tracks_csv, CATALOG_COLUMNS)
+    tracks = load_tracks(tracks_csv, NEEDED)
     if not os.path.isdir(audio_dir):
         raise MetadataError(f"{audio_dir}: the audio folder does not exist")
     chosen = select(tracks, subset)
-    split = chosen[("set", "split")] if ("set", "split") in chosen.columns else pd.Series(None, index=chosen.index)
+    split = chosen[SPLIT_COL] if SPLIT_COL in chosen.columns else pd.Series(None, index=chosen.index)
     table = pd.DataFrame(
         {
-            "track_id": chosen.index.astype("int64"),
-            "path": [audio_path(audio_dir, t) for t in chosen.index],
-            "genre_top": [g if isinstance(g, str) and g else None for g in chosen[("track", "genre_top")]],
-            "subset": [str(s) for s in chosen[("set", "subset")]],
-            "split": [s if isinstance(s, str) and s else None for s in split],
+            TRACK_ID: chosen.index.astype("int64"),
+            PATH: [audio_path(audio_dir, t) for t in chosen.index],
+            GENRE_TOP: [g if isinstance(g, str) and g else None for g in chosen[GENRE_TOP_COL]],
+            SUBSET: [str(s) for s in chosen[SUBSET_COL]],
+            SPLIT: [s if isinstance(s, str) and s else None for s in split],
         }
     )
     listed = {os.path.relpath(audio_path(audio_dir, t), audio_dir).replace(os.sep, "/") for t in tracks.index}
@@ -190,7 +202,7 @@ def catalog(tracks_csv: str | os.PathLike, audio_dir: str | os.PathLike, subset:
         "layout": "fma",
         "tracks": tracks_csv,
         "audio": audio_dir,
-        "subset": subset,
+        SUBSET: subset,
         "genres": genres_csv if os.path.exists(genres_csv) else None,
         "tracks_in_csv": int(len(tracks)),
     }
@@ -210,6 +222,6 @@ def write_tracks_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:
     for col in out.columns:
         if out[col].map(lambda v: isinstance(v, list)).any():
             out[col] = out[col].map(repr)
-    out.index.name = "track_id"
+    out.index.name = TRACK_ID
     out.columns = pd.MultiIndex.from_tuples(list(out.columns))
     out.to_csv(path)

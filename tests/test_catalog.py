@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from conftest import HEAD_TRACKS, MINI_AUDIO, MINI_TRACKS, SAMPLE_AUDIO, SAMPLE_TRACKS, needs_shared
-from melset import fma
-from melset.catalog import MetadataError
+from melset.catalog import fma
+from melset.errors import MetadataError
 
 
 def test_sample_tracks_parse_like_fma_utils():

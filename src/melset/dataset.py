@@ -1,6 +1,6 @@
 """PyTorch access to a store: `MelDataset`, memory-mapped, safe with DataLoader workers.
 
-    from melset.torch import MelDataset
+    from melset.dataset import MelDataset
     train = MelDataset("fma_small.melset", split="training")
     x, y = train[0]          # float32 tensor [1, 128, 1024], class index
     loader = DataLoader(train, batch_size=32, shuffle=True, num_workers=4)
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from melset.catalog import SPLITS
 from melset.store import Store
+from melset.vocab import MELS, OK, SPLIT, SPLITS, STATUS, TEST, TRAINING, VALIDATION
 
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 
@@ -31,7 +31,7 @@ class Split:
     """Which split each usable row belongs to, and where that came from."""
 
     rows: np.ndarray  # store rows that are ok and have a genre
-    names: np.ndarray  # "training" | "validation" | "test", aligned with rows
+    names: np.ndarray  # one of SPLITS per row, aligned with rows
     source: str  # "store" (the store's own split) or "stratified"
     seed: int | None = None
     fractions: tuple[float, float, float] | None = None
@@ -50,7 +50,7 @@ class Split:
 
 def usable_rows(store: Store) -> np.ndarray:
     """Rows with a stored matrix and a label."""
-    ok = store.tracks["status"].to_numpy() == "ok"
+    ok = store.tracks[STATUS].to_numpy() == OK
     labelled = np.asarray(store.labels).any(axis=1)
     return np.flatnonzero(ok & labelled)
 
@@ -58,7 +58,7 @@ def usable_rows(store: Store) -> np.ndarray:
 def split_rows(store: Store, seed: int = 0, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> Split:
     """The store's split if every usable row has one, else a seeded split stratified by genre."""
     rows = usable_rows(store)
-    given = store.tracks["split"].to_numpy()[rows]
+    given = store.tracks[SPLIT].to_numpy()[rows]
     if len(rows) and all(isinstance(s, str) and s in SPLITS for s in given):
         return Split(rows, np.asarray(given, dtype=object), "store")
     names = np.empty(len(rows), dtype=object)
@@ -71,9 +71,9 @@ def split_rows(store: Store, seed: int = 0, fractions: tuple[float, float, float
         n_test = int(round(n * fractions[2])) if n >= 3 else 0
         if n >= 3:
             n_val, n_test = max(n_val, 1), max(n_test, 1)
-        names[idx[: n - n_val - n_test]] = "training"
-        names[idx[n - n_val - n_test : n - n_test]] = "validation"
-        names[idx[n - n_test :]] = "test"
+        names[idx[: n - n_val - n_test]] = TRAINING
+        names[idx[n - n_val - n_test : n - n_test]] = VALIDATION
+        names[idx[n - n_test :]] = TEST
     return Split(rows, names, "stratified", seed, tuple(fractions))
 
 
@@ -82,6 +82,32 @@ class MelDataset(Dataset):
 
     The matrices stay on disk (memory-mapped, opened lazily in each DataLoader worker);
     labels and row indices are small arrays held in memory.
+
+    Parameters
+    ----------
+    store : path or Store
+        The store to read.
+    split : {"training", "validation", "test"}, optional
+        One split (the store's own when every usable row has one, else a seeded split
+        stratified by genre); None serves every usable row.
+    transform : callable, optional
+        Applied to each [1, n_mels, n_frames] tensor.
+    seed : int
+        Seed of the stratified split (when the store has no split of its own).
+    fractions : (float, float, float)
+        Training, validation and test shares of the stratified split.
+
+    Attributes
+    ----------
+    classes : list of str
+        Class names; a target is an index into it.
+    targets : numpy.ndarray
+        The class index of every item, in order.
+
+    Examples
+    --------
+    >>> train = MelDataset("fma_small.melset", split="training")   # doctest: +SKIP
+    >>> x, y = train[0]                                           # doctest: +SKIP
     """
 
     def __init__(
@@ -107,7 +133,7 @@ class MelDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         if self._mels is None:
-            self._mels = np.load(os.path.join(self.root, "mels.npy"), mmap_mode="r")
+            self._mels = np.load(os.path.join(self.root, MELS), mmap_mode="r")
         x = torch.from_numpy(np.array(self._mels[self.rows[i]], dtype=np.float32)).unsqueeze(0)
         if self.transform is not None:
             x = self.transform(x)

@@ -14,8 +14,19 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import MINI_AUDIO, MINI_TRACKS, make_collection, melset_cmd, needs_shared, run_melset, store_bytes
+from conftest import (
+    MINI_AUDIO,
+    MINI_TRACKS,
+    fault_env,
+    make_collection,
+    melset_cmd,
+    needs_shared,
+    run_melset,
+    store_bytes,
+)
 from melset.store import read_journal
+
+pytestmark = pytest.mark.slow  # whole commands end to end
 
 pytest.importorskip("ray")
 
@@ -65,12 +76,12 @@ def test_ray_worker_killed_mid_task_is_retried_or_failed(tmp_path, sample_store)
     from conftest import SAMPLE_AUDIO, SAMPLE_TRACKS
 
     marker = tmp_path / "crashed-once"
-    env = {**RAY_ENV, "MELSET_FAULT_INJECT": f"crash-once:200047:{marker}"}
+    env = fault_env(f"crash-once:200047:{marker}", RAY_ENV)
     run_melset(*_args(SAMPLE_TRACKS, SAMPLE_AUDIO, tmp_path / "once", "--engine", "ray", "--workers", "2"), env=env)
     assert marker.exists()
     assert store_bytes(tmp_path / "once") == store_bytes(sample_store)  # retried: nothing lost, nothing doubled
 
-    env = {**RAY_ENV, "MELSET_FAULT_INJECT": "crash:200047"}
+    env = fault_env("crash:200047", RAY_ENV)
     run_melset(*_args(SAMPLE_TRACKS, SAMPLE_AUDIO, tmp_path / "always", "--engine", "ray", "--workers", "2"), env=env)
     t = pd.read_parquet(tmp_path / "always" / "tracks.parquet").set_index("track_id")
     assert t.loc[200047, "status"] == "failed"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import os
+import pytest
+
 
 import pandas as pd
 
-from conftest import SAMPLE_AUDIO, SAMPLE_TRACKS, run_melset, store_bytes
+from conftest import SAMPLE_AUDIO, SAMPLE_TRACKS, fault_env, run_melset, store_bytes
+
+pytestmark = pytest.mark.slow  # whole commands end to end
 
 
 def _extract(out, *extra, env=None):
@@ -22,19 +25,19 @@ def _extract(out, *extra, env=None):
         "large",
         "--quiet",
         *extra,
-        env={**os.environ, **(env or {})},
+        env=env,
     )
 
 
 def test_worker_killed_once_is_retried_and_nothing_lost(tmp_path, sample_store):
     marker = tmp_path / "crashed-once"
-    _extract(tmp_path / "s", env={"MELSET_FAULT_INJECT": f"crash-once:200047:{marker}"})
+    _extract(tmp_path / "s", env=fault_env(f"crash-once:200047:{marker}"))
     assert marker.exists()  # the worker really died on that track
     assert store_bytes(tmp_path / "s") == store_bytes(sample_store)
 
 
 def test_worker_killed_every_time_fails_that_track_only(tmp_path):
-    proc = _extract(tmp_path / "s", env={"MELSET_FAULT_INJECT": "crash:200047"})
+    proc = _extract(tmp_path / "s", env=fault_env("crash:200047"))
     t = pd.read_parquet(tmp_path / "s" / "tracks.parquet").set_index("track_id")
     assert t.loc[200047, "status"] == "failed"
     assert t.loc[200047, "error"] == "the decoder crashed: the worker process was killed by SIGKILL on every try (2)"
@@ -43,7 +46,7 @@ def test_worker_killed_every_time_fails_that_track_only(tmp_path):
 
 
 def test_hanging_decoder_times_out(tmp_path):
-    _extract(tmp_path / "s", "--timeout", "3", env={"MELSET_FAULT_INJECT": "hang:200036"})
+    _extract(tmp_path / "s", "--timeout", "3", env=fault_env("hang:200036"))
     t = pd.read_parquet(tmp_path / "s" / "tracks.parquet").set_index("track_id")
     assert t.loc[200036, "status"] == "failed"
     assert t.loc[200036, "error"].startswith("timed out: no result after 3 s")

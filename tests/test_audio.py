@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 
 from conftest import SAMPLE_AUDIO, notebook_matrix, run_melset, write_audio
-from melset import audio, catalog
-from melset.catalog import MetadataError
-from melset.config import Recipe
-from melset.recipe import process
+from melset import audio
+from melset.catalog import folders, manifest_layout
+from melset.errors import MetadataError
+from melset.recipe import Recipe
+from melset.track import process
 
 librosa = pytest.importorskip("librosa")
 
@@ -105,10 +106,11 @@ def _gtzan(root, files):
     return root
 
 
+@pytest.mark.slow
 def test_folders_layout_gtzan_style(tmp_path):
     root = _gtzan(tmp_path / "genres", ["blues/blues.00000.au", "blues/blues.00001.au", "rock/rock.00000.au"])
     (root / "README.txt").write_text("not audio")
-    cat = catalog.folders(root)
+    cat = folders.catalog(root)
     assert cat.table["track_id"].tolist() == ["blues/blues.00000.au", "blues/blues.00001.au", "rock/rock.00000.au"]
     assert cat.table["genre_top"].tolist() == ["blues", "blues", "rock"]
     out = tmp_path / "store"
@@ -123,9 +125,12 @@ def test_folders_layout_gtzan_style(tmp_path):
     assert (tmp_path / "r.png").stat().st_size > 10_000, proc.stdout
 
 
+@pytest.mark.slow
 def test_manifest_layout_csv_and_parquet(tmp_path):
     root = _gtzan(tmp_path / "audio", ["a/x.au", "b/y.au", "z.au"])
-    rows = pd.DataFrame({"path": ["a/x.au", "b/y.au", "gone.wav"], "label": ["jazz", "pop", "pop"], "split": ["train", "val", "test"]})
+    rows = pd.DataFrame(
+        {"path": ["a/x.au", "b/y.au", "gone.wav"], "label": ["jazz", "pop", "pop"], "split": ["train", "val", "test"]}
+    )
     rows.to_csv(tmp_path / "m.csv", index=False)
     rows.to_parquet(tmp_path / "m.parquet")
     for m in ("m.csv", "m.parquet"):
@@ -139,6 +144,7 @@ def test_manifest_layout_csv_and_parquet(tmp_path):
         assert manifest["unlisted_files"] == ["z.au"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "path, message",
     [
@@ -151,9 +157,11 @@ def test_manifest_path_escaping_root_is_refused(tmp_path, path, message):
     (tmp_path / "root").mkdir()
     pd.DataFrame({"path": ["ok.wav", path], "label": ["a", "b"]}).to_csv(tmp_path / "m.csv", index=False)
     with pytest.raises(MetadataError, match=message) as e:
-        catalog.manifest(tmp_path / "m.csv", tmp_path / "root")
+        manifest_layout.catalog(tmp_path / "m.csv", tmp_path / "root")
     assert "row 2" in str(e.value)
-    proc = run_melset("extract", "--manifest", tmp_path / "m.csv", "--audio", tmp_path / "root", "--out", tmp_path / "s", check=False)
+    proc = run_melset(
+        "extract", "--manifest", tmp_path / "m.csv", "--audio", tmp_path / "root", "--out", tmp_path / "s", check=False
+    )
     assert proc.returncode == 2 and ("refused" in proc.stderr or "must be relative" in proc.stderr)
 
 
@@ -162,10 +170,13 @@ def test_manifest_path_escaping_root_is_refused(tmp_path, path, message):
     [
         (pd.DataFrame({"file": ["a.wav"], "label": ["x"]}), "missing required column 'path'"),
         (pd.DataFrame({"path": ["a.wav", "./a.wav"], "label": ["x", "y"]}), "listed twice"),
-        (pd.DataFrame({"path": ["a.wav"], "label": ["x"], "split": ["holdout"]}), "is not training, validation or test"),
+        (
+            pd.DataFrame({"path": ["a.wav"], "label": ["x"], "split": ["holdout"]}),
+            "is not training, validation or test",
+        ),
     ],
 )
 def test_bad_manifests(tmp_path, frame, message):
     frame.to_csv(tmp_path / "m.csv", index=False)
     with pytest.raises(MetadataError, match=message):
-        catalog.manifest(tmp_path / "m.csv")
+        manifest_layout.catalog(tmp_path / "m.csv")

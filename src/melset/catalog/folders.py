@@ -1,0 +1,36 @@
+"""The folders layout: one folder per genre (GTZAN: ROOT/blues/blues.00000.wav)."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from melset.catalog.table import AUDIO_EXTENSIONS, Catalog, scan_audio
+from melset.errors import MetadataError
+from melset.vocab import GENRE_TOP, PATH, SPLIT, SUBSET, TRACK_ID
+
+
+def catalog(root: str | os.PathLike) -> Catalog:
+    """One folder per genre (GTZAN: ROOT/blues/blues.00000.wav).
+
+    track_id is the file's path relative to ROOT with '/' separators ("blues/blues.00000.wav"):
+    unique, stable across machines and runs, and readable. The genre is the first folder
+    under ROOT; files directly in ROOT have none.
+    """
+    root = os.path.abspath(os.fspath(root))
+    if not os.path.isdir(root):
+        raise MetadataError(f"{root}: the audio folder does not exist")
+    rels = scan_audio(root, include_dirs=True)
+    if not rels:
+        raise MetadataError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in any genre folder")
+    table = pd.DataFrame(
+        {
+            TRACK_ID: rels,
+            PATH: [os.path.join(root, *r.split("/")) for r in rels],
+            GENRE_TOP: [r.split("/")[0] if "/" in r else None for r in rels],
+            SUBSET: None,
+            SPLIT: None,
+        }
+    )
+    return Catalog(table, {"layout": "folders", "audio": root})

@@ -1,0 +1,76 @@
+"""A catalog: the list of tracks a run will process, whatever layout they came from.
+
+Every layout (FMA's tracks.csv, a folder per genre, a manifest file) becomes the same
+table, so the engines and the store never care where the tracks came from.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from melset.vocab import CATALOG_COLUMNS, GENRE_TOP, TRACK_ID
+
+AUDIO_EXTENSIONS = (
+    ".mp3",
+    ".wav",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".au",
+    ".snd",
+    ".aif",
+    ".aiff",
+    ".m4a",
+    ".mp4",
+    ".aac",
+    ".opus",
+    ".wma",
+)
+
+
+@dataclass
+class Catalog:
+    """Selected tracks in a stable order, plus what the manifest should say about the inputs."""
+
+    table: pd.DataFrame  # CATALOG_COLUMNS; one row per selected track, sorted by track_id
+    source: dict  # layout and input paths, for the manifest
+    unlisted: list[str] = field(default_factory=list)  # audio files on disk that no row lists
+
+    def __post_init__(self) -> None:
+        missing = [c for c in CATALOG_COLUMNS if c not in self.table.columns]
+        if missing:
+            raise ValueError(f"catalog table lacks columns {missing}")
+        self.table = (
+            self.table.loc[:, list(CATALOG_COLUMNS)].sort_values(TRACK_ID, kind="stable").reset_index(drop=True)
+        )
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def limit(self, n: int | None) -> Catalog:
+        """The first n tracks (in track_id order)."""
+        if n is None:
+            return self
+        return Catalog(self.table.head(n), {**self.source, "limit": n}, self.unlisted)
+
+    def classes(self) -> list[str]:
+        """Sorted genre names present in the selection: LabelBinarizer's class order."""
+        return sorted({g for g in self.table[GENRE_TOP] if isinstance(g, str) and g})
+
+
+def scan_audio(root: str, include_dirs: bool = False) -> list[str]:
+    """Relative paths (with '/') of every audio file under root, sorted. Symbolic links are
+    listed but not followed into (no loops); include_dirs also lists directories whose
+    name ends like an audio file (so that they get a reason instead of vanishing)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        names = filenames + ([d for d in dirnames if d.lower().endswith(AUDIO_EXTENSIONS)] if include_dirs else [])
+        for name in names:
+            if name.lower().endswith(AUDIO_EXTENSIONS):
+                rel = os.path.relpath(os.path.join(dirpath, name), root)
+                found.append(rel.replace(os.sep, "/"))
+    return sorted(found)

@@ -1,0 +1,73 @@
+"""One track through the recipe: decode what the kept frames need, compute the log-mel.
+
+`process` is what every engine runs per track. It never raises for a bad file: it returns
+a `TrackResult` whose status says what happened and whose error says why, in words.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from melset import audio, features
+from melset.recipe import Recipe
+from melset.vocab import FAILED, MISSING, OK, TOO_SHORT
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    status: str  # one of vocab.STATUSES
+    mel: np.ndarray | None  # (n_mels, n_frames) in recipe.dtype when ok
+    error: str  # reason in words; "" when ok
+    duration_s: float  # the file's duration (NaN when unknown)
+    decoder: str = ""  # the backend that decoded it: "soundfile" (libsndfile) or "av" (FFmpeg)
+
+    @classmethod
+    def failed(cls, reason: str, duration_s: float = math.nan) -> TrackResult:
+        return cls(FAILED, None, reason, duration_s)
+
+
+def process(path: str | os.PathLike, recipe: Recipe) -> TrackResult:
+    """Run the recipe on one file. Never raises for a bad file."""
+    try:
+        decoded = audio.decode(path, recipe.sample_rate, recipe.input_frames_needed, recipe.decoder)
+    except FileNotFoundError:
+        return TrackResult(MISSING, None, f"file not found: {os.fspath(path)}", math.nan)
+    except audio.AudioError as exc:
+        return TrackResult.failed(str(exc))
+    except MemoryError:
+        return TrackResult.failed("out of memory while decoding")
+    y = decoded.samples
+    if len(y) < recipe.min_samples and recipe.on_short == "skip":
+        frames = features.n_centred_frames(len(y), recipe.hop_length)
+        return TrackResult(
+            TOO_SHORT,
+            None,
+            f"{decoded.duration_s:.2f} s of audio gives {frames} frames; the recipe keeps {recipe.n_frames} "
+            f"(at least {recipe.min_samples / recipe.sample_rate:.2f} s)",
+            decoded.duration_s,
+            decoded.backend,
+        )
+    mel = features.log_mel(y, recipe)
+    return TrackResult(OK, mel.astype(recipe.dtype), "", decoded.duration_s, decoded.backend)
+
+
+def whole_track(path: str | os.PathLike, recipe: Recipe) -> np.ndarray:
+    """Consecutive non-overlapping n_frames windows over the whole file: (windows, n_mels, n_frames).
+
+    Window w holds frames [w * n_frames, (w + 1) * n_frames) of the file's centred STFT,
+    each scaled on its own as the recipe scales one clip. Raises audio.AudioError.
+    """
+    decoded = audio.decode(path, recipe.sample_rate, None, recipe.decoder)
+    y = decoded.samples
+    total = features.n_centred_frames(len(y), recipe.hop_length)
+    n_windows = max(1, total // recipe.n_frames)
+    if total < recipe.n_frames and recipe.on_short == "skip":
+        raise audio.AudioError(
+            f"{decoded.duration_s:.2f} s of audio is shorter than one window of {recipe.n_frames} frames"
+        )
+    out = [features.log_mel(y, recipe, start_frame=w * recipe.n_frames) for w in range(n_windows)]
+    return np.stack(out).astype(recipe.dtype)

@@ -1,0 +1,54 @@
+"""melset's words, defined once: track statuses, split names, table columns, store file names.
+
+Every other module imports these names instead of spelling the strings itself, so a
+status, a column or a file is named in exactly one place.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# -- what happened to a track -------------------------------------------------------------------
+OK = "ok"
+TOO_SHORT = "too_short"
+FAILED = "failed"
+MISSING = "missing"
+STATUSES = (OK, TOO_SHORT, FAILED, MISSING)  # a row's final status
+PENDING = "pending"  # not finished yet (counted, never stored in the journal)
+
+# -- splits: FMA's names, used for every layout ------------------------------------------------
+TRAINING = "training"
+VALIDATION = "validation"
+TEST = "test"
+SPLITS = (TRAINING, VALIDATION, TEST)
+SPLIT_ALIASES = {**{s: s for s in SPLITS}, "train": TRAINING, "valid": VALIDATION, "val": VALIDATION}
+
+# -- tracks.parquet and the catalog table -------------------------------------------------------
+TRACK_ID, PATH, GENRE_TOP, SUBSET, SPLIT = "track_id", "path", "genre_top", "subset", "split"
+STATUS, ERROR, DURATION_S = "status", "error", "duration_s"
+CATALOG_COLUMNS = (TRACK_ID, PATH, GENRE_TOP, SUBSET, SPLIT)  # what every layout gives
+OUTCOME_COLUMNS = (STATUS, ERROR, DURATION_S)  # what extraction adds
+TRACK_COLUMNS = CATALOG_COLUMNS + OUTCOME_COLUMNS  # tracks.parquet, in this order
+
+# -- the store's files ---------------------------------------------------------------------------
+MANIFEST = "manifest.json"
+TRACKS = "tracks.parquet"
+MELS = "mels.npy"
+LABELS = "labels.npy"
+CLASSES = "classes.json"
+JOURNAL = "journal.jsonl"
+LOCK = ".lock"
+STORE_ID = ".store_id"
+STORE_FILES = (MANIFEST, TRACKS, MELS, LABELS, CLASSES, JOURNAL, LOCK, STORE_ID)
+
+
+def tracks_schema(id_type: pa.DataType) -> pa.Schema:
+    """The Arrow schema of tracks.parquet; track_id is int64 (FMA) or string (other layouts)."""
+    import pyarrow as pa
+
+    string, real = pa.string(), pa.float64()
+    types = {TRACK_ID: id_type, DURATION_S: real}
+    return pa.schema([(name, types.get(name, string)) for name in TRACK_COLUMNS])

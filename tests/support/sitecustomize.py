@@ -1,0 +1,56 @@
+"""Fault injection for the durability tests, loaded by every Python process of a test run.
+
+Tests put this folder on PYTHONPATH and set MELSET_FAULT_INJECT (conftest.fault_env);
+Python then imports this module at start-up in the driver, the fork server and every
+worker (Ray's too), and it wraps the worker's task. melset itself never reads the variable.
+
+    crash:TEXT                SIGKILL the worker on every path containing TEXT
+    crash-once:TEXT:MARKER    only while the file MARKER does not exist (it is created first)
+    hang:TEXT                 sleep for an hour
+    enospc:TEXT               fail as a full disk would
+"""
+
+import os
+
+FAULT_ENV = "MELSET_FAULT_INJECT"
+
+
+def _inject(path: str, spec: str) -> None:
+    import errno
+    import signal
+    import time
+
+    kind, _, rest = spec.partition(":")
+    needle, _, marker = rest.partition(":")
+    if not needle or needle not in path:
+        return
+    if kind == "crash-once":
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    if kind in ("crash", "crash-once"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if kind == "hang":
+        time.sleep(3600)
+
+
+def _install(spec: str) -> None:
+    import functools
+
+    from melset.engines import worker
+
+    original = worker.run_task
+
+    @functools.wraps(original)
+    def run_task(path, *args, **kwargs):
+        _inject(os.fspath(path), spec)
+        return original(path, *args, **kwargs)
+
+    worker.run_task = run_task  # same module and name: pickled by reference to this wrapper
+
+
+if os.environ.get(FAULT_ENV):
+    _install(os.environ[FAULT_ENV])

@@ -1,0 +1,140 @@
+"""The house: imports run one way along the data's path, words are defined once, test hooks stay in tests."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "melset"
+
+# The data's path, in order: a module may import only from its own layer or those before it.
+LAYERS = [
+    {"vocab", "errors", "system"},
+    {"recipe"},
+    {"catalog"},
+    {"audio"},
+    {"features"},
+    {"track"},
+    {"store"},
+    {"engines"},
+    {"extract"},
+    {"dataset", "export", "plots", "model"},
+    {"train"},
+    {"cli", "__main__"},
+]
+RANK = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
+
+
+def _modules() -> dict[str, Path]:
+    return {".".join(p.relative_to(SRC.parent).with_suffix("").parts): p for p in SRC.rglob("*.py")}
+
+
+def _room(module: str) -> str:
+    """melset.catalog.fma -> catalog; melset.engines.local -> engines; melset -> ''."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return {m for m in found if m.startswith("melset.")}
+
+
+def test_every_module_has_a_room():
+    rooms = {_room(m) for m in _modules()} - {"__init__", ""}
+    assert rooms <= set(RANK), f"modules outside the house plan: {sorted(rooms - set(RANK))}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in _modules() if _room(m) in RANK))
+def test_imports_point_back_along_the_data_path(module):
+    here = RANK[_room(module)]
+    for imported in _imports(_modules()[module]):
+        room = _room(imported)
+        if room in RANK:
+            assert RANK[room] <= here, (
+                f"{module} imports {imported}: {room} comes after {_room(module)} on the data's path"
+            )
+
+
+def test_no_import_cycles():
+    mods = _modules()
+    graph = {m: {i for i in _imports(p) if i in mods} for m, p in mods.items()}
+    state: dict[str, int] = {}
+
+    def visit(m, stack):
+        state[m] = 1
+        for n in graph[m]:
+            if state.get(n) == 1:
+                raise AssertionError(f"import cycle: {' -> '.join([*stack, m, n])}")
+            if n not in state:
+                visit(n, [*stack, m])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [])
+
+
+def test_no_module_named_after_a_library_it_imports():
+    libraries = {
+        "torch",
+        "ray",
+        "numpy",
+        "pandas",
+        "pyarrow",
+        "scipy",
+        "soundfile",
+        "soxr",
+        "av",
+        "click",
+        "rich",
+        "matplotlib",
+        "sklearn",
+        "datasets",
+        "webdataset",
+        "pebble",
+    }
+    for module in _modules():
+        name = module.rsplit(".", 1)[-1]
+        assert name not in libraries, f"{module} shadows the {name} library"
+
+
+def test_engines_front_door_is_short():
+    assert len((SRC / "engines" / "__init__.py").read_text().splitlines()) <= 40
+
+
+def test_fault_injection_lives_in_test_support_only():
+    for path in SRC.rglob("*.py"):
+        assert "MELSET_FAULT_INJECT" not in path.read_text(), f"{path} reads the test-only fault variable"
+
+
+def test_vocabulary_is_spelled_only_in_vocab():
+    from melset import vocab
+
+    words = {*vocab.STATUSES, vocab.PENDING, *vocab.SPLITS, *vocab.STORE_FILES}
+    words |= {vocab.TRACK_ID, vocab.GENRE_TOP, vocab.SUBSET, vocab.STATUS, vocab.DURATION_S}
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        if path.name == "vocab.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in words:
+                offenders.append(f"{path.relative_to(SRC)}:{node.lineno} {node.value!r}")
+    assert not offenders, "spell these through melset.vocab: " + ", ".join(offenders)
+
+
+def test_bare_import_reaches_the_public_api():
+    import melset
+
+    assert callable(melset.extract.extract)
+    assert melset.Recipe().shape == (128, 1024)
+    assert callable(melset.open_catalog) and callable(melset.catalog.fma.catalog)
+    assert issubclass(melset.errors.StoreError, melset.MelsetError)
