@@ -1,4 +1,4 @@
-"""Extraction speed: the notebook's loop vs `melset extract` vs the decoder floor, in one run.
+"""Extraction speed: the notebook's loop vs `melset extract` vs the decode floor and the exact limit.
 
 Builds N FMA-like clips (30 s, 44.1 kHz stereo MP3 at 320 kbps) from the real recordings in
 sample/, lays them out like FMA, then times as whole processes:
@@ -6,11 +6,17 @@ sample/, lays them out like FMA, then times as whole processes:
       MinMaxScaler, ndarray.dump per track; one process);
   (b) `melset extract` (default: all cores);
   (c) the floor: decode the first 24 s with libsndfile + mono + soxr HQ to 22,050 Hz, in
-      as many processes as (b) uses: the work no exact implementation can skip.
-It prints clips/s for each, the ratios b/a and b/c, the peak memory of all melset processes
-together, the core count and the library versions.
+      as many processes as (b) uses: the work no exact implementation can skip;
+  (d) the exact limit: the floor plus the cheapest exact computation of the kept frames
+      (the fastest FFT installed: mkl_fft, ducc0 or scipy; power, sparse mel, dB, scaling),
+      in as many processes, writing nothing: what no exact implementation can beat here.
+Each configuration runs --repeats times, interleaved (a, b, c, d, a, b, c, d, ...), and the
+median and the spread (min-max) are printed, so a noisy moment cannot decide the verdict.
+It also prints the peak memory of all melset processes together, how long melset took from
+the command to the metadata being read and to the first file being decoded, the core count
+and the library versions.
 
-    python benchmarks/extract_speed.py                 # 120 clips
+    python benchmarks/extract_speed.py                 # 120 clips, 3 interleaved repeats
     python benchmarks/extract_speed.py --clips 2000 --skip-notebook
     python benchmarks/extract_speed.py --workers 1,2,4,8,16 --plot docs/scaling.png
     python benchmarks/extract_speed.py --long          # a 5-minute track vs a 30 s clip
@@ -31,6 +37,7 @@ import threading
 import time
 from multiprocessing import Pool
 from pathlib import Path
+from statistics import median
 
 import numpy as np
 
@@ -172,6 +179,133 @@ FLOOR = textwrap.dedent(
 )
 
 
+LIMIT = textwrap.dedent(
+    """
+    import os, sys
+    from multiprocessing import get_context
+    import numpy as np
+
+    def fastest_rfft():
+        os.environ.setdefault("MKL_NUM_THREADS", "1")
+        try:
+            import mkl_fft
+            return "mkl_fft", lambda x: mkl_fft.rfft(x, axis=1)
+        except ImportError:
+            pass
+        try:
+            import ducc0
+            return "ducc0", lambda x: ducc0.fft.r2c(x, axes=(1,), nthreads=1)
+        except ImportError:
+            import scipy.fft
+            return "scipy", lambda x: scipy.fft.rfft(x, axis=1, workers=1)
+
+    NAME, RFFT = fastest_rfft()
+    STATE = {}
+
+    def init():
+        from melset.engines.worker import prepare_worker
+        from melset.features import hann_window, mel_filterbank
+        import scipy.sparse
+        prepare_worker()
+        STATE["window"] = hann_window(2048)
+        STATE["fb"] = scipy.sparse.csr_matrix(mel_filterbank(22050, 2048, 128))
+
+    def work(path):
+        import soundfile as sf, soxr
+        from melset.audio import to_mono
+        from melset.recipe import Recipe
+        r = Recipe()
+        with sf.SoundFile(path) as f:
+            data = f.read(frames=r.input_frames_needed(f.samplerate), dtype='float32', always_2d=True)
+            rate = f.samplerate
+        y = soxr.resample(to_mono(data), rate, 22050, quality='soxr_hq')
+        buf = np.zeros(1024 + r.samples_needed, np.float32)
+        n = min(len(y), r.samples_needed)
+        buf[1024:1024 + n] = y[:n]
+        frames = np.lib.stride_tricks.sliding_window_view(buf, 2048)[::512][:1024]
+        mel = np.empty((128, 1024), np.float32)
+        for s in range(0, 1024, 128):
+            spec = RFFT(frames[s:s + 128] * STATE["window"])
+            power = np.square(spec.real)
+            power += np.square(spec.imag)
+            mel[:, s:s + 128] = (STATE["fb"] @ power.T)
+        db = 10.0 * np.log10(np.maximum(1e-10, mel))
+        db -= db.max()
+        np.maximum(db, -80.0, out=db)
+        lo = db.min(axis=0)
+        rng = db.max(axis=0) - lo
+        rng[rng == 0] = 1.0
+        return ((db - lo) / rng).astype(np.float16).shape
+
+    if __name__ == '__main__':
+        files = [os.path.join(d, f) for d, _, fs in os.walk(sys.argv[1]) for f in fs if f.endswith('.mp3')]
+        with get_context('spawn').Pool(int(sys.argv[2]), initializer=init) as pool:
+            n = sum(1 for _ in pool.imap_unordered(work, files, chunksize=2))
+        print(n, NAME)
+    """
+)
+
+# Loaded through PYTHONPATH into the melset run only: notes when the metadata has been read
+# and when the first file starts decoding (the same hook point the durability tests use).
+STARTUP_PROBE = textwrap.dedent(
+    """
+    import functools, importlib.util, os, sys, time
+
+    def _mark(name):
+        try:
+            fd = os.open(os.path.join(os.environ["MELSET_BENCH_MARKS"], name), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.write(fd, repr(time.time()).encode())
+        os.close(fd)
+
+    def _after(module_name, patch):
+        # patch a module right after it is first imported, so no process imports more than it would
+        class Hook:
+            def find_spec(self, name, path=None, target=None):
+                if name != module_name:
+                    return None
+                sys.meta_path.remove(self)
+                spec = importlib.util.find_spec(name)
+                run = spec.loader.exec_module
+
+                def exec_module(module):
+                    run(module)
+                    patch(module)
+
+                spec.loader.exec_module = exec_module
+                return spec
+
+        sys.meta_path.insert(0, Hook())
+
+    def _probe_catalog(catalog):
+        inner = catalog.open_catalog
+
+        @functools.wraps(inner)
+        def open_catalog(*a, **k):
+            out = inner(*a, **k)
+            _mark("metadata_read")
+            return out
+
+        catalog.open_catalog = open_catalog
+
+    def _probe_worker(worker):
+        inner = worker.run_task
+
+        @functools.wraps(inner)
+        def run_task(*a, **k):
+            _mark("first_decode")
+            return inner(*a, **k)
+
+        worker.run_task = run_task
+
+    if os.environ.get("MELSET_BENCH_MARKS"):
+        _after("melset.catalog", _probe_catalog)
+        _after("melset.engines.worker", _probe_worker)
+    """
+)
+
+
 def _tree_rss(pid: int) -> int:
     import psutil
 
@@ -222,28 +356,29 @@ def run_notebook(audio: Path, workdir: Path) -> float:
     return elapsed
 
 
-def run_melset(tracks: Path, audio: Path, workdir: Path, workers: int | None) -> tuple[float, int]:
+def run_melset(tracks: Path, audio: Path, workdir: Path, workers: int | None) -> tuple[float, int, dict]:
+    """Wall seconds, peak RSS of all processes, and seconds from the command to the metadata
+    being read and to the first file being decoded."""
     out = workdir / "store"
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "melset",
-        "extract",
-        "--tracks",
-        str(tracks),
-        "--audio",
-        str(audio),
-        "--out",
-        str(out),
-        "--quiet",
-    ]
-    if workers:
-        cmd += ["--workers", str(workers)]
-    elapsed, peak, proc = timed(cmd)
+    probe, marks = workdir / "probe", workdir / "marks"
+    probe.mkdir(exist_ok=True)
+    (probe / "sitecustomize.py").write_text(STARTUP_PROBE)
+    shutil.rmtree(marks, ignore_errors=True)
+    marks.mkdir()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(probe), str(ROOT / "src")]),
+        "MELSET_BENCH_MARKS": str(marks),
+    }
+    cmd = [sys.executable, "-m", "melset", "extract", "--tracks", str(tracks), "--audio", str(audio), "--out", str(out)]
+    cmd += ["--quiet", *(["--workers", str(workers)] if workers else [])]
+    started = time.time()
+    elapsed, peak, proc = timed(cmd, env=env)
     if " 0 failed" not in proc.stdout:
         print(proc.stdout)
-    return elapsed, peak
+    startup = {name: float((marks / name).read_text()) - started for name in ("metadata_read", "first_decode")}
+    return elapsed, peak, startup
 
 
 def run_floor(audio: Path, workdir: Path, workers: int) -> float:
@@ -252,6 +387,14 @@ def run_floor(audio: Path, workdir: Path, workers: int) -> float:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     elapsed, _, _ = timed([sys.executable, str(script), str(audio), str(workers)], env=env)
     return elapsed
+
+
+def run_limit(audio: Path, workdir: Path, workers: int) -> tuple[float, str]:
+    script = workdir / "limit.py"
+    script.write_text(LIMIT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    elapsed, _, proc = timed([sys.executable, str(script), str(audio), str(workers)], env=env)
+    return elapsed, proc.stdout.split()[-1]
 
 
 # -- the long-track check -----------------------------------------------------------------------
@@ -287,6 +430,7 @@ def main() -> None:
     ap.add_argument("--distinct", type=int, default=60, help="distinct encodes; further clips are hard links to them")
     ap.add_argument("--workers", default="", help="comma-separated worker counts for (b) and (c); default: all cores")
     ap.add_argument("--skip-notebook", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved runs of each configuration (median and spread)")
     ap.add_argument("--long", action="store_true", help="also time a 5-minute track against a 30 s clip")
     ap.add_argument("--workdir", type=Path, default=WORKDIR)
     ap.add_argument("--plot", type=Path, default=None, help="write the workers scaling curve as a PNG")
@@ -309,30 +453,61 @@ def main() -> None:
     }
     print(f"{n} clips of 30 s, 44.1 kHz stereo, 320 kbps MP3; {cores} cores; {platform.platform()}")
 
-    nb = None
-    if not args.skip_notebook:
-        t = run_notebook(audio, args.workdir)
-        nb = n / t
-        result["notebook_clips_per_s"] = nb
-        print(f"(a) notebook loop (1 process)          {t:7.1f} s  {nb:7.1f} clips/s")
+    def show(label: str, seconds: list[float], extra: str = "") -> float:
+        rates = [n / t for t in seconds]
+        m = median(rates)
+        print(
+            f"{label:42s} {median(seconds):7.1f} s  {m:7.1f} clips/s  (spread {min(rates):.1f}-{max(rates):.1f}){extra}"
+        )
+        return m
 
+    nb = None
     for w in workers_list:
         procs = w or cores
-        tb, peak = run_melset(tracks, audio, args.workdir, w)
-        tc = run_floor(audio, args.workdir, procs)
-        b, c = n / tb, n / tc
-        run = {"workers": procs, "melset_clips_per_s": b, "floor_clips_per_s": c, "peak_rss_mb": peak / 2**20}
-        result["runs"].append(run)
-        print(
-            f"(b) melset extract ({procs:2d} workers)         {tb:7.1f} s  {b:7.1f} clips/s   peak memory {peak / 2**20:6.0f} MB (all processes)"
-        )
-        print(f"(c) floor: decode 24 s + soxr ({procs:2d} procs) {tc:7.1f} s  {c:7.1f} clips/s")
-        ratios = f"    b/c = {b / c:.2f}"
+        times: dict[str, list] = {"a": [], "b": [], "c": [], "d": []}
+        peaks, startups, fft = [], [], ""
+        for _ in range(args.repeats):  # interleaved: a, b, c, d, a, b, c, d, ...
+            if not args.skip_notebook and w == workers_list[0]:
+                times["a"].append(run_notebook(audio, args.workdir))
+            tb, peak, startup = run_melset(tracks, audio, args.workdir, w)
+            times["b"].append(tb)
+            peaks.append(peak)
+            startups.append(startup)
+            times["c"].append(run_floor(audio, args.workdir, procs))
+            td, fft = run_limit(audio, args.workdir, procs)
+            times["d"].append(td)
+        if times["a"]:
+            nb = show("(a) notebook loop (1 process)", times["a"])
+            result["notebook_clips_per_s"] = nb
+        peak = max(peaks)
+        b = show(f"(b) melset extract ({procs:2d} workers)", times["b"], f"   peak memory {peak / 2**20:.0f} MB")
+        c = show(f"(c) floor: decode 24 s + soxr ({procs:2d} procs)", times["c"])
+        d = show(f"(d) exact limit: floor + {fft} recipe ({procs:2d})", times["d"])
+        meta = median(s["metadata_read"] for s in startups)
+        first = median(s["first_decode"] for s in startups)
+        run = {
+            "workers": procs,
+            "repeats": args.repeats,
+            "seconds": times,
+            "melset_clips_per_s": b,
+            "floor_clips_per_s": c,
+            "limit_clips_per_s": d,
+            "limit_fft": fft,
+            "peak_rss_mb": peak / 2**20,
+            "metadata_read_s": meta,
+            "first_decode_s": first,
+            "b_over_c": b / c,
+            "b_over_d": b / d,
+        }
+        ratios = f"    melset = {b / c:.2f} of the floor, {b / d:.2f} of the exact limit"
         if nb:
-            ratios = f"    b/a = {b / nb:.2f}   " + ratios.strip()
             run["b_over_a"] = b / nb
-        run["b_over_c"] = b / c
+            ratios += f", {b / nb:.2f}x the notebook"
         print(ratios)
+        print(
+            f"    start-up: metadata read after {meta:.2f} s, first file decoding after {first:.2f} s ({first - meta:.2f} s beyond the metadata)"
+        )
+        result["runs"].append(run)
 
     if args.long:
         cost = long_track(args.workdir)
@@ -360,6 +535,13 @@ def plot_scaling(result: dict, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     ax.plot(w, [r["melset_clips_per_s"] for r in runs], marker="o", label="melset extract")
     ax.plot(w, [r["floor_clips_per_s"] for r in runs], marker="s", linestyle="--", label="floor: decode + resample")
+    ax.plot(
+        w,
+        [r["limit_clips_per_s"] for r in runs],
+        marker="^",
+        linestyle=":",
+        label="exact limit: floor + fastest recipe",
+    )
     if result.get("notebook_clips_per_s"):
         ax.axhline(result["notebook_clips_per_s"], color="gray", linestyle=":", label="notebook loop (1 process)")
     ax.set(xlabel="worker processes", ylabel="clips/s", title=f"{result['clips']} clips, {result['cores']} cores")
