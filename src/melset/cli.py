@@ -1,4 +1,4 @@
-"""The `melset` command: extract, info, show, export (and train, evaluate, predict with melset[train])."""
+"""The `melset` command: extract, info, show, export, repair (and train, evaluate, predict with melset[train])."""
 
 from __future__ import annotations
 
@@ -231,6 +231,8 @@ def _print_summary(summary, quiet: bool) -> None:
         )
     if summary.no_genre:
         out.print(f"  no genre ({summary.no_genre}): tracks without genre_top get an all-zero label row")
+    for note in summary.healed:
+        out.print(f"  [yellow]store damage undone[/]: {note}")
     if summary.state != "complete":
         out.print(f"  [yellow]incomplete[/]: {c[PENDING]} rows pending; run the same command again to resume")
     if summary.counts[OK] == 0:
@@ -249,7 +251,9 @@ def _open(path: str):
 @main.command()
 @click.argument("store_dir", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--verify", is_flag=True, help="Also check every stored row against its journal checksum.")
+@click.option(
+    "--verify", is_flag=True, help="Also check every stored row against its journal checksum (exit 1 on damage)."
+)
 def info(store_dir, as_json, verify):
     """Summarise a store: counts per status and genre, each failure's reason, the parameters."""
     store = _open(store_dir)
@@ -258,7 +262,7 @@ def info(store_dir, as_json, verify):
         report["corrupt_rows"] = store.verify()
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
-        return
+        sys.exit(1 if verify and report["corrupt_rows"] else 0)
     out.print(
         f"[bold]{report['store']}[/]  state: {report['state']}  rows: {report['rows']}  shape: {report['shape']}  dtype: {report['dtype']}"
     )
@@ -302,6 +306,12 @@ def info(store_dir, as_json, verify):
         out.print(
             f"verify: {'all rows match their checksums' if not bad else f'{len(bad)} corrupt row(s): {bad[:20]}'}"
         )
+    if verify and report["corrupt_rows"]:
+        err.print(
+            f"[bold red]melset: damaged:[/] {len(report['corrupt_rows'])} row(s) of {report['store']} do not match their "
+            f"checksums; run `melset repair {report['store']}`, then the same `melset extract` command again"
+        )
+        sys.exit(1)
 
 
 @main.command()
@@ -320,10 +330,14 @@ def show(store_dir, track, png):
     rec = store.tracks.iloc[row]
     if rec[STATUS] != OK:
         _fail(f"track {track} has no spectrogram: {rec[STATUS]} ({rec[ERROR]})")
+    try:
+        matrix = store.row(row)
+    except MelsetError as exc:
+        _fail(str(exc))
     r = store.recipe
     genre = rec[GENRE_TOP] if isinstance(rec[GENRE_TOP], str) else "no genre"
     spectrogram_png(
-        store.mels[row],
+        matrix,
         png,
         r["sample_rate"],
         r["hop_length"],
@@ -351,8 +365,42 @@ def export(store_dir, fmt, to):
     store = _open(store_dir)
     if store.manifest.get("state") != "complete":
         err.print("[yellow]warning[/]: the store is incomplete; exporting the rows finished so far")
-    n = seed_pickles(store, to)
+    try:
+        n = seed_pickles(store, to)
+    except MelsetError as exc:
+        _fail(str(exc))
     out.print(f"wrote {n['pickles']} spectrogram pickles, {n['labels']} labels and {n['classes']} classes to {to}")
+
+
+@main.command()
+@click.argument("store_dir", type=click.Path())
+def repair(store_dir):
+    """Mark a store's damaged rows (checksum mismatch, bad journal lines) for re-extraction.
+
+    The next `melset extract` run with the same arguments rebuilds exactly those rows.
+    """
+    from melset.store import repair as run_repair
+
+    try:
+        result = run_repair(store_dir)
+    except MelsetError as exc:
+        _fail(str(exc))
+    if not result.changed:
+        out.print(f"{result.root}: no damage found; nothing to repair")
+        return
+    found = []
+    if result.journal_missing:
+        found.append("journal.jsonl was missing (every row is done again)")
+    if result.resized:
+        found.append("mels.npy had the wrong size and was set back to its header's")
+    if result.dropped_lines:
+        lines = ", ".join(map(str, result.dropped_lines[:10]))
+        found.append(f"{len(result.dropped_lines)} bad journal line(s) dropped (line {lines})")
+    if result.damaged:
+        rows = ", ".join(map(str, result.damaged[:20])) + (" ..." if len(result.damaged) > 20 else "")
+        found.append(f"{len(result.damaged)} damaged row(s) marked for re-extraction: {rows}")
+    out.print(f"{result.root}: " + "; ".join(found))
+    out.print("run the same `melset extract` command again to rebuild them")
 
 
 def _needs_torch() -> None:

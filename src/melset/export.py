@@ -25,7 +25,7 @@ def seed_pickles(store: Store, to: str | os.PathLike) -> dict[str, int]:
     ids = store.tracks[TRACK_ID].tolist()
     n = 0
     for row in store.ok_rows():
-        x = np.asarray(store.mels[row], dtype=np.float64)
+        x = store.row(row).astype(np.float64)  # checked against its checksum
         # ndarray.dump, as the notebook calls it: pickle protocol 2 of the array
         x.dump(os.path.join(to, "pickles", f"{_name(ids[row])}.pickle"))
         n += 1

@@ -23,7 +23,7 @@ from melset.engines import Engine
 from melset.errors import StoreError
 from melset.recipe import Recipe
 from melset.store import DISK_FULL, StoreWriter, disk_full_message, now_iso
-from melset.vocab import FAILED, GENRE_TOP, MISSING, OK, PATH, TRACK_ID
+from melset.vocab import CATALOG_COLUMNS, FAILED, GENRE_TOP, MISSING, OK, PATH, TRACK_ID
 
 COMMIT_EVERY_S = 0.5
 COMMIT_EVERY_ROWS = 256
@@ -44,6 +44,7 @@ class Summary:
     elapsed_s: float
     state: str
     classes: list[str] = field(default_factory=list)
+    healed: list[str] = field(default_factory=list)  # damage the resume found in the store and undid
 
     @property
     def rate(self) -> float:
@@ -65,11 +66,25 @@ def one_hot(genres, classes: list[str]) -> np.ndarray:
 
 
 def tracks_digest(catalog: Catalog) -> str:
-    """A fingerprint of the selected rows, so a store is never resumed with another selection."""
+    """A fingerprint of the selected rows, so a store is never resumed with another selection.
+
+    A track counts by its path relative to the collection root (with track_id, genre, subset
+    and split), so a collection moved or mounted elsewhere resumes.
+    """
+    root = catalog.source.get("audio")
     h = hashlib.sha256()
     for rec in catalog.table.itertuples(index=False):
-        h.update(repr(tuple(rec)).encode())
+        values = rec._asdict()
+        values[PATH] = _relative(values[PATH], root)
+        h.update(repr(tuple(values[c] for c in CATALOG_COLUMNS)).encode())
     return h.hexdigest()
+
+
+def _relative(path: str, root: str | None) -> str:
+    if not root:
+        return path
+    rel = os.path.relpath(path, root)
+    return path if rel == ".." or rel.startswith(".." + os.sep) else rel.replace(os.sep, "/")
 
 
 def versions() -> dict[str, str]:
@@ -194,6 +209,8 @@ def extract(
                 "seconds": round(time.perf_counter() - started, 3),
                 "completed": complete,
             }
+            if store.notes:
+                run["healed"] = store.notes
             runs = [*store.manifest.get("runs", []), run]
             try:
                 manifest = store.finalize(
@@ -205,6 +222,7 @@ def extract(
                     raise StoreError(disk_full_message(store.root, exc)) from exc
                 raise
         failures = _failures(store, table)
+        notes = list(store.notes)
     return Summary(
         out=os.path.abspath(os.fspath(out)),
         counts=dict(manifest["counts"]),
@@ -216,6 +234,7 @@ def extract(
         elapsed_s=time.perf_counter() - started,
         state=manifest["state"],
         classes=classes,
+        healed=notes,
     )
 
 
