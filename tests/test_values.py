@@ -98,3 +98,72 @@ def test_out_of_range_names_the_problem():
     assert "outside [-80, 0]" in out_of_range(np.array([[-90.0]], np.float32), Recipe(scaling="none"))
     assert out_of_range(np.array([[-500.0]], np.float32), Recipe(scaling="none", top_db=None)) is None
     assert "outside" in out_of_range(np.array([[3.0]], np.float32), Recipe(scaling="none", top_db=None))
+
+
+# -- headers that lie about the length -----------------------------------------------------
+
+
+def _xing_mp3(tmp_path, frames: int):
+    """A real VBR MP3 whose Xing header claims `frames` MPEG frames (the file has 1,150)."""
+    import struct
+
+    from conftest import SAMPLE_AUDIO
+
+    data = bytearray((SAMPLE_AUDIO / "200" / "200036.mp3").read_bytes())
+    i = data.find(b"Xing")
+    assert struct.unpack(">I", data[i + 4 : i + 8])[0] & 1 and struct.unpack(">I", data[i + 8 : i + 12])[0] == 1150
+    data[i + 8 : i + 12] = struct.pack(">I", frames)
+    path = tmp_path / f"xing{frames}.mp3"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _wav_claiming(tmp_path, seconds: float):
+    """A real 30 s 16-bit WAV whose data chunk size claims `seconds`."""
+    import struct
+
+    from conftest import write_audio
+
+    full = write_audio(tmp_path / "full.wav", seconds=30, rate=RATE, channels=1, subtype="PCM_16")
+    data = bytearray(full.read_bytes())
+    j = data.find(b"data")
+    data[j + 4 : j + 8] = struct.pack("<I", int(seconds * RATE) * 2)
+    path = tmp_path / f"claims{seconds}.wav"
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda t: _xing_mp3(t, 100), "too_short"),  # libsndfile (librosa's decoder) trusts the count
+        (lambda t: _xing_mp3(t, 383), "too_short"),
+        (lambda t: _xing_mp3(t, 4600), "ok"),  # more frames promised than held: the audio there is used
+        (lambda t: _xing_mp3(t, 0), "ok"),
+        (lambda t: _wav_claiming(t, 10), "too_short"),  # data chunk too small: only what it declares
+        (lambda t: _wav_claiming(t, 26), "ok"),
+        (lambda t: _wav_claiming(t, 60), "ok"),  # too big, but the kept frames are all there
+    ],
+)
+def test_headers_that_lie_about_the_length_are_read_as_librosa_reads_them(tmp_path, make, expected):
+    from conftest import notebook_matrix
+
+    path = make(tmp_path)
+    result = process(path, Recipe(dtype="float32"))
+    ref = notebook_matrix(str(path))
+    assert result.status == expected, result.error
+    if expected == "ok":
+        np.testing.assert_allclose(result.mel, ref, atol=1e-3, rtol=0)
+    else:
+        assert ref is None  # the notebook skips it too (fewer than 1,024 frames)
+        assert "s of audio gives" in result.error
+
+
+def test_an_absurd_xing_frame_count_still_gives_the_true_matrix(tmp_path):
+    """librosa.load gives up on 2^32 - 1 frames (it sizes its buffer from the header); melset
+    decodes only the kept frames, which are the file's own."""
+    from conftest import SAMPLE_AUDIO
+
+    result = process(_xing_mp3(tmp_path, 0xFFFFFFFF), Recipe(dtype="float32"))
+    true = process(SAMPLE_AUDIO / "200" / "200036.mp3", Recipe(dtype="float32"))
+    assert result.status == "ok" and np.array_equal(result.mel, true.mel)
