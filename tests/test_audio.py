@@ -158,7 +158,7 @@ def test_manifest_path_escaping_root_is_refused(tmp_path, path, message):
     pd.DataFrame({"path": ["ok.wav", path], "label": ["a", "b"]}).to_csv(tmp_path / "m.csv", index=False)
     with pytest.raises(MetadataError, match=message) as e:
         manifest_layout.catalog(tmp_path / "m.csv", tmp_path / "root")
-    assert "row 2" in str(e.value)
+    assert "line 3" in str(e.value)  # the header is line 1
     proc = run_melset(
         "extract", "--manifest", tmp_path / "m.csv", "--audio", tmp_path / "root", "--out", tmp_path / "s", check=False
     )

@@ -158,3 +158,96 @@ def test_sample_catalog_lists_unlisted_file():
     cat = fma.catalog(SAMPLE_TRACKS, SAMPLE_AUDIO, "large")
     assert cat.unlisted == ["299/299999.mp3"]
     assert cat.classes() == sorted(cat.classes()) and "Folk" in cat.classes()
+
+
+# -- values pandas would misread -------------------------------------------------------------
+
+
+def _genres(cat) -> list:
+    return [g if isinstance(g, str) else None for g in cat.table["genre_top"]]
+
+
+def _tiny_tracks(tmp_path, rows: list[tuple[str, str]]) -> str:
+    """tracks.csv in FMA's format with (track_id, genre_top) rows, all in subset small."""
+    lines = [",track,set,set", ",genre_top,subset,split", "track_id,,,"]
+    lines += [f"{tid},{genre},small,training" for tid, genre in rows]
+    p = tmp_path / "tracks.csv"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+@pytest.mark.parametrize("word", ["NA", "None", "null", "nan", "NaN", "N/A", "NULL", "#N/A"])
+def test_a_genre_named_like_a_missing_value_is_a_genre(tmp_path, word):
+    p = _tiny_tracks(tmp_path, [("1", word), ("2", "Rock"), ("3", "")])
+    (tmp_path / "a").mkdir()
+    cat = fma.catalog(p, tmp_path / "a")
+    assert _genres(cat) == [word, "Rock", None]  # only the empty cell is missing
+    assert cat.classes() == sorted([word, "Rock"])
+
+
+@pytest.mark.parametrize("word", ["NA", "None", "null", "nan"])
+def test_a_manifest_label_named_like_a_missing_value_is_a_label(tmp_path, word):
+    from melset.catalog import manifest as manifest_layout
+
+    (tmp_path / "m.csv").write_text(f"path,label,split\na.wav,{word},\nb.wav,,train\n")
+    cat = manifest_layout.catalog(tmp_path / "m.csv")
+    splits = [s if isinstance(s, str) else None for s in cat.table["split"]]
+    assert _genres(cat) == [word, None] and splits == [None, "training"]
+    pd.DataFrame({"path": ["a.wav", "b.wav"], "label": [word, None]}).to_parquet(tmp_path / "m.parquet")
+    cat = manifest_layout.catalog(tmp_path / "m.parquet")
+    assert _genres(cat) == [word, None]
+
+
+@pytest.mark.parametrize(
+    "tid, found",
+    [
+        ("9223372036854775808", "'9223372036854775808'"),  # 2**63: beyond int64
+        ("99999999999999999999999", "'99999999999999999999999'"),
+        ("-5", "'-5'"),
+        ("abc", "'abc'"),
+        ("1.5", "'1.5'"),
+        ("NA", "'NA'"),
+        ("", "an empty cell"),
+    ],
+)
+def test_track_ids_beyond_int64_or_not_numbers_are_refused_with_the_line(tmp_path, tid, found):
+    p = _tiny_tracks(tmp_path, [("1", "Rock"), (tid, "Pop")])
+    with pytest.raises(MetadataError) as e:
+        fma.load_tracks(p)
+    assert str(e.value) == (
+        f"{p}: line 5: track_id must be a whole number from 0 to 9223372036854775807, found {found}"
+    )
+
+
+def test_the_largest_int64_track_id_is_kept_exactly(tmp_path):
+    p = _tiny_tracks(tmp_path, [("9223372036854775807", "Rock"), ("7", "Pop")])
+    assert list(fma.load_tracks(p).index) == [9223372036854775807, 7]
+
+
+def test_duplicate_track_id_names_both_lines(tmp_path):
+    p = _tiny_tracks(tmp_path, [("1", "Rock"), ("2", "Pop"), ("1", "Jazz")])
+    with pytest.raises(MetadataError, match=r"duplicate track_id 1 \(track 1 on lines 4 and 6\)"):
+        fma.load_tracks(p)
+
+
+@pytest.mark.parametrize("spelling", ["a//b.wav", "./a/b.wav", "a/./b.wav", "a/c/../b.wav", " a/b.wav", "a\\b.wav"])
+def test_one_file_listed_under_two_spellings_is_refused_with_both_lines(tmp_path, spelling):
+    from melset.catalog import manifest as manifest_layout
+
+    pd.DataFrame({"path": ["a/b.wav", "x.wav", spelling], "label": ["p", "q", "r"]}).to_csv(
+        tmp_path / "m.csv", index=False
+    )
+    with pytest.raises(MetadataError) as e:
+        manifest_layout.catalog(tmp_path / "m.csv")
+    assert str(e.value) == (
+        f"{tmp_path / 'm.csv'}: line 4: path {spelling!r} is listed twice: line 2 already lists the file 'a/b.wav'"
+        " (as 'a/b.wav'); list each file once"
+    )
+
+
+def test_an_empty_manifest_path_is_refused_with_its_line(tmp_path):
+    from melset.catalog import manifest as manifest_layout
+
+    (tmp_path / "m.csv").write_text("path,label\na.wav,x\n,y\n")
+    with pytest.raises(MetadataError, match=r"line 3: the path is empty"):
+        manifest_layout.catalog(tmp_path / "m.csv")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from collections import Counter
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -48,7 +50,8 @@ class _Rate(ProgressColumn):
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]melset: error:[/] {message}")
+    # escaped: a sentence naming 'melset[av]' or a file called [live].mp3 prints as written
+    err.print(f"[bold red]melset: error:[/] {escape(message)}")
     sys.exit(code)
 
 
@@ -144,23 +147,46 @@ def extract(
     quiet,
 ):
     """Compute the notebook's log-mel spectrograms for a collection into a store."""
-    from melset.catalog import choose_layout
     from melset.engines import make_engine
+    from melset.extract import check_options
 
     recipe = Recipe(dtype=dtype, on_short=on_short, decoder=decoder)
     inputs = dict(audio=audio_dir, tracks=tracks_csv, manifest=manifest_file, subset=subset, limit=limit)
+    signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: finished rows are committed
     try:
-        inputs["layout"] = choose_layout(layout, tracks_csv, manifest_file)
+        check_options(
+            **inputs,
+            layout=layout,
+            workers=workers,
+            timeout=timeout,
+            decoder=decoder,
+            engine=engine,
+            ray_address=ray_address,
+        )
+        # layout=None: open_catalog chooses it again, and says why in the store's manifest
+        inputs["layout"] = layout
         # Started first: workers import and warm up while the metadata is read.
         with make_engine(engine, workers=workers, timeout=timeout, address=ray_address) as eng:
             summary = _extract(eng, recipe, inputs, out_dir, overwrite, retry_failed, quiet)
     except MelsetError as exc:
         _fail(str(exc))
-    except KeyboardInterrupt:
-        err.print(f"[yellow]interrupted[/]: finished rows are saved; run the same command again to resume {out_dir}")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        how, code = ("terminated (SIGTERM)", 143) if isinstance(exc, _Terminated) else ("interrupted", 130)
+        err.print(
+            f"[yellow]{how}[/]: finished rows are saved; run the same command again to resume {escape(str(out_dir))}"
+        )
+        sys.exit(code)
     _print_summary(summary, quiet)
     sys.exit(summary.exit_code)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is."""
+
+
+def _terminated(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the clean-up must not be cut short
+    raise _Terminated()
 
 
 def _extract(engine, recipe, inputs, out_dir, overwrite, retry_failed, quiet):
@@ -209,25 +235,37 @@ def _print_summary(summary, quiet: bool) -> None:
         f" of {sum(c.values())} tracks ({summary.processed} processed in {summary.elapsed_s:.1f} s, {summary.rate:.1f} clips/s"
         f"{f'; {summary.already_done} already done' if summary.already_done else ''})"
     )
+    line = escape(line)  # paths and ids are printed as written, [brackets] included
     if quiet:
         out.print(line)
         return
     out.print(f"[bold]{line}[/]")
+    src = summary.source
+    if src.get("layout"):
+        out.print(escape(f"  layout: {src['layout']} ({src.get('layout_reason', 'as asked')})"))
     groups = reasons(summary)
     for kind, n, track_id, reason in groups[:12]:
-        out.print(f"  failed ({n}): {reason}" if n == 1 else f"  failed ({n}): {kind}, e.g. track {track_id}: {reason}")
+        out.print(
+            escape(
+                f"  failed ({n}): {reason}" if n == 1 else f"  failed ({n}): {kind}, e.g. track {track_id}: {reason}"
+            )
+        )
     if len(groups) > 12:
         out.print(f"  ... and {len(groups) - 12} other kinds of failure; `melset info {summary.out}` lists every one")
     if c[MISSING]:
         ids = [str(t) for t, s, _ in summary.failures if s == MISSING]
         out.print(
-            f"  missing ({len(ids)}): listed in the metadata but not on disk: {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}"
+            escape(
+                f"  missing ({len(ids)}): listed in the metadata but not on disk: {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}"
+            )
         )
     if c[TOO_SHORT]:
         out.print(f"  too short ({c[TOO_SHORT]}): under the kept frames; --on-short pad keeps them padded with silence")
     if summary.unlisted:
         out.print(
-            f"  unlisted ({len(summary.unlisted)}): on disk but not in the metadata: {', '.join(summary.unlisted[:5])}{' ...' if len(summary.unlisted) > 5 else ''}"
+            escape(
+                f"  unlisted ({len(summary.unlisted)}): on disk but not in the metadata: {', '.join(summary.unlisted[:5])}{' ...' if len(summary.unlisted) > 5 else ''}"
+            )
         )
     if summary.no_genre:
         out.print(f"  no genre ({summary.no_genre}): tracks without genre_top get an all-zero label row")

@@ -45,6 +45,7 @@ class Summary:
     state: str
     classes: list[str] = field(default_factory=list)
     healed: list[str] = field(default_factory=list)  # damage the resume found in the store and undid
+    source: dict = field(default_factory=dict)  # the layout read, why, and the input paths
 
     @property
     def rate(self) -> float:
@@ -104,6 +105,70 @@ def versions() -> dict[str, str]:
     )
     out["librosa_used"] = "no: melset's own numpy port, checked against librosa by the tests"
     return out
+
+
+def check_options(
+    *,
+    audio: str | os.PathLike,
+    tracks: str | os.PathLike | None = None,
+    manifest: str | os.PathLike | None = None,
+    layout: str | None = None,
+    subset: str = "small",
+    workers: int | None = None,
+    timeout: float = 120.0,
+    limit: int | None = None,
+    decoder: str = "auto",
+    engine: str = "local",
+    ray_address: str | None = None,
+) -> str:
+    """Check every option of an extract run before any work starts; return the layout to read.
+
+    Raises UsageError (a value that cannot work), MetadataError (an input path that does not
+    exist) or MissingDependency (an optional package the options need), each one sentence
+    naming the option.
+    """
+    from melset.catalog import choose_layout
+    from melset.catalog.fma import SUBSETS
+    from melset.engines.dispatch import default_workers
+    from melset.errors import MetadataError, MissingDependency, UsageError
+
+    if workers is not None:
+        most = 4 * default_workers() if engine == "local" else None
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1 or (most and workers > most):
+            raise UsageError(
+                f"--workers must be a whole number from 1 to {most} (4 per core), not {workers!r}"
+                if most
+                else f"--workers must be a whole number of at least 1, not {workers!r}"
+            )
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise UsageError(f"--timeout must be a finite number of seconds above 0, not {timeout!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise UsageError(f"--limit must be a whole number of at least 1, not {limit!r}")
+    if subset not in SUBSETS:
+        raise UsageError(f"--subset must be one of {', '.join(SUBSETS)}, not {subset!r}")
+    for option, path, kind in (
+        ("--audio", audio, "folder"),
+        ("--tracks", tracks, "file"),
+        ("--manifest", manifest, "file"),
+    ):
+        if path is None:
+            continue
+        if not os.path.exists(path):
+            raise MetadataError(f"{option} {path}: no such {kind}")
+        if kind == "folder" and not os.path.isdir(path):
+            raise MetadataError(f"{option} {path}: not a folder")
+        if kind == "file" and os.path.isdir(path):
+            raise MetadataError(f"{option} {path}: a folder, not a file")
+    if decoder == "av":
+        try:
+            import av  # noqa: F401
+        except ImportError:
+            raise MissingDependency("--decoder av needs PyAV (FFmpeg): pip install 'melset[av]'") from None
+    if engine == "ray" and (ray_address or os.environ.get("RAY_ADDRESS")):
+        from melset.engines.cluster import check_address
+
+        check_address(ray_address or os.environ["RAY_ADDRESS"])
+    return choose_layout(layout, tracks, manifest, audio)
 
 
 def extract(
@@ -183,15 +248,23 @@ def extract(
             skipped = total - len(tasks)  # finished earlier, or recorded missing just now
             if on_progress:
                 on_progress(skipped, total)
-            for row, result, crc in engine.run(tasks, recipe, store.sink):
+
+            def commit_if_due() -> None:
+                nonlocal last_commit
+                if store.uncommitted and (
+                    time.monotonic() - last_commit > COMMIT_EVERY_S or store.uncommitted >= COMMIT_EVERY_ROWS
+                ):
+                    store.commit()
+                    last_commit = time.monotonic()
+
+            # results commit in batches; while no result comes (a slow file), the timer commits
+            for row, result, crc in engine.run(tasks, recipe, store.sink, on_idle=commit_if_due):
                 if crc is None:  # the engine sent the matrix back
                     store.write(row, result.status, result.error, result.duration_s, result.mel, result.decoder)
                 else:  # a worker wrote it into mels.npy already
                     store.record(row, result.status, result.error, result.duration_s, crc, result.decoder)
                 processed += 1
-                if time.monotonic() - last_commit > COMMIT_EVERY_S or store.uncommitted >= COMMIT_EVERY_ROWS:
-                    store.commit()
-                    last_commit = time.monotonic()
+                commit_if_due()
                 if on_progress:
                     on_progress(skipped + processed, total)
             complete = True
@@ -235,6 +308,7 @@ def extract(
         state=manifest["state"],
         classes=classes,
         healed=notes,
+        source=dict(catalog.source),
     )
 
 

@@ -3,10 +3,42 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
+import signal
+import sys
+import threading
+import time
 from importlib import metadata
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """End this process as soon as its parent process dies, so that no worker outlives a
+    driver killed with kill -9 (nor keeps decoding, nor holds the store's lock).
+
+    Linux: the kernel sends SIGKILL when the parent exits (prctl PR_SET_PDEATHSIG). Elsewhere a
+    daemon thread polls the parent's pid once a second.
+    """
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+                if os.getppid() != parent:  # the parent died before the request took hold
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="melset-parent-watch", daemon=True).start()
 
 
 def keep_freed_memory(mmap_threshold: int | None = 32 * 1024 * 1024) -> None:

@@ -51,8 +51,41 @@ def process(path: str | os.PathLike, recipe: Recipe) -> TrackResult:
             decoded.duration_s,
             decoded.backend,
         )
-    mel = features.log_mel(y, recipe)
-    return TrackResult(OK, mel.astype(recipe.dtype), "", decoded.duration_s, decoded.backend)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        mel = features.log_mel(y, recipe).astype(recipe.dtype)
+    problem = out_of_range(mel, recipe)
+    if problem:
+        peak = float(np.max(np.abs(y))) if len(y) else 0.0
+        return TrackResult.failed(
+            f"sample values out of range: the loudest sample is {peak:.3g} (audio lies within ±1), "
+            f"so the spectrogram {problem}",
+            decoded.duration_s,
+        )
+    return TrackResult(OK, mel, "", decoded.duration_s, decoded.backend)
+
+
+# float32 arithmetic of MinMaxScaler and power_to_db lands a few ulps outside the exact range
+_RANGE_SLACK = 1e-3
+
+
+def value_range(recipe: Recipe) -> tuple[float, float]:
+    """The interval every stored value of a recipe lies in: [0, 1] scaled, [-top_db, 0] in dB
+    (-inf when top_db is None)."""
+    if recipe.scaling != "none":
+        return 0.0, 1.0
+    return (-math.inf if recipe.top_db is None else -float(recipe.top_db)), 0.0
+
+
+def out_of_range(mel: np.ndarray, recipe: Recipe) -> str | None:
+    """What is wrong with a computed matrix (already in the store's dtype), in words, or None
+    when every value is finite and within the recipe's range."""
+    if not np.isfinite(mel).all():
+        return f"has {int(mel.size - np.isfinite(mel).sum())} NaN or infinite values in {mel.dtype}"
+    lo, hi = value_range(recipe)
+    low, high = float(mel.min()), float(mel.max())
+    if low < lo - _RANGE_SLACK or high > hi + _RANGE_SLACK:
+        return f"has values from {low:.4g} to {high:.4g}, outside [{lo:g}, {hi:g}]"
+    return None
 
 
 def whole_track(path: str | os.PathLike, recipe: Recipe) -> np.ndarray:
@@ -69,5 +102,10 @@ def whole_track(path: str | os.PathLike, recipe: Recipe) -> np.ndarray:
         raise audio.AudioError(
             f"{decoded.duration_s:.2f} s of audio is shorter than one window of {recipe.n_frames} frames"
         )
-    out = [features.log_mel(y, recipe, start_frame=w * recipe.n_frames) for w in range(n_windows)]
-    return np.stack(out).astype(recipe.dtype)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        out = [features.log_mel(y, recipe, start_frame=w * recipe.n_frames) for w in range(n_windows)]
+        mels = np.stack(out).astype(recipe.dtype)
+    problem = out_of_range(mels, recipe)
+    if problem:
+        raise audio.AudioError(f"sample values out of range: the spectrogram {problem}")
+    return mels

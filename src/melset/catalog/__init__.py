@@ -27,19 +27,34 @@ __all__ = [
     "choose_layout",
     "fma",
     "folders",
+    "layout_reason",
+    "looks_like_fma",
     "manifest_layout",
     "open_catalog",
     "scan_audio",
 ]
 
 
-def choose_layout(layout: str | None, tracks: str | os.PathLike | None, manifest: str | os.PathLike | None) -> str:
+def choose_layout(
+    layout: str | None,
+    tracks: str | os.PathLike | None,
+    manifest: str | os.PathLike | None,
+    audio: str | os.PathLike | None = None,
+) -> str:
     """The layout asked for, or the one the given inputs imply: fma with tracks, manifest with a manifest, else folders.
 
+    An audio folder that looks like FMA's (NNN/NNNNNN.mp3) without tracks or an explicit
+    layout is refused rather than read as folders (which would label every track "000", "001", ...).
     Raises UsageError when the layout and the inputs do not go together.
     """
     if layout is None:
         layout = "fma" if tracks else "manifest" if manifest else "folders"
+        if layout == "folders" and audio is not None and looks_like_fma(audio):
+            raise UsageError(
+                f"{audio} looks like an FMA audio folder (NNN/NNNNNN.mp3) but no --tracks was given: pass "
+                "--tracks fma_metadata/tracks.csv for FMA's genres, or --layout folders to label each track "
+                "by its folder name"
+            )
     if layout not in LAYOUTS:
         raise UsageError(f"unknown layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
     if layout == "fma" and not tracks:
@@ -47,6 +62,33 @@ def choose_layout(layout: str | None, tracks: str | os.PathLike | None, manifest
     if layout == "manifest" and not manifest:
         raise UsageError("--layout manifest needs --manifest (a CSV or Parquet file with columns path,label[,split])")
     return layout
+
+
+def looks_like_fma(audio: str | os.PathLike) -> bool:
+    """True when the folder holds FMA's layout: a three-digit folder with a NNNNNN.mp3 file in it."""
+    try:
+        with os.scandir(audio) as top:
+            folders = sorted(e.path for e in top if e.is_dir() and len(e.name) == 3 and e.name.isdigit())
+        for folder in folders[:20]:
+            with os.scandir(folder) as files:
+                for e in files:
+                    stem, ext = os.path.splitext(e.name)
+                    if ext.lower() == ".mp3" and len(stem) == 6 and stem.isdigit() and stem[:3] == folder[-3:]:
+                        return True
+    except OSError:
+        pass
+    return False
+
+
+def layout_reason(layout: str | None, tracks, manifest) -> str:
+    """Why a run reads its collection the way it does, in words (for the manifest and the summary)."""
+    if layout is not None:
+        return f"--layout {layout} given"
+    if tracks:
+        return "--tracks given"
+    if manifest:
+        return "--manifest given"
+    return "no --tracks or --manifest given: one folder per genre"
 
 
 def open_catalog(
@@ -87,7 +129,10 @@ def open_catalog(
     UsageError
         The layout and the inputs do not go together.
     """
-    layout = choose_layout(layout, tracks, manifest)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise UsageError(f"--limit must be a whole number of at least 1, not {limit!r}")
+    reason = layout_reason(layout, tracks, manifest)
+    layout = choose_layout(layout, tracks, manifest, audio)
     if layout == "fma":
         cat = fma.catalog(tracks, audio, subset)
         if len(cat) == 0:
@@ -98,4 +143,5 @@ def open_catalog(
             raise MetadataError(f"{manifest}: the manifest lists no files")
     else:
         cat = folders.catalog(audio)
+    cat.source["layout_reason"] = reason
     return cat.limit(limit)

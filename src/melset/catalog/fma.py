@@ -38,6 +38,7 @@ DATE_COLUMNS = [
 CATEGORY_COLUMNS = [GENRE_TOP_COL, ("track", "license"), ("album", "type"), ("album", "information"), ("artist", "bio")]
 REQUIRED = [GENRE_TOP_COL, SUBSET_COL]
 NEEDED = [GENRE_TOP_COL, SUBSET_COL, SPLIT_COL]
+INT64_MAX = 2**63 - 1
 
 
 def _read_header(path: str) -> tuple[list[tuple[str, str]], int]:
@@ -100,25 +101,43 @@ def load_tracks(path: str | os.PathLike, columns: Sequence[tuple[str, str]] | No
             usecols=[0, *positions],
             encoding="utf-8-sig",
             low_memory=False,
+            dtype={0: str},
+            # only an empty cell is missing: a genre literally named NA, None, null or nan is a genre
+            keep_default_na=False,
+            na_values=[""],
         )
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise MetadataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     df = df[[0, *positions]]
     df.columns = pd.MultiIndex.from_tuples([("", TRACK_ID), *wanted])
-    ids = pd.to_numeric(df[("", TRACK_ID)], errors="coerce")
-    bad = df.loc[ids.isna() | (ids % 1 != 0), ("", TRACK_ID)]
-    if len(bad):
-        raise MetadataError(
-            f"{path}: track_id must be an integer, found {str(bad.iloc[0])!r} on data row {bad.index[0] + 1}"
-        )
-    df.index = pd.Index(ids.astype("int64"), name=TRACK_ID)
+    df.index = pd.Index(_track_ids(df[("", TRACK_ID)].tolist(), path, n_header), name=TRACK_ID)
     df = df.drop(columns=[("", TRACK_ID)])
     df.columns = pd.MultiIndex.from_tuples(wanted)
     dupes = df.index[df.index.duplicated()].unique()
     if len(dupes):
-        raise MetadataError(f"{path}: duplicate track_id {', '.join(map(str, dupes[:5]))}; each track must appear once")
+        lines = [n_header + i + 1 for i in (df.index == dupes[0]).nonzero()[0][:2]]
+        raise MetadataError(
+            f"{path}: duplicate track_id {', '.join(map(str, dupes[:5]))} (track {dupes[0]} on lines {lines[0]} and "
+            f"{lines[1]}); each track must appear once"
+        )
     _convert(df, path)
     return df
+
+
+def _track_ids(raw: list, path: str, n_header: int) -> list[int]:
+    """The track_id column as int64 values; the first that is not a whole number from 0 to
+    2**63 - 1 is refused with its line."""
+    ids = []
+    for i, v in enumerate(raw):
+        text = "" if not isinstance(v, str) else v.strip()
+        value = int(text) if text.isascii() and text.isdigit() else -1
+        if not 0 <= value <= INT64_MAX:
+            found = "an empty cell" if not text else repr(text[:40])
+            raise MetadataError(
+                f"{path}: line {n_header + i + 1}: track_id must be a whole number from 0 to {INT64_MAX}, found {found}"
+            )
+        ids.append(value)
+    return ids
 
 
 def _convert(df: pd.DataFrame, path: str) -> None:

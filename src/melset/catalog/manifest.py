@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import pandas as pd
@@ -11,6 +12,11 @@ from melset.errors import MetadataError
 from melset.vocab import GENRE_TOP, PATH, SPLIT, SPLIT_ALIASES, SUBSET, TRACK_ID
 
 LABEL = "label"  # the manifest's own column; path and split are named as in tracks.parquet
+
+
+def _missing(value) -> bool:
+    """An empty cell (CSV) or a null (Parquet); never a word."""
+    return value is None or (isinstance(value, float) and math.isnan(value)) or not str(value).strip()
 
 
 def catalog(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Catalog:
@@ -32,32 +38,43 @@ def catalog(path: str | os.PathLike, root: str | os.PathLike | None = None) -> C
     for col in (PATH, LABEL):
         if col not in df.columns:
             raise MetadataError(f"{path}: missing required column {col!r} (a manifest has columns path,label[,split])")
-    ids, paths = [], []
-    for i, p in enumerate(df[PATH].astype(str).tolist()):
+    is_csv = not path.lower().endswith((".parquet", ".pq"))
+
+    def where(i: int) -> str:  # CSV: the file's line (header on line 1); Parquet: the row
+        return f"line {i + 2}" if is_csv else f"row {i + 1}"
+
+    ids, paths, first_seen = [], [], {}
+    for i, p in enumerate(df[PATH].tolist()):
+        if _missing(p):
+            raise MetadataError(f"{path}: {where(i)}: the path is empty; every row names one audio file")
+        p = str(p)
         rel = p.replace("\\", "/").strip()
-        if not rel or rel.startswith("/") or os.path.isabs(rel):
-            raise MetadataError(f"{path}: row {i + 1}: path {p!r} must be relative to {root}")
+        if rel.startswith("/") or os.path.isabs(rel):
+            raise MetadataError(f"{path}: {where(i)}: path {p!r} must be relative to {root}")
         norm = os.path.normpath(rel).replace(os.sep, "/")
         if norm == ".." or norm.startswith("../"):
-            raise MetadataError(f"{path}: row {i + 1}: path {p!r} leads outside {root}; refused")
-        full = os.path.join(root, norm)
+            raise MetadataError(f"{path}: {where(i)}: path {p!r} leads outside {root}; refused")
+        if norm in first_seen:
+            j = first_seen[norm]
+            raise MetadataError(
+                f"{path}: {where(i)}: path {p!r} is listed twice: {where(j)} already lists the file {norm!r}"
+                f" (as {paths[j]!r}); list each file once"
+            )
+        first_seen[norm] = i
         ids.append(norm)
-        paths.append(full)
-    dupes = pd.Series(ids)[pd.Series(ids).duplicated()].unique()
-    if len(dupes):
-        raise MetadataError(f"{path}: the same path is listed twice: {', '.join(dupes[:3])}")
+        paths.append(p)
+    paths = [os.path.join(root, norm) for norm in ids]
     splits = [None] * len(df)
     if SPLIT in df.columns:
-        for i, s in enumerate(df[SPLIT].astype(str).tolist()):
-            key = s.strip().lower()
-            if key in ("", "none", "nan"):
+        for i, s in enumerate(df[SPLIT].tolist()):
+            if _missing(s):
                 continue
+            key = str(s).strip().lower()
             if key not in SPLIT_ALIASES:
-                raise MetadataError(f"{path}: row {i + 1}: split {s!r} is not training, validation or test")
+                raise MetadataError(f"{path}: {where(i)}: split {s!r} is not training, validation or test")
             splits[i] = SPLIT_ALIASES[key]
-    labels = [
-        None if v is None or str(v).strip() in ("", "nan", "None") else str(v).strip() for v in df[LABEL].tolist()
-    ]
+    # only an empty cell (or a Parquet null) is missing: a label literally named None or nan is a label
+    labels = [None if _missing(v) else str(v).strip() for v in df[LABEL].tolist()]
     table = pd.DataFrame({TRACK_ID: ids, PATH: paths, GENRE_TOP: labels, SUBSET: None, SPLIT: splits})
     listed = set(ids)
     unlisted = [p for p in scan_audio(root) if p not in listed] if os.path.isdir(root) else []

@@ -6,7 +6,7 @@ metadata), then takes (row, path) tasks and yields (row, TrackResult, crc32) as 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -24,7 +24,13 @@ class Engine(Protocol):
 
     def __enter__(self) -> Engine: ...
     def __exit__(self, *exc) -> None: ...
-    def run(self, tasks: Iterable[Task], recipe: Recipe, sink: RowSink | None = None) -> Iterator[Done]: ...
+    def run(
+        self,
+        tasks: Iterable[Task],
+        recipe: Recipe,
+        sink: RowSink | None = None,
+        on_idle: Callable[[], None] | None = None,
+    ) -> Iterator[Done]: ...
 
 
 def make_engine(name: str, workers: int | None = None, timeout: float = 120.0, address: str | None = None) -> Engine:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Iterator
 
 from melset.engines import Done, Task
-from melset.engines.dispatch import RETRIES_AFTER_CRASH, crashed, failed, keep_busy, timed_out
+from melset.engines.dispatch import IDLE_S, RETRIES_AFTER_CRASH, crashed, failed, keep_busy, timed_out
 from melset.engines.worker import prepare_worker, run_task
 from melset.recipe import Recipe
 from melset.store import RowSink
@@ -43,6 +43,67 @@ def _single_machine(address: str | None) -> bool:
         return True
     host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
     return host in ("localhost", "::1") or host.startswith("127.")
+
+
+# a --ray-address that does not answer is refused within PROBE_S + CONNECT_TIMEOUT_S, never waited on
+PROBE_S, CONNECT_TIMEOUT_S = 5.0, 10.0
+
+
+def check_address(address: str, timeout: float = PROBE_S) -> None:
+    """Refuse a Ray address that does not accept a TCP connection within `timeout` seconds.
+
+    "auto" and "local" are left to Ray. Raises UsageError naming the address.
+    """
+    import socket
+
+    from melset.errors import UsageError
+
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].split("/", 1)[0]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--ray-address {address!r} is not HOST:PORT (for example 10.0.0.5:6379)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        why = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc)).lower()
+        raise UsageError(
+            f"--ray-address {address}: no Ray cluster answers there ({why} within {timeout:g} s); "
+            "start one with `ray start --head` or fix the address"
+        ) from None
+
+
+def _init_bounded(ray, kwargs: dict, address: str | None) -> None:
+    """ray.init, given at most CONNECT_TIMEOUT_S to connect (a port that answers but is not
+    Ray can make it wait for minutes)."""
+    import threading
+
+    from melset.errors import UsageError
+
+    outcome: list = []
+
+    def connect() -> None:
+        try:
+            ray.init(**kwargs)
+            outcome.append(None)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=connect, name="melset-ray-init", daemon=True)
+    thread.start()
+    thread.join(CONNECT_TIMEOUT_S if address else None)
+    if not outcome:
+        raise UsageError(
+            f"--ray-address {address}: no Ray cluster answered within {CONNECT_TIMEOUT_S:g} s; "
+            "check that the address is the head node's (ray status shows it)"
+        )
+    if outcome[0] is not None:
+        if address and isinstance(outcome[0], (ConnectionError, TimeoutError, RuntimeError)):
+            raise UsageError(
+                f"--ray-address {address}: cannot connect to a Ray cluster there ({str(outcome[0]).splitlines()[0]})"
+            ) from None
+        raise outcome[0]
 
 
 class RayEngine:
@@ -72,8 +133,9 @@ class RayEngine:
             if self.address is None:
                 kwargs["num_cpus"] = self.workers or None
             else:
+                check_address(self.address)
                 kwargs["address"] = self.address
-            ray.init(**kwargs)
+            _init_bounded(ray, kwargs, self.address)
             self._started_here = True
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = min(self.workers, cpus) if self.workers else cpus
@@ -88,8 +150,9 @@ class RayEngine:
 
             ray.shutdown()
 
-    def run(self, tasks: Iterable[Task], recipe: Recipe, sink: RowSink | None = None) -> Iterator[Done]:
-        """Yield (row, TrackResult, crc32) as Ray tasks finish; at most 2 per CPU in flight."""
+    def run(self, tasks: Iterable[Task], recipe: Recipe, sink: RowSink | None = None, on_idle=None) -> Iterator[Done]:
+        """Yield (row, TrackResult, crc32) as Ray tasks finish; at most 2 per CPU in flight;
+        on_idle() after each IDLE_S without a result."""
         import ray
         from ray.exceptions import GetTimeoutError, RayError, TaskCancelledError, WorkerCrashedError
 
@@ -104,7 +167,7 @@ class RayEngine:
             return ref
 
         def wait_any(refs: list) -> list:
-            ready, _ = ray.wait(refs, num_returns=1, timeout=1.0)
+            ready, _ = ray.wait(refs, num_returns=1, timeout=IDLE_S)
             now = time.monotonic()
             for ref in refs:
                 if ref not in ready and ref not in cancelled and now - submitted[ref] > self.timeout:
@@ -138,4 +201,4 @@ class RayEngine:
             cancelled.discard(ref)
             return task[0], result, crc
 
-        return keep_busy(tasks, 2 * self.workers, submit, wait_any, outcome)
+        return keep_busy(tasks, 2 * self.workers, submit, wait_any, outcome, on_idle)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from melset.track import TrackResult
 
 RETRIES_AFTER_CRASH = 1  # a track whose worker dies is tried once more, then failed with the reason
+IDLE_S = 0.5  # the longest an engine waits for a result before it lets the driver do its chores
 
 
 def keep_busy(
@@ -26,12 +27,15 @@ def keep_busy(
     submit: Callable[[Task], Any],
     wait: Callable[[list], Iterable[Any]],
     outcome: Callable[[Any, Task, int], Done | None],
+    on_idle: Callable[[], None] | None = None,
 ) -> Iterator[Done]:
     """Yield every task's result as it finishes, with at most `bound` tasks in flight.
 
     submit(task) -> a handle; wait(handles) -> the handles that finished (at least one, or
-    none after a timeout); outcome(handle, task, attempt) -> the result, or None to submit
-    the task again (its worker died).
+    none after a timeout of at most IDLE_S); outcome(handle, task, attempt) -> the result,
+    or None to submit the task again (its worker died); on_idle() is called whenever a wait
+    ends with nothing finished (the driver commits finished rows then, so a slow file never
+    holds back the journal of fast ones).
     """
     pending, inflight = iter(tasks), {}
 
@@ -43,7 +47,10 @@ def keep_busy(
 
     refill()
     while inflight:
-        for handle in wait(list(inflight)):
+        finished = wait(list(inflight))
+        if not finished and on_idle is not None:
+            on_idle()
+        for handle in finished:
             task, attempt = inflight.pop(handle)
             done = outcome(handle, task, attempt)
             if done is None:

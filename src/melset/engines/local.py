@@ -16,6 +16,7 @@ from pebble import ProcessExpired, ProcessPool
 
 from melset.engines import Done, Task
 from melset.engines.dispatch import (
+    IDLE_S,
     RETRIES_AFTER_CRASH,
     crashed,
     default_workers,
@@ -68,8 +69,9 @@ class LocalEngine:
             self._pool.stop()
         self._pool.join()
 
-    def run(self, tasks: Iterable[Task], recipe: Recipe, sink: RowSink | None = None) -> Iterator[Done]:
-        """Yield (row, TrackResult, crc32) for every task as workers finish them."""
+    def run(self, tasks: Iterable[Task], recipe: Recipe, sink: RowSink | None = None, on_idle=None) -> Iterator[Done]:
+        """Yield (row, TrackResult, crc32) for every task as workers finish them; on_idle() is
+        called after each IDLE_S without a result."""
         self._starter.join()
         pool = self._pool
 
@@ -78,7 +80,7 @@ class LocalEngine:
             return pool.schedule(run_task, args=(path, recipe, row, sink), timeout=self.timeout)
 
         def wait_any(futures: list) -> set:
-            return wait(futures, return_when=FIRST_COMPLETED)[0]
+            return wait(futures, timeout=IDLE_S, return_when=FIRST_COMPLETED)[0]
 
         def outcome(future, task: Task, attempt: int) -> Done | None:
             row, crc = task[0], None
@@ -96,4 +98,4 @@ class LocalEngine:
                 result = failed(f"internal error in the worker pool: {type(exc).__name__}: {exc}")
             return row, result, crc
 
-        return keep_busy(tasks, 2 * self.workers, submit, wait_any, outcome)
+        return keep_busy(tasks, 2 * self.workers, submit, wait_any, outcome, on_idle)

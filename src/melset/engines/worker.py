@@ -7,7 +7,7 @@ import os
 import signal
 from typing import TYPE_CHECKING
 
-from melset.system import keep_freed_memory
+from melset.system import die_with_parent, keep_freed_memory
 
 if TYPE_CHECKING:
     from melset.recipe import Recipe
@@ -23,6 +23,9 @@ def prepare_worker(own_process: bool = True) -> None:
 
     keep_freed_memory()
     if own_process:
+        # a driver killed with kill -9 takes its workers along (their parent, the fork
+        # server, ends when the driver does)
+        die_with_parent()
         # libmpg123 prints notes ("Illegal Audio-MPEG-Header ...") straight to fd 2; every
         # failure already gets a reason in words, so the noise goes.
         devnull = os.open(os.devnull, os.O_WRONLY)
