@@ -1,8 +1,5 @@
-"""Engines run the recipe over many tracks: `local` processes on this machine, or `ray` on a cluster.
-
-An engine is started before the job needs it (workers warm up while the driver reads
-metadata), then takes (row, path) tasks and yields (row, TrackResult, crc32) as they finish.
-"""
+"""Engines run the recipe over many tracks, `local` processes or a `ray` cluster: started early (workers
+warm up while the driver reads metadata), they take (row, path) tasks and yield results as they finish."""
 
 from __future__ import annotations
 
@@ -16,6 +13,7 @@ if TYPE_CHECKING:
 
 Task = tuple[int, str]  # (row in the store, audio path)
 Done = tuple[int, "TrackResult", "int | None"]  # (row, result, crc32 of the row when a worker wrote it)
+Idle = Callable[[], None]  # called while no result arrives (the driver commits finished rows then)
 
 
 class Engine(Protocol):
@@ -25,22 +23,18 @@ class Engine(Protocol):
     def __enter__(self) -> Engine: ...
     def __exit__(self, *exc) -> None: ...
     def run(
-        self,
-        tasks: Iterable[Task],
-        recipe: Recipe,
-        sink: RowSink | None = None,
-        on_idle: Callable[[], None] | None = None,
+        self, tasks: Iterable[Task], recipe: Recipe, sink: RowSink | None, on_idle: Idle | None
     ) -> Iterator[Done]: ...
 
 
 def make_engine(name: str, workers: int | None = None, timeout: float = 120.0, address: str | None = None) -> Engine:
     """An engine by name: "local" (processes on this machine) or "ray" (melset[ray])."""
-    if name == "local":
-        from melset.engines.local import LocalEngine
-
-        return LocalEngine(workers=workers, timeout=timeout)
-    if name != "ray":
+    if name not in ("local", "ray"):
         raise ValueError(f"unknown engine {name!r} (local or ray)")
-    from melset.engines.cluster import RayEngine
+    if name == "ray":
+        from melset.engines.cluster import RayEngine
 
-    return RayEngine(address=address, workers=workers, timeout=timeout)
+        return RayEngine(address=address, workers=workers, timeout=timeout)
+    from melset.engines.local import LocalEngine
+
+    return LocalEngine(workers=workers, timeout=timeout)
