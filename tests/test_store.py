@@ -245,6 +245,10 @@ def test_labels_tracks_and_classes_are_checked(tmp_path):
         (b'{"row": 1, "status": "ok", "error": "", "duration_s": NaN, "crc32": 0}', "line 2 has duration_s NaN"),
         (b'{"row": 1, "status": "ok", "error": "", "duration_s": "1", "crc32": 0}', 'line 2 has duration_s "1"'),
         (b"", "line 2 is not JSON"),
+        (
+            b'{"row":1,"status":"ok","error":"","duration_s":31.0,"crc32":0,"decoder":"","line_crc32":1}',
+            r"line 2 \(row 1\) does not match its own checksum: it was changed after melset wrote it",
+        ),
     ],
 )
 def test_every_journal_line_is_checked(tmp_path, line, message):

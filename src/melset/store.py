@@ -96,7 +96,12 @@ class Record:
             "crc32": self.crc32,
             "decoder": self.decoder,
         }
-        return json.dumps(d, ensure_ascii=False, separators=(",", ":"))
+        body = json.dumps(d, ensure_ascii=False, separators=(",", ":"))
+        # the line's own checksum, over its bytes before it: an edited line cannot pass for a record
+        return f"{body[:-1]}{LINE_CRC}{zlib.crc32(body[:-1].encode())}}}"
+
+
+LINE_CRC = ',"line_crc32":'
 
 
 def _json_float(x: float) -> float | None:
@@ -416,6 +421,9 @@ def _parse_record(line: bytes, rows: int | None) -> Record:
         raise _RowError(row, f"has duration_s {_short(duration)}, not a number or null")
     if not isinstance(decoder, str):
         raise _RowError(row, f"has decoder {_short(decoder)}, not a text")
+    cut = line.rfind(LINE_CRC.encode())
+    if cut < 0 or d.get("line_crc32") != zlib.crc32(line[:cut]):
+        raise _RowError(row, f"(row {row}) does not match its own checksum: it was changed after melset wrote it")
     return Record(row, status, error, math.nan if duration is None else float(duration), crc, decoder)
 
 
@@ -675,13 +683,16 @@ class StoreWriter:
             )
         mels_path = os.path.join(root, MELS)
         mels = check_npy(mels_path, (n, *shape), dtype, exact_size=False)
+        records = read_journal(os.path.join(root, JOURNAL), rows=n)
+        _check_space(root, mels.expected_size - _blocks(mels_path))
+        # every check passed: from here on the store is healed, never refused half-changed
+        read_journal(os.path.join(root, JOURNAL), rows=n, truncate=True)  # a torn last line
         if mels.size != mels.expected_size:
             self.notes.append(
                 f"{MELS} was {mels.size:,} bytes, {mels.expected_size:,} expected: set to its size, rows it lost are done again"
             )
             os.truncate(mels_path, mels.expected_size)
             mels = read_npy_header(mels_path)
-        records = read_journal(os.path.join(root, JOURNAL), rows=n, truncate=True)
         bad = damaged_rows(mels, records)
         if bad:
             self.notes.append(
@@ -690,7 +701,6 @@ class StoreWriter:
             for row in bad:
                 del records[row]
         self.records = records
-        _check_space(root, mels.size - _blocks(mels_path))
         store_id = self.manifest["store_id"]
         self._heal(STORE_ID, (store_id + "\n").encode("ascii"))
         labels_bytes = _npy_bytes(labels)
