@@ -138,6 +138,12 @@ def _strategies():
         st.tuples(st.just("copy-aside"), st.sampled_from(FILES)),
         st.tuples(st.just("manifest"), st.sampled_from(FIELDS), json_value, st.booleans()),
         st.tuples(st.just("journal"), st.integers(0, 40), st.one_of(record, st.binary(max_size=30)), st.booleans()),
+        st.tuples(
+            st.just("journal-field"),
+            st.integers(0, 40),
+            st.sampled_from(("row", "status", "error", "duration_s", "crc32", "decoder")),
+            st.one_of(json_value, st.sampled_from(STATUS_WORDS), st.floats(0, 40)),
+        ),
         st.tuples(st.just("torn-line"), st.binary(min_size=1, max_size=30).filter(lambda b: b"\n" not in b)),
     )
 
@@ -185,6 +191,19 @@ def _mutate(store: Path, m) -> None:
             i = index % (len(lines) + 1)
             lines[i : i if insert else i + 1] = [line.replace(b"\n", b" ") + b"\n"]
             path.write_bytes(b"".join(lines))
+    elif kind == "journal-field":  # a line edited in place, the rest of it (its checksum too) kept
+        index, field, value = args
+        path = store / "journal.jsonl"
+        lines = path.read_bytes().splitlines(keepends=True) if path.exists() else []
+        if lines:
+            i = index % len(lines)
+            try:
+                record = json.loads(lines[i])
+                record[field] = value
+            except (ValueError, TypeError):
+                return
+            lines[i] = json.dumps(record, separators=(",", ":")).encode() + b"\n"
+            path.write_bytes(b"".join(lines))
     elif kind == "torn-line" and (store / "journal.jsonl").exists():
         with open(store / "journal.jsonl", "ab") as f:
             f.write(args[0])
@@ -224,7 +243,7 @@ def clean(sample_store) -> tuple[dict[str, bytes], dict]:
 # what the suite found while it was written: a refused resume that had already resized
 # mels.npy, and an edited duration that a journal line without its own checksum let through
 @example(mutations=[("truncate", "mels.npy", 0.5), ("flip", "journal.jsonl", 0.0, 0)])
-@example(mutations=[("flip", "journal.jsonl", 0.5, 0)])
+@example(mutations=[("journal-field", 9, "duration_s", 31.0)])
 @example(mutations=[("delete", "manifest.json")])
 @example(mutations=[("manifest", "rows", 99, True)])
 def test_any_damage_to_a_store_ends_in_correct_data_or_one_sentence(sample_store, clean, clean_export, mutations):
