@@ -429,3 +429,36 @@ def test_a_store_sized_for_fma_large_is_sparse_and_answers(tmp_path, monkeypatch
     assert s.verify() == []
     with StoreWriter.open(root, {"recipe": {}}, tracks, labels, ["Folk", "Rock"], (128, 1024), "float16") as w:
         assert w.done(5) is not None  # resumes: the free-space check counts only rows still to write
+
+
+@pytest.mark.slow  # writes 150 MB
+def test_verify_reads_the_store_in_bounded_memory(tmp_path):
+    import subprocess
+    import sys
+
+    n = 600  # 600 rows of 128 x 1024 float16: 150 MB
+    tracks = pd.DataFrame(
+        {
+            "track_id": np.arange(n, dtype="int64"),
+            "path": [f"/a/{i}.mp3" for i in range(n)],
+            "genre_top": ["Rock"] * n,
+            "subset": ["small"] * n,
+            "split": ["training"] * n,
+        }
+    )
+    root = tmp_path / "s"
+    rng = np.random.default_rng(0)
+    with StoreWriter.open(
+        root, {"recipe": {}}, tracks, np.ones((n, 1), np.uint8), ["Rock"], (128, 1024), "float16"
+    ) as w:
+        for row in range(n):
+            w.write(row, "ok", "", 30.0, rng.random((128, 1024), dtype=np.float32))
+        w.commit()
+        w.finalize(complete=True)
+    code = (
+        "import resource, sys; from melset.store import Store; s = Store(sys.argv[1]); "
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; assert s.verify() == []; "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)"
+    )
+    grew_kb = int(subprocess.run([sys.executable, "-c", code, root], capture_output=True, text=True, check=True).stdout)
+    assert grew_kb < 64 * 1024, f"verify of a 150 MB store grew the process by {grew_kb // 1024} MB"
