@@ -314,7 +314,9 @@ def test_an_interrupted_creation_is_made_again(tmp_path, monkeypatch):
         _open(root)
     monkeypatch.undo()
     assert json.loads((root / "manifest.json").read_text())["state"] == "creating"
-    with pytest.raises(StoreError, match="was being created when its run stopped"):
+    with pytest.raises(
+        StoreError, match="is being created, or its creation was interrupted; run the same `melset extract`"
+    ):
         Store(root)
     _finished(root)
     assert Store(root).manifest["state"] == "complete"
@@ -382,6 +384,17 @@ def test_repair_marks_exactly_the_damaged_rows_for_re_extraction(tmp_path):
             w.write(row, "ok", "", 30.0, np.full((3, 5), row / 4, np.float32))
         w.finalize(complete=True)
     assert (root / "mels.npy").read_bytes() == clean and Store(root).manifest["state"] == "complete"
+
+
+def test_a_lost_journal_is_refused_and_repair_marks_every_row(tmp_path):
+    from melset.store import repair
+
+    root = _finished(tmp_path / "s")
+    (root / JOURNAL).unlink()
+    with pytest.raises(StoreError, match="journal.jsonl is missing; run `melset repair"):
+        Store(root)
+    assert repair(root).journal_missing
+    assert Store(root).tracks["status"].tolist() == ["pending"] * 4
 
 
 def test_a_finished_store_whose_journal_lost_lines_is_refused(tmp_path):

@@ -281,6 +281,13 @@ def test_any_damage_to_a_store_ends_in_correct_data_or_one_sentence(sample_store
             assert all(np.array_equal(got[k], clean_export[k]) for k in got)
         assert {p.name: p.read_bytes() for p in store.iterdir() if p.name in before} == before  # readers write nothing
 
+        r = _cli("repair", store)
+        event(f"repair exit {r.exit_code}")
+        assert r.exit_code in (0, 2)
+        if r.exit_code == 0:
+            assert _cli("info", store, "--verify").exit_code in (0, 2)  # repaired: no damaged row left
+        before = {p.name: p.read_bytes() for p in store.iterdir() if p.name not in (".lock", "journal.jsonl")}
+
         r = _cli(*_extract_args(store), "--workers", "1")
         event(f"extract exit {r.exit_code}")
         assert r.exit_code in (0, 2), r.stdout

@@ -440,7 +440,10 @@ def scan_journal(path: str, rows: int | None = None) -> JournalScan:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        raise StoreError(f"{os.path.dirname(path)} is damaged: {os.path.basename(path)} is missing") from None
+        root = os.path.dirname(os.path.abspath(path))
+        raise StoreError(
+            f"{root} is damaged: {os.path.basename(path)} is missing; run `melset repair {root}` to mark every row for re-extraction"
+        ) from None
     except OSError as exc:
         raise StoreError(f"cannot read {path} ({exc.strerror})") from None
     records: dict[int, Record] = {}
@@ -1017,7 +1020,7 @@ class Store:
         self.manifest = m = read_manifest(root)
         if m["state"] == CREATING:
             raise StoreError(
-                f"{root} was being created when its run stopped; run the same `melset extract` command again"
+                f"{root} is being created, or its creation was interrupted; run the same `melset extract` command again to finish it"
             )
         rows, shape = m["rows"], tuple(m["shape"])
         self._mels_file = mels = check_npy(os.path.join(root, MELS), shape, m["dtype"], exact_size=False)
@@ -1181,7 +1184,7 @@ def repair(root: str | os.PathLike) -> Repair:
     try:
         if manifest["state"] == CREATING:
             raise StoreError(
-                f"{root} was being created when its run stopped; run the same `melset extract` command again"
+                f"{root} is being created, or its creation was interrupted; run the same `melset extract` command again to finish it"
             )
         n = manifest["rows"]
         mels_path = os.path.join(root, MELS)
