@@ -120,6 +120,16 @@ def test_unknown_store_format_is_named(tmp_path):
         Store(tmp_path)
 
 
+def test_a_store_of_an_older_melset_is_refused_but_may_be_overwritten(tmp_path):
+    root = _finished(tmp_path / "s")
+    m = json.loads((root / "manifest.json").read_text())
+    (root / "manifest.json").write_text(json.dumps({**m, "format": "melset-store/1"}))
+    with pytest.raises(StoreError, match=r"written by an older melset \(melset-store/1\); rebuild .* --overwrite"):
+        _open(root)
+    _open(root, overwrite=True).close()
+    assert Store(root).manifest["format"] == "melset-store/2"
+
+
 # -- the store is checked, never trusted -------------------------------------------------------------
 
 

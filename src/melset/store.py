@@ -73,7 +73,8 @@ if TYPE_CHECKING:
 # pandas and pyarrow are imported where the tables are handled: engine workers import this
 # module for RowSink alone and should not pay ~0.4 s and ~100 MB for them.
 
-FORMAT = "melset-store/1"
+FORMAT = "melset-store/2"  # 2: sealed manifest, checksummed journal lines, identity by relative path
+OLD_FORMATS = ("melset-store/1",)  # still recognised as melset's (so --overwrite may replace them), not read
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,7 @@ def _load_manifest(root: str) -> dict[str, Any]:
         raise StoreError(
             f"{path} holds a JSON {type(manifest).__name__}, not melset's manifest object; move the folder away and run extract again"
         )
-    if manifest.get("format") != FORMAT:
+    if manifest.get("format") not in (FORMAT, *OLD_FORMATS):
         raise StoreError(f"{root}: unknown store format {_short(manifest.get('format'))} (this melset reads {FORMAT})")
     return manifest
 
@@ -288,6 +289,8 @@ def read_manifest(root: str) -> dict[str, Any]:
     manifest = _load_manifest(root)
     path = os.path.join(root, MANIFEST)
     rebuild = _REBUILD
+    if manifest["format"] != FORMAT:
+        raise StoreError(f"{root} was written by an older melset ({manifest['format']}); {rebuild}")
     if manifest.get(CHECKSUM) != _manifest_digest(manifest):
         raise StoreError(f"{path} was changed after melset wrote it (its checksum does not match); {rebuild}")
     rows, shape = manifest.get("rows"), manifest.get("shape")
