@@ -120,6 +120,16 @@ def test_unknown_store_format_is_named(tmp_path):
         Store(tmp_path)
 
 
+def test_a_store_of_an_older_melset_is_refused_but_may_be_overwritten(tmp_path):
+    root = _finished(tmp_path / "s")
+    m = json.loads((root / "manifest.json").read_text())
+    (root / "manifest.json").write_text(json.dumps({**m, "format": "melset-store/1"}))
+    with pytest.raises(StoreError, match=r"written by an older melset \(melset-store/1\); rebuild .* --overwrite"):
+        _open(root)
+    _open(root, overwrite=True).close()
+    assert Store(root).manifest["format"] == "melset-store/2"
+
+
 # -- the store is checked, never trusted -------------------------------------------------------------
 
 
@@ -245,6 +255,10 @@ def test_labels_tracks_and_classes_are_checked(tmp_path):
         (b'{"row": 1, "status": "ok", "error": "", "duration_s": NaN, "crc32": 0}', "line 2 has duration_s NaN"),
         (b'{"row": 1, "status": "ok", "error": "", "duration_s": "1", "crc32": 0}', 'line 2 has duration_s "1"'),
         (b"", "line 2 is not JSON"),
+        (
+            b'{"row":1,"status":"ok","error":"","duration_s":31.0,"crc32":0,"decoder":"","line_crc32":1}',
+            r"line 2 \(row 1\) does not match its own checksum: it was changed after melset wrote it",
+        ),
     ],
 )
 def test_every_journal_line_is_checked(tmp_path, line, message):
@@ -310,7 +324,9 @@ def test_an_interrupted_creation_is_made_again(tmp_path, monkeypatch):
         _open(root)
     monkeypatch.undo()
     assert json.loads((root / "manifest.json").read_text())["state"] == "creating"
-    with pytest.raises(StoreError, match="was being created when its run stopped"):
+    with pytest.raises(
+        StoreError, match="is being created, or its creation was interrupted; run the same `melset extract`"
+    ):
         Store(root)
     _finished(root)
     assert Store(root).manifest["state"] == "complete"
@@ -380,6 +396,17 @@ def test_repair_marks_exactly_the_damaged_rows_for_re_extraction(tmp_path):
     assert (root / "mels.npy").read_bytes() == clean and Store(root).manifest["state"] == "complete"
 
 
+def test_a_lost_journal_is_refused_and_repair_marks_every_row(tmp_path):
+    from melset.store import repair
+
+    root = _finished(tmp_path / "s")
+    (root / JOURNAL).unlink()
+    with pytest.raises(StoreError, match="journal.jsonl is missing; run `melset repair"):
+        Store(root)
+    assert repair(root).journal_missing
+    assert Store(root).tracks["status"].tolist() == ["pending"] * 4
+
+
 def test_a_finished_store_whose_journal_lost_lines_is_refused(tmp_path):
     root = _finished(tmp_path / "s")
     lines = (root / JOURNAL).read_bytes().splitlines(keepends=True)
@@ -425,3 +452,36 @@ def test_a_store_sized_for_fma_large_is_sparse_and_answers(tmp_path, monkeypatch
     assert s.verify() == []
     with StoreWriter.open(root, {"recipe": {}}, tracks, labels, ["Folk", "Rock"], (128, 1024), "float16") as w:
         assert w.done(5) is not None  # resumes: the free-space check counts only rows still to write
+
+
+@pytest.mark.slow  # writes 150 MB
+def test_verify_reads_the_store_in_bounded_memory(tmp_path):
+    import subprocess
+    import sys
+
+    n = 600  # 600 rows of 128 x 1024 float16: 150 MB
+    tracks = pd.DataFrame(
+        {
+            "track_id": np.arange(n, dtype="int64"),
+            "path": [f"/a/{i}.mp3" for i in range(n)],
+            "genre_top": ["Rock"] * n,
+            "subset": ["small"] * n,
+            "split": ["training"] * n,
+        }
+    )
+    root = tmp_path / "s"
+    rng = np.random.default_rng(0)
+    with StoreWriter.open(
+        root, {"recipe": {}}, tracks, np.ones((n, 1), np.uint8), ["Rock"], (128, 1024), "float16"
+    ) as w:
+        for row in range(n):
+            w.write(row, "ok", "", 30.0, rng.random((128, 1024), dtype=np.float32))
+        w.commit()
+        w.finalize(complete=True)
+    code = (
+        "import resource, sys; from melset.store import Store; s = Store(sys.argv[1]); "
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; assert s.verify() == []; "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)"
+    )
+    grew_kb = int(subprocess.run([sys.executable, "-c", code, root], capture_output=True, text=True, check=True).stdout)
+    assert grew_kb < 64 * 1024, f"verify of a 150 MB store grew the process by {grew_kb // 1024} MB"

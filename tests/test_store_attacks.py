@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
 
 from conftest import SAMPLE_AUDIO, SAMPLE_TRACKS, copy_tree, run_melset, store_bytes
 from melset.store import Store
@@ -98,3 +100,201 @@ def test_store_files_without_manifest_are_refused_not_wiped(sample_store, tmp_pa
         proc = run_melset(*_extract_args(store), *extra, check=False)
         assert proc.returncode == 2 and "but no manifest.json" in proc.stderr and "Traceback" not in proc.stderr
     assert store_bytes(store) == before
+
+
+# -- the property suite: random damage to a real store, every command ---------------------------------
+
+FILES = ("manifest.json", "tracks.parquet", "mels.npy", "labels.npy", "classes.json", "journal.jsonl", ".store_id")
+FIELDS = ("rows", "shape", "dtype", "classes", "identity", "state", "store_id", "format", "checksums", "counts")
+STATUS_WORDS = ("ok", "too_short", "failed", "missing", "pending", "OK", "")
+
+
+def _strategies():
+    json_value = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-5, 10**12),
+        st.floats(),
+        st.text(max_size=8),
+        st.lists(st.integers(-2, 2000), max_size=4),
+        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    )
+    record = st.fixed_dictionaries(
+        {
+            "row": st.one_of(st.integers(-2, 20), st.text(max_size=2), st.none(), st.floats()),
+            "status": st.one_of(st.sampled_from(STATUS_WORDS), st.integers()),
+            "error": st.one_of(st.text(max_size=5), st.integers(), st.none()),
+            "duration_s": st.one_of(st.none(), st.floats(), st.text(max_size=2), st.booleans()),
+            "crc32": st.one_of(st.integers(-1, 2**33), st.text(max_size=2), st.floats()),
+        }
+    ).map(lambda d: json.dumps(d).encode())
+    where = st.one_of(st.floats(0, 1), st.integers(0, 300))  # a fraction of the file, or a byte of its head
+    return st.one_of(
+        st.tuples(st.just("truncate"), st.sampled_from(FILES), where),
+        st.tuples(st.just("flip"), st.sampled_from(FILES), where, st.integers(0, 7)),
+        st.tuples(st.just("flip"), st.just("mels.npy"), st.floats(0.01, 1), st.integers(0, 7)),  # a row's bytes
+        st.tuples(st.just("delete"), st.sampled_from(FILES)),
+        st.tuples(st.just("copy-over"), st.sampled_from(FILES), st.sampled_from(FILES)),
+        st.tuples(st.just("copy-aside"), st.sampled_from(FILES)),
+        st.tuples(st.just("manifest"), st.sampled_from(FIELDS), json_value, st.booleans()),
+        st.tuples(st.just("journal"), st.integers(0, 40), st.one_of(record, st.binary(max_size=30)), st.booleans()),
+        st.tuples(
+            st.just("journal-field"),
+            st.integers(0, 40),
+            st.sampled_from(("row", "status", "error", "duration_s", "crc32", "decoder")),
+            st.one_of(json_value, st.sampled_from(STATUS_WORDS), st.floats(0, 40)),
+        ),
+        st.tuples(st.just("torn-line"), st.binary(min_size=1, max_size=30).filter(lambda b: b"\n" not in b)),
+    )
+
+
+def _at(size: int, where) -> int:
+    return min(size, where) if isinstance(where, int) else int(where * size)
+
+
+def _mutate(store: Path, m) -> None:
+    from melset.store import _sealed
+
+    kind, *args = m
+    if kind in ("truncate", "flip", "delete", "copy-aside") and not (store / args[0]).exists():
+        return
+    if kind == "truncate":
+        path = store / args[0]
+        path.write_bytes(path.read_bytes()[: _at(path.stat().st_size, args[1])])
+    elif kind == "flip":
+        path = store / args[0]
+        data = bytearray(path.read_bytes())
+        if data:
+            i = min(_at(len(data), args[1]), len(data) - 1)
+            data[i] ^= 1 << args[2]
+            path.write_bytes(bytes(data))
+    elif kind == "delete":
+        (store / args[0]).unlink()
+    elif kind == "copy-over":
+        if (store / args[0]).exists() and args[0] != args[1]:
+            shutil.copyfile(store / args[0], store / args[1])
+    elif kind == "copy-aside":
+        shutil.copyfile(store / args[0], store / f"copy of {args[0]}")
+    elif kind == "manifest":
+        field, value, reseal = args
+        try:
+            manifest = json.loads((store / "manifest.json").read_text())
+            manifest[field] = value
+        except (ValueError, TypeError, OSError):
+            return
+        (store / "manifest.json").write_text(json.dumps(_sealed(manifest) if reseal else manifest))
+    elif kind == "journal":
+        index, line, insert = args
+        path = store / "journal.jsonl"
+        if path.exists():
+            lines = path.read_bytes().splitlines(keepends=True)
+            i = index % (len(lines) + 1)
+            lines[i : i if insert else i + 1] = [line.replace(b"\n", b" ") + b"\n"]
+            path.write_bytes(b"".join(lines))
+    elif kind == "journal-field":  # a line edited in place, the rest of it (its checksum too) kept
+        index, field, value = args
+        path = store / "journal.jsonl"
+        lines = path.read_bytes().splitlines(keepends=True) if path.exists() else []
+        if lines:
+            i = index % len(lines)
+            try:
+                record = json.loads(lines[i])
+                record[field] = value
+            except (ValueError, TypeError):
+                return
+            lines[i] = json.dumps(record, separators=(",", ":")).encode() + b"\n"
+            path.write_bytes(b"".join(lines))
+    elif kind == "torn-line" and (store / "journal.jsonl").exists():
+        with open(store / "journal.jsonl", "ab") as f:
+            f.write(args[0])
+
+
+@pytest.fixture(scope="module")
+def clean_export(sample_store, tmp_path_factory) -> dict[str, np.ndarray]:
+    from melset.export import seed_pickles
+
+    to = tmp_path_factory.mktemp("clean-export")
+    seed_pickles(Store(sample_store), to)
+    return {p.name: np.load(p, allow_pickle=True) for p in (to / "pickles").iterdir()}
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from melset.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    # an exception that is not a deliberate exit is a traceback a user would have seen
+    assert result.exception is None or isinstance(result.exception, SystemExit), (args, result.exception)
+    assert "Traceback" not in result.stderr, result.stderr
+    if result.exit_code == 2:
+        assert result.stderr.startswith("melset: error: ") and result.stderr.count("\n") <= 2, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def clean(sample_store) -> tuple[dict[str, bytes], dict]:
+    store = Store(sample_store)
+    return store_bytes(sample_store), store.report(), store.tracks["track_id"][store.ok_rows()[0]]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(mutations=st.lists(_strategies(), min_size=1, max_size=3))
+# what the suite found while it was written: a refused resume that had already resized
+# mels.npy, and an edited duration that a journal line without its own checksum let through
+@example(mutations=[("truncate", "mels.npy", 0.5), ("flip", "journal.jsonl", 0.0, 0)])
+@example(mutations=[("journal-field", 9, "duration_s", 31.0)])
+@example(mutations=[("delete", "manifest.json")])
+@example(mutations=[("manifest", "rows", 99, True)])
+def test_any_damage_to_a_store_ends_in_correct_data_or_one_sentence(sample_store, clean, clean_export, mutations):
+    import tempfile
+
+    clean_bytes, clean_report, ok_track = clean
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        store = copy_tree(sample_store, tmp / "store")
+        (store / "notes.txt").write_text("the user's own file")
+        for m in mutations:
+            _mutate(store, m)
+        had = {p.name for p in store.iterdir()} - {".lock"}
+        before = {p.name: p.read_bytes() for p in store.iterdir() if p.name not in (".lock", "journal.jsonl")}
+
+        r = _cli("info", store, "--json")
+        event(f"info exit {r.exit_code}")
+        assert r.exit_code in (0, 2)
+        if r.exit_code == 0:
+            report = json.loads(r.stdout)
+            assert report["counts"] == clean_report["counts"] and report["classes"] == clean_report["classes"]
+        r = _cli("info", store, "--verify", "--json")
+        event(f"verify exit {r.exit_code}")
+        assert r.exit_code in (0, 1, 2)
+        if r.exit_code != 2:
+            assert bool(json.loads(r.stdout)["corrupt_rows"]) == (r.exit_code == 1)
+        r = _cli("show", store, "--track", ok_track, "--png", tmp / "x.png")
+        assert r.exit_code in (0, 2) and (r.exit_code == 0) == (tmp / "x.png").exists()
+        r = _cli("export", store, "--format", "seed-pickles", "--to", tmp / "export")
+        event(f"export exit {r.exit_code}")
+        assert r.exit_code in (0, 2)
+        if r.exit_code == 0:  # every pickle served is the clean one: no NaN, no damaged row
+            got = {p.name: np.load(p, allow_pickle=True) for p in (tmp / "export" / "pickles").iterdir()}
+            assert got.keys() == clean_export.keys()
+            assert all(np.array_equal(got[k], clean_export[k]) for k in got)
+        assert {p.name: p.read_bytes() for p in store.iterdir() if p.name in before} == before  # readers write nothing
+
+        r = _cli("repair", store)
+        event(f"repair exit {r.exit_code}")
+        assert r.exit_code in (0, 2)
+        if r.exit_code == 0:
+            assert _cli("info", store, "--verify").exit_code in (0, 2)  # repaired: no damaged row left
+        before = {p.name: p.read_bytes() for p in store.iterdir() if p.name not in (".lock", "journal.jsonl")}
+
+        r = _cli(*_extract_args(store), "--workers", "1")
+        event(f"extract exit {r.exit_code}")
+        assert r.exit_code in (0, 2), r.stdout
+        if r.exit_code == 0:
+            assert store_bytes(store) == clean_bytes
+            assert _cli("info", store, "--verify").exit_code == 0
+        else:  # refused: the store is as it was
+            assert {p.name: p.read_bytes() for p in store.iterdir() if p.name in before} == before
+        assert had <= {p.name for p in store.iterdir()}  # never a wipe
+        assert (store / "notes.txt").read_text() == "the user's own file"

@@ -73,7 +73,8 @@ if TYPE_CHECKING:
 # pandas and pyarrow are imported where the tables are handled: engine workers import this
 # module for RowSink alone and should not pay ~0.4 s and ~100 MB for them.
 
-FORMAT = "melset-store/1"
+FORMAT = "melset-store/2"  # 2: sealed manifest, checksummed journal lines, identity by relative path
+OLD_FORMATS = ("melset-store/1",)  # still recognised as melset's (so --overwrite may replace them), not read
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,12 @@ class Record:
             "crc32": self.crc32,
             "decoder": self.decoder,
         }
-        return json.dumps(d, ensure_ascii=False, separators=(",", ":"))
+        body = json.dumps(d, ensure_ascii=False, separators=(",", ":"))
+        # the line's own checksum, over its bytes before it: an edited line cannot pass for a record
+        return f"{body[:-1]}{LINE_CRC}{zlib.crc32(body[:-1].encode())}}}"
+
+
+LINE_CRC = ',"line_crc32":'
 
 
 def _json_float(x: float) -> float | None:
@@ -263,7 +269,7 @@ def _load_manifest(root: str) -> dict[str, Any]:
         raise StoreError(
             f"{path} holds a JSON {type(manifest).__name__}, not melset's manifest object; move the folder away and run extract again"
         )
-    if manifest.get("format") != FORMAT:
+    if manifest.get("format") not in (FORMAT, *OLD_FORMATS):
         raise StoreError(f"{root}: unknown store format {_short(manifest.get('format'))} (this melset reads {FORMAT})")
     return manifest
 
@@ -283,6 +289,8 @@ def read_manifest(root: str) -> dict[str, Any]:
     manifest = _load_manifest(root)
     path = os.path.join(root, MANIFEST)
     rebuild = _REBUILD
+    if manifest["format"] != FORMAT:
+        raise StoreError(f"{root} was written by an older melset ({manifest['format']}); {rebuild}")
     if manifest.get(CHECKSUM) != _manifest_digest(manifest):
         raise StoreError(f"{path} was changed after melset wrote it (its checksum does not match); {rebuild}")
     rows, shape = manifest.get("rows"), manifest.get("shape")
@@ -416,6 +424,9 @@ def _parse_record(line: bytes, rows: int | None) -> Record:
         raise _RowError(row, f"has duration_s {_short(duration)}, not a number or null")
     if not isinstance(decoder, str):
         raise _RowError(row, f"has decoder {_short(decoder)}, not a text")
+    cut = line.rfind(LINE_CRC.encode())
+    if cut < 0 or d.get("line_crc32") != zlib.crc32(line[:cut]):
+        raise _RowError(row, f"(row {row}) does not match its own checksum: it was changed after melset wrote it")
     return Record(row, status, error, math.nan if duration is None else float(duration), crc, decoder)
 
 
@@ -432,7 +443,10 @@ def scan_journal(path: str, rows: int | None = None) -> JournalScan:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        raise StoreError(f"{os.path.dirname(path)} is damaged: {os.path.basename(path)} is missing") from None
+        root = os.path.dirname(os.path.abspath(path))
+        raise StoreError(
+            f"{root} is damaged: {os.path.basename(path)} is missing; run `melset repair {root}` to mark every row for re-extraction"
+        ) from None
     except OSError as exc:
         raise StoreError(f"cannot read {path} ({exc.strerror})") from None
     records: dict[int, Record] = {}
@@ -675,13 +689,16 @@ class StoreWriter:
             )
         mels_path = os.path.join(root, MELS)
         mels = check_npy(mels_path, (n, *shape), dtype, exact_size=False)
+        records = read_journal(os.path.join(root, JOURNAL), rows=n)
+        _check_space(root, mels.expected_size - _blocks(mels_path))
+        # every check passed: from here on the store is healed, never refused half-changed
+        read_journal(os.path.join(root, JOURNAL), rows=n, truncate=True)  # a torn last line
         if mels.size != mels.expected_size:
             self.notes.append(
                 f"{MELS} was {mels.size:,} bytes, {mels.expected_size:,} expected: set to its size, rows it lost are done again"
             )
             os.truncate(mels_path, mels.expected_size)
             mels = read_npy_header(mels_path)
-        records = read_journal(os.path.join(root, JOURNAL), rows=n, truncate=True)
         bad = damaged_rows(mels, records)
         if bad:
             self.notes.append(
@@ -690,7 +707,6 @@ class StoreWriter:
             for row in bad:
                 del records[row]
         self.records = records
-        _check_space(root, mels.size - _blocks(mels_path))
         store_id = self.manifest["store_id"]
         self._heal(STORE_ID, (store_id + "\n").encode("ascii"))
         labels_bytes = _npy_bytes(labels)
@@ -1007,7 +1023,7 @@ class Store:
         self.manifest = m = read_manifest(root)
         if m["state"] == CREATING:
             raise StoreError(
-                f"{root} was being created when its run stopped; run the same `melset extract` command again"
+                f"{root} is being created, or its creation was interrupted; run the same `melset extract` command again to finish it"
             )
         rows, shape = m["rows"], tuple(m["shape"])
         self._mels_file = mels = check_npy(os.path.join(root, MELS), shape, m["dtype"], exact_size=False)
@@ -1171,7 +1187,7 @@ def repair(root: str | os.PathLike) -> Repair:
     try:
         if manifest["state"] == CREATING:
             raise StoreError(
-                f"{root} was being created when its run stopped; run the same `melset extract` command again"
+                f"{root} is being created, or its creation was interrupted; run the same `melset extract` command again to finish it"
             )
         n = manifest["rows"]
         mels_path = os.path.join(root, MELS)
