@@ -26,6 +26,7 @@ from melset.vocab import (
     ERROR,
     FAILED,
     GENRE_TOP,
+    LABEL_KINDS,
     MISSING,
     OK,
     PENDING,
@@ -123,6 +124,14 @@ def main() -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made with other parameters.")
 @click.option("--retry-failed", is_flag=True, help="Also redo rows that failed in an earlier run.")
+@click.option(
+    "--labels",
+    "label_kind",
+    type=click.Choice(LABEL_KINDS),
+    default=GENRE_TOP,
+    show_default=True,
+    help="What labels.npy encodes: one-hot genre_top, or (FMA) multi-hot track.genres / track.genres_all titled from genres.csv.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar; a one-line summary.")
 def extract(
     tracks_csv,
@@ -141,6 +150,7 @@ def extract(
     timeout,
     overwrite,
     retry_failed,
+    label_kind,
     quiet,
 ):
     """Compute the notebook's log-mel spectrograms for a collection into a store."""
@@ -149,11 +159,12 @@ def extract(
 
     recipe = Recipe(dtype=dtype, on_short=on_short, decoder=decoder)
     inputs = dict(audio=audio_dir, tracks=tracks_csv, manifest=manifest_file, subset=subset, limit=limit)
+    options = dict(overwrite=overwrite, retry_failed=retry_failed, labels=label_kind)
     try:
         inputs["layout"] = choose_layout(layout, tracks_csv, manifest_file)
         # Started first: workers import and warm up while the metadata is read.
         with make_engine(engine, workers=workers, timeout=timeout, address=ray_address) as eng:
-            summary = _extract(eng, recipe, inputs, out_dir, overwrite, retry_failed, quiet)
+            summary = _extract(eng, recipe, inputs, out_dir, options, quiet)
     except MelsetError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -163,13 +174,13 @@ def extract(
     sys.exit(summary.exit_code)
 
 
-def _extract(engine, recipe, inputs, out_dir, overwrite, retry_failed, quiet):
+def _extract(engine, recipe, inputs, out_dir, options, quiet):
     from melset.catalog import open_catalog
     from melset.extract import extract as run_extract
 
     catalog = open_catalog(**inputs)
     if quiet:
-        return run_extract(catalog, recipe, out_dir, engine=engine, overwrite=overwrite, retry_failed=retry_failed)
+        return run_extract(catalog, recipe, out_dir, engine=engine, **options)
     columns = (
         TextColumn("[bold]extract"),
         BarColumn(),
@@ -194,9 +205,8 @@ def _extract(engine, recipe, inputs, out_dir, overwrite, retry_failed, quiet):
             recipe,
             out_dir,
             engine=engine,
-            overwrite=overwrite,
-            retry_failed=retry_failed,
             on_progress=on_progress,
+            **options,
         )
 
 
@@ -230,7 +240,7 @@ def _print_summary(summary, quiet: bool) -> None:
             f"  unlisted ({len(summary.unlisted)}): on disk but not in the metadata: {', '.join(summary.unlisted[:5])}{' ...' if len(summary.unlisted) > 5 else ''}"
         )
     if summary.no_genre:
-        out.print(f"  no genre ({summary.no_genre}): tracks without genre_top get an all-zero label row")
+        out.print(f"  no genre ({summary.no_genre}): tracks without a label get an all-zero label row")
     if summary.state != "complete":
         out.print(f"  [yellow]incomplete[/]: {c[PENDING]} rows pending; run the same command again to resume")
     if summary.counts[OK] == 0:
@@ -293,7 +303,8 @@ def info(store_dir, as_json, verify):
         )
     if report["no_genre"]:
         out.print(f"no genre: {report['no_genre']} track(s) without genre_top (all-zero label rows)")
-    out.print("classes: " + ", ".join(report["classes"]))
+    kind = report["labels"]
+    out.print(f"classes ({kind}{', multi-label' if kind != GENRE_TOP else ''}): " + ", ".join(report["classes"]))
     out.print("recipe: " + ", ".join(f"{k}={v}" for k, v in report["recipe"].items()))
     src = report["source"]
     out.print("source: " + ", ".join(f"{k}={v}" for k, v in src.items()))

@@ -35,6 +35,7 @@ from melset.vocab import (
     ERROR,
     GENRE_TOP,
     JOURNAL,
+    LABEL_KINDS,
     LABELS,
     LOCK,
     MANIFEST,
@@ -543,7 +544,7 @@ class Store:
     mels : numpy.memmap
         (rows, n_mels, n_frames); nothing is read until indexed. Rows not ok hold zeros.
     labels : numpy.memmap
-        (rows, n_classes) uint8 one-hot, aligned with `tracks`.
+        (rows, n_classes) uint8 one-hot (multi-hot in a multi-label store), aligned with `tracks`.
     classes : list of str
         The class names, sorted (scikit-learn's LabelBinarizer order).
 
@@ -577,9 +578,28 @@ class Store:
             self.classes: list[str] = json.load(f)
         self.mels = np.load(os.path.join(self.root, MELS), mmap_mode="r")
         self.labels = np.load(os.path.join(self.root, LABELS), mmap_mode="r")
+        if self.manifest.get("labels", GENRE_TOP) not in LABEL_KINDS:
+            raise StoreError(
+                f"{self.root}: {MANIFEST} says labels {self.manifest.get('labels')!r}; this melset knows {', '.join(LABEL_KINDS)}"
+            )
+        if self.labels.shape != (len(self.tracks), len(self.classes)):
+            raise StoreError(
+                f"{self.root} is damaged: {LABELS} has shape {self.labels.shape}, expected {(len(self.tracks), len(self.classes))} "
+                f"({len(self.tracks)} tracks, {len(self.classes)} classes); extract it again with --overwrite"
+            )
 
     def __len__(self) -> int:
         return len(self.tracks)
+
+    @property
+    def label_kind(self) -> str:
+        """What labels.npy encodes: genre_top (one-hot), or FMA's genres / genres_all (multi-hot)."""
+        return self.manifest.get("labels", GENRE_TOP)
+
+    @property
+    def multi_label(self) -> bool:
+        """True when a row may carry several labels (labels.npy is multi-hot)."""
+        return self.label_kind != GENRE_TOP
 
     @property
     def recipe(self) -> dict[str, Any]:
@@ -628,6 +648,7 @@ class Store:
             "shape": m.get("shape"),
             "dtype": m.get("dtype"),
             "classes": self.classes,
+            "labels": self.label_kind,
             "counts": {s: int(status.get(s, 0)) for s in (*STATUSES, PENDING)},
             "by_genre": {g: dict(c) for g, c in sorted(by_genre.items())},
             "problems": problems,
