@@ -123,3 +123,32 @@ def test_missing_genres_csv_from_the_command_line(tmp_path):
         "--labels", "genres_all", check=False,
     )  # fmt: skip
     assert p.returncode == 2 and "genres.csv" in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+@pytest.mark.slow
+def test_exports_of_a_multi_label_store_carry_every_genre(sample_multi, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    wds = pytest.importorskip("webdataset")
+    from melset import export as exports
+    from melset.store import Store
+
+    store = Store(sample_multi)
+    classes = store.classes
+    expected = expected_genres(SAMPLE_TRACKS)
+    ids = store.tracks["track_id"].tolist()
+    exports.hf(store, tmp_path / "hf")
+    dd = datasets.load_from_disk(str(tmp_path / "hf"))
+    seen = 0
+    for ds in dd.values():
+        assert ds.features["label"] == datasets.Sequence(datasets.ClassLabel(names=classes))
+        for item in ds:
+            assert {classes[i] for i in item["label"]} == expected[item["track_id"]]
+            seen += 1
+    assert seen == len(store.ok_rows())
+    exports.webdataset(store, tmp_path / "w")
+    samples = list(wds.WebDataset(sorted(map(str, (tmp_path / "w").glob("*.tar"))), shardshuffle=False).decode())
+    assert len(samples) == seen
+    for s in samples:
+        meta = s["json"]
+        assert set(meta["labels"]) == expected[meta["track_id"]]
+        assert np.array_equal(s["npy"], store.mels[ids.index(meta["track_id"])])

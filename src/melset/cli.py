@@ -8,6 +8,7 @@ from collections import Counter
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -49,7 +50,7 @@ class _Rate(ProgressColumn):
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]melset: error:[/] {message}")
+    err.print(f"[bold red]melset: error:[/] {escape(message)}")
     sys.exit(code)
 
 
@@ -350,20 +351,47 @@ def show(store_dir, track, png):
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["seed-pickles"]),
+    type=click.Choice(["seed-pickles", "hf", "webdataset"]),
     required=True,
-    help="seed-pickles: the reference notebook's own pickles.",
+    help="seed-pickles: the reference notebook's own pickles; hf: a Hugging Face DatasetDict (melset[hf]); "
+    "webdataset: tar shards for the webdataset library.",
 )
-@click.option("--to", "to", type=click.Path(), required=True, help="Output folder.")
-def export(store_dir, fmt, to):
-    """Write a store in another format (the notebook's pickles: pickles/, y.pickle, classlabels.pickle)."""
-    from melset.export import seed_pickles
+@click.option("--to", "to", type=click.Path(), required=True, help="Output folder (new, empty, or an earlier export).")
+@click.option(
+    "--shard-size",
+    type=int,
+    default=None,
+    help="webdataset: samples per tar shard (default 1000).",
+)
+def export(store_dir, fmt, to, shard_size):
+    """Write a store in another format: the notebook's pickles, a Hugging Face dataset, WebDataset shards."""
+    from melset import export as exports
 
     store = _open(store_dir)
+    if shard_size is not None and fmt != exports.WEBDATASET:
+        _fail(f"--shard-size applies to --format webdataset only, not {fmt}")
     if store.manifest.get("state") != "complete":
         err.print("[yellow]warning[/]: the store is incomplete; exporting the rows finished so far")
-    n = seed_pickles(store, to)
-    out.print(f"wrote {n['pickles']} spectrogram pickles, {n['labels']} labels and {n['classes']} classes to {to}")
+    try:
+        if fmt == exports.SEED_PICKLES:
+            n = exports.seed_pickles(store, to)
+            out.print(
+                f"wrote {n['pickles']} spectrogram pickles, {n['labels']} labels and {n['classes']} classes to {to}"
+            )
+            return
+        if fmt == exports.HF:
+            counts = exports.hf(store, to)
+            how = f"datasets.load_from_disk({to!r})"
+        else:
+            size = exports.DEFAULT_SHARD_SIZE if shard_size is None else shard_size
+            counts = exports.webdataset(store, to, size)
+            how = f"webdataset shards {to}/<split>-NNNNNN.tar"
+    except MelsetError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write the {fmt} export to {to}: {exc.strerror or exc}")
+    parts = ", ".join(f"{name} {n}" for name, n in counts.items())
+    out.print(f"wrote {sum(counts.values())} ok rows ({parts}) as {how}")
 
 
 def _needs_torch() -> None:
