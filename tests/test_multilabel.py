@@ -152,3 +152,74 @@ def test_exports_of_a_multi_label_store_carry_every_genre(sample_multi, tmp_path
         meta = s["json"]
         assert set(meta["labels"]) == expected[meta["track_id"]]
         assert np.array_equal(s["npy"], store.mels[ids.index(meta["track_id"])])
+
+
+@pytest.mark.slow
+def test_dataset_multi_hot_targets_and_torchvision_attributes(sample_multi, sample_store):
+    torch = pytest.importorskip("torch")
+    from melset.dataset import MelDataset
+
+    ds = MelDataset(sample_multi, target_transform=lambda y: y * 2)
+    labels = np.load(sample_multi / "labels.npy")
+    assert ds.multi_label and ds.classes == json.loads((sample_multi / "classes.json").read_text())
+    assert ds.class_to_idx == {c: i for i, c in enumerate(ds.classes)}
+    assert ds.targets.dtype == np.float32 and np.array_equal(ds.targets, labels[ds.rows])
+    x, y = ds[1]
+    assert y.dtype == torch.float32 and torch.equal(y, torch.from_numpy(labels[ds.rows[1]].astype(np.float32)) * 2)
+    batch = next(iter(torch.utils.data.DataLoader(MelDataset(sample_multi), batch_size=4)))
+    assert batch[1].shape == (4, len(ds.classes))
+
+    single = MelDataset(sample_store, split="training", transform=lambda x: x + 1, target_transform=str)
+    assert not single.multi_label and single.targets.dtype == np.int64
+    assert single.class_to_idx[single.classes[single.targets[0]]] == single.targets[0]
+    x, y = single[0]
+    mels = np.load(sample_store / "mels.npy", mmap_mode="r")
+    assert y == str(single.targets[0]) and torch.equal(
+        x[0], torch.from_numpy(mels[single.rows[0]].astype(np.float32)) + 1
+    )
+    with pytest.raises(ValueError, match="split"):
+        MelDataset(sample_store, split="train")
+
+
+@pytest.mark.slow
+def test_train_evaluate_predict_multi_label(sample_multi, tmp_path):
+    pytest.importorskip("torch")
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from melset.dataset import MelDataset
+    from melset.train import load_run
+
+    run = tmp_path / "run"
+    run_melset("train", sample_multi, "--run", run, "--epochs", "2", "--quiet")
+    config = json.loads((run / "config.json").read_text())
+    assert config["multi_label"] and config["labels"] == "genres_all"
+    report = json.loads(run_melset("evaluate", run, "--store", sample_multi, "--split", "all", "--json").stdout)
+    loaded = load_run(str(run), "cpu")
+    ds = MelDataset(sample_multi)
+    mels = np.load(sample_multi / "mels.npy", mmap_mode="r")
+    scores = loaded.probabilities(np.asarray(mels[ds.rows]))
+    assert not np.allclose(scores.sum(axis=1), 1.0)  # sigmoid per genre, not softmax
+    y = ds.targets.astype(int)
+    assert report["n"] == len(ds)
+    assert report["average_precision_micro"] == pytest.approx(average_precision_score(y.ravel(), scores.ravel()))
+    assert report["roc_auc_micro"] == pytest.approx(roc_auc_score(y.ravel(), scores.ravel()))
+    scored = [j for j in range(len(ds.classes)) if 0 < y[:, j].sum() < len(y)]
+    assert report["average_precision_macro"] == pytest.approx(
+        np.mean([average_precision_score(y[:, j], scores[:, j]) for j in scored])
+    )
+    for j, name in enumerate(ds.classes):
+        ap = report["per_class"][name]["average_precision"]
+        assert (ap is None) == (j not in scored)
+    text = run_melset("evaluate", run, "--store", sample_multi, "--split", "all").stdout
+    assert "average precision" in text and "ROC-AUC" in text
+
+    t = pd.read_parquet(sample_multi / "tracks.parquet")
+    path = t.loc[ds.rows[0], "path"]
+    everything = json.loads(run_melset("predict", run, path, "--threshold", "0", "--json").stdout)[0]
+    assert [g["genre"] for g in everything["genres"]] == [ds.classes[j] for j in np.argsort(-scores[0])]
+    nothing = run_melset("predict", run, path, "--threshold", "1").stdout
+    assert "no genre reaches 1" in nothing or len(
+        json.loads(run_melset("predict", run, path, "--threshold", "1", "--json").stdout)[0]["genres"]
+    )
+    bad = run_melset("predict", run, path, "--threshold", "1.5", check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

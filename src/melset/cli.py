@@ -468,9 +468,15 @@ def evaluate(run_dir, store_dir, split, device, as_json):
     from melset.train import evaluate as run_evaluate
 
     _open(store_dir)
-    report = run_evaluate(run_dir, store_dir, None if split == "all" else split, device)
+    try:
+        report = run_evaluate(run_dir, store_dir, None if split == "all" else split, device)
+    except ValueError as exc:
+        _fail(str(exc))
     if as_json:
         click.echo(json.dumps(report, indent=2))
+        return
+    if report.get("multi_label"):
+        _print_multi_label(report, split)
         return
     out.print(
         f"[bold]{split}[/]: {report['n']} tracks, accuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f}"
@@ -484,6 +490,24 @@ def evaluate(run_dir, store_dir, split, device, as_json):
     out.print(f"confusion matrix: {report['confusion_png']}")
 
 
+def _print_multi_label(report: dict, split: str) -> None:
+    def f(x):
+        return "-" if x is None else f"{x:.3f}"
+
+    out.print(
+        f"[bold]{split}[/]: {report['n']} tracks, multi-label: ROC-AUC macro {f(report['roc_auc_macro'])} "
+        f"micro {f(report['roc_auc_micro'])}, average precision macro {f(report['average_precision_macro'])} "
+        f"micro {f(report['average_precision_micro'])}"
+    )
+    t = Table()
+    for col in ("genre", "average precision", "ROC-AUC", "support"):
+        t.add_column(col, justify="left" if col == "genre" else "right")
+    for genre, m in report["per_class"].items():
+        t.add_row(escape(genre), f(m["average_precision"]), f(m["roc_auc"]), str(m["support"]))
+    out.print(t)
+    out.print("- : the split has no track of that genre (or only such tracks), so the score is undefined")
+
+
 @main.command()
 @click.argument("run_dir", type=click.Path())
 @click.argument("files", nargs=-1, required=True, type=click.Path())
@@ -492,13 +516,20 @@ def evaluate(run_dir, store_dir, split, device, as_json):
 )
 @click.option("--top", type=int, default=3, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.5,
+    show_default=True,
+    help="Multi-label runs: list every genre whose sigmoid output reaches it.",
+)
 @click.option("--json", "as_json", is_flag=True)
-def predict(run_dir, files, whole_track, top, device, as_json):
+def predict(run_dir, files, whole_track, top, device, threshold, as_json):
     """Top genres for audio files (mp3, wav, flac, ogg, ...), with the run's own recipe."""
     _needs_torch()
     from melset.train import predict as run_predict
 
-    results = run_predict(run_dir, list(files), whole_track=whole_track, top=top, device=device)
+    results = run_predict(run_dir, list(files), whole_track=whole_track, top=top, device=device, threshold=threshold)
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
@@ -507,7 +538,10 @@ def predict(run_dir, files, whole_track, top, device, as_json):
                 out.print(f"{r['file']}: [red]cannot predict[/]: {r['error']}")
             else:
                 guesses = ", ".join(f"{g['genre']} {g['probability']:.2f}" for g in r["top"])
-                out.print(f"{r['file']}: {guesses}" + (f"  ({r['windows']} windows)" if whole_track else ""))
+                if "genres" in r:  # multi-label: every genre at or above the threshold
+                    above = ", ".join(f"{g['genre']} {g['probability']:.2f}" for g in r["genres"])
+                    guesses = above or f"no genre reaches {threshold:g} (highest: {guesses})"
+                out.print(escape(f"{r['file']}: {guesses}") + (f"  ({r['windows']} windows)" if whole_track else ""))
     sys.exit(1 if any("error" in r for r in results) else 0)
 
 
