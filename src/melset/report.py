@@ -33,8 +33,10 @@ from melset.errors import MelsetError, UsageError
 from melset.store import Store, now_iso
 from melset.vocab import (
     DURATION_S,
+    FAILED,
     GENRE_TOP,
     MANIFEST,
+    MISSING,
     OK,
     PENDING,
     SPLIT,
@@ -42,6 +44,7 @@ from melset.vocab import (
     STATUS,
     STATUSES,
     TEST,
+    TOO_SHORT,
     TRACK_ID,
 )
 
@@ -61,7 +64,7 @@ th { background: #eef1f6; } td.n { text-align: right; font-variant-numeric: tabu
 img { max-width: 100%; height: auto; display: block; margin: 6px 0; }
 .cards { display: flex; flex-wrap: wrap; gap: 10px; margin: 10px 0; }
 .card { background: #f4f6fa; border: 1px solid #d8dde6; border-radius: 6px; padding: 8px 14px; min-width: 90px; }
-.card b { display: block; font-size: 1.5em; } .ok b { color: #1a7f37; } .bad b { color: #b42318; }
+.card b { display: block; font-size: 1.5em; } .good b { color: #1a7f37; } .bad b { color: #b42318; }
 .note { color: #5a6478; font-style: italic; }
 .scroll { max-height: 480px; overflow: auto; border: 1px solid #d8dde6; }
 code { background: #f4f6fa; padding: 0 3px; }
@@ -196,7 +199,7 @@ def _counts_figure(store: Store, report: dict):
 
     statuses = (*STATUSES, PENDING)
     genres = list(report["by_genre"])
-    colors = {"ok": "#2e9e4f", "too_short": "#e0a526", "failed": "#c83a32", "missing": "#7d8799", "pending": "#b9c2d3"}
+    colors = {OK: "#2e9e4f", TOO_SHORT: "#e0a526", FAILED: "#c83a32", MISSING: "#7d8799", PENDING: "#b9c2d3"}
     ok = store.ok_rows()
     splits = store.tracks[SPLIT].to_numpy()[ok]
     split_names = [
@@ -273,7 +276,7 @@ def store_page(store: Store, examples: int = 3, chunk_bytes: int = CHUNK_BYTES) 
     sections = []
 
     cards = "".join(
-        f'<div class="card {"ok" if s == OK else "bad" if counts[s] else ""}"><b>{counts[s]}</b>{esc(s)}</div>'
+        f'<div class="card {"good" if s == OK else "bad" if counts[s] else ""}"><b>{counts[s]}</b>{esc(s)}</div>'
         for s in (*STATUSES, PENDING)
     )
     split_col = [s if isinstance(s, str) else NO_SPLIT for s in t[SPLIT]]
