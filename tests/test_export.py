@@ -182,3 +182,14 @@ def test_hf_without_datasets_says_what_to_install(sample_store, tmp_path, monkey
     result = CliRunner().invoke(main, ["export", str(sample_store), "--format", "hf", "--to", str(tmp_path / "x")])
     assert result.exit_code == 2, result.output
     assert "pip install 'melset[hf]'" in result.output and not (tmp_path / "x").exists()
+
+
+def test_store_without_ok_rows_is_refused_not_exported_empty(tmp_path):
+    (tmp_path / "audio" / "rock").mkdir(parents=True)
+    (tmp_path / "audio" / "rock" / "a.mp3").write_text("not audio")
+    run_melset("extract", "--audio", tmp_path / "audio", "--out", tmp_path / "s", "--quiet", check=False)
+    for fmt in ("hf", "webdataset"):
+        p = run_melset("export", tmp_path / "s", "--format", fmt, "--to", tmp_path / fmt, check=False)
+        assert p.returncode == 2 and "has no ok row" in p.stderr and "Traceback" not in p.stderr, p.stderr
+        assert not (tmp_path / fmt).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audio", "s"]  # no work folder left behind

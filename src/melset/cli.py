@@ -303,7 +303,7 @@ def info(store_dir, as_json, verify):
             f"unlisted: {report['unlisted_count']} audio file(s) on disk that no row lists: {', '.join(report['unlisted_files'][:20])}"
         )
     if report["no_genre"]:
-        out.print(f"no genre: {report['no_genre']} track(s) without genre_top (all-zero label rows)")
+        out.print(f"no genre: {report['no_genre']} track(s) without a label ({report['labels']}; all-zero label rows)")
     kind = report["labels"]
     out.print(f"classes ({kind}{', multi-label' if kind != GENRE_TOP else ''}): " + ", ".join(report["classes"]))
     out.print("recipe: " + ", ".join(f"{k}={v}" for k, v in report["recipe"].items()))

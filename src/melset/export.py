@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from melset.errors import MissingDependency, UsageError
+from melset.errors import MissingDependency, StoreError, UsageError
 from melset.store import Store
 from melset.vocab import (
     DURATION_S,
@@ -92,6 +92,13 @@ def export_splits(store: Store) -> dict[str, np.ndarray]:
         names[:] = UNSPLIT
     order = [*EXPORT_SPLITS.values(), UNASSIGNED]
     return {name: rows[names == name] for name in order if (names == name).any()}
+
+
+def _nonempty_splits(store: Store, fmt: str) -> dict[str, np.ndarray]:
+    splits = export_splits(store)
+    if not splits:
+        raise StoreError(f"{store.root} has no ok row, so a {fmt} export would be empty; nothing was written")
+    return splits
 
 
 def _record(store: Store, row: int, split: str | None = None) -> dict[str, Any]:
@@ -217,11 +224,13 @@ def hf(store: Store, to: str | os.PathLike) -> dict[str, int]:
         The datasets library is not installed (``pip install 'melset[hf]'``).
     UsageError
         `to` cannot take the export.
+    StoreError
+        The store has no ok row.
     """
     datasets = _import("datasets", "hf")
     to = prepare_target(to, HF, store)
     features = hf_features(store)
-    splits = export_splits(store)
+    splits = _nonempty_splits(store, HF)
     parent = os.path.dirname(to)
     os.makedirs(parent, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".melset-hf-", dir=parent)
@@ -238,8 +247,6 @@ def hf(store: Store, to: str | os.PathLike) -> dict[str, int]:
                 fingerprint=f"melset-{store.manifest.get('store_id')}-{name}",
                 writer_batch_size=HF_WRITER_BATCH,
             )
-        if not parts:  # no ok row: an empty train split keeps the folder loadable
-            parts[UNSPLIT] = datasets.Dataset.from_dict({k: [] for k in features}, features=features)
         out = os.path.join(work, "out")
         datasets.DatasetDict(parts).save_to_disk(out)
         counts = {name: len(ds) for name, ds in parts.items()}
@@ -308,7 +315,7 @@ def webdataset(store: Store, to: str | os.PathLike, shard_size: int = DEFAULT_SH
     try:
         counts, shards = {}, {}
         names = store.classes
-        for split, rows in export_splits(store).items():
+        for split, rows in _nonempty_splits(store, WEBDATASET).items():
             counts[split], shards[split] = len(rows), 0
             for start in range(0, len(rows), shard_size):
                 path = os.path.join(work, f"{split}-{shards[split]:06d}.tar")
