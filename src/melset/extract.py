@@ -23,7 +23,7 @@ from melset.engines import Engine
 from melset.errors import StoreError, UsageError
 from melset.recipe import Recipe
 from melset.store import DISK_FULL, StoreWriter, disk_full_message, now_iso
-from melset.vocab import FAILED, GENRE_TOP, LABEL_KINDS, MISSING, OK, PATH, TRACK_ID
+from melset.vocab import FAILED, GENRE_TOP, LABEL_KINDS, MANIFEST, MISSING, OK, PATH, TRACK_ID
 
 COMMIT_EVERY_S = 0.5
 COMMIT_EVERY_ROWS = 256
@@ -85,6 +85,22 @@ def label_matrix(catalog: Catalog, kind: str = GENRE_TOP) -> tuple[np.ndarray, l
     return fma.genre_labels(
         catalog.source["tracks"], catalog.table[TRACK_ID].tolist(), kind, catalog.source.get("genres")
     )
+
+
+def _check_label_kind(out: str | os.PathLike, kind: str, overwrite: bool) -> None:
+    """Refuse, in words, to resume a store made with another --labels."""
+    import json
+
+    try:
+        with open(os.path.join(out, MANIFEST), encoding="utf-8") as f:
+            stored = json.load(f).get("labels", GENRE_TOP)
+    except (OSError, ValueError, AttributeError):
+        return  # no store there yet, or a damaged one: StoreWriter says what to do
+    if stored != kind and not overwrite:
+        raise StoreError(
+            f"{os.path.abspath(out)} holds a store labelled with --labels {stored}; run with --labels {stored} to resume it, "
+            "--overwrite to replace it, or choose another --out"
+        )
 
 
 def tracks_digest(catalog: Catalog) -> str:
@@ -190,6 +206,7 @@ def extract(
         "no_genre": int((~label_rows.any(axis=1)).sum()) if len(classes) else len(table),
         "labels": labels,
     }
+    _check_label_kind(out, labels, overwrite)
     with StoreWriter.open(
         out, identity, table, label_rows, classes, recipe.shape, recipe.dtype, overwrite=overwrite, extra=extra
     ) as store:

@@ -161,7 +161,7 @@ def kind_of(path: str | os.PathLike) -> str:
 def mean_spectrograms(store: Store, chunk_bytes: int = CHUNK_BYTES) -> tuple[np.ndarray, np.ndarray]:
     """The mean matrix of each class over its ok rows, and how many rows each mean has.
 
-    Reads `chunk_bytes` of matrices at a time (at least one row) and accumulates per-class
+    Reads `chunk_bytes` of matrices (as float64) at a time (at least one row) and accumulates per-class
     sums in float64, so memory grows with the number of classes, never with the rows.
 
     Returns
@@ -176,7 +176,7 @@ def mean_spectrograms(store: Store, chunk_bytes: int = CHUNK_BYTES) -> tuple[np.
     sums = np.zeros((k, int(np.prod(shape))), dtype=np.float64)
     counts = np.zeros(k, dtype=np.int64)
     rows = store.ok_rows()
-    step = max(1, int(chunk_bytes // max(1, store.mels[0].nbytes * 4 if len(store.mels) else 1)))
+    step = max(1, int(chunk_bytes // max(1, sums.shape[1] * 8)))  # rows per chunk, as float64
     for start in range(0, len(rows), step):
         chunk = rows[start : start + step]
         labels = np.asarray(store.labels[chunk], dtype=np.float64)  # (n, k)
