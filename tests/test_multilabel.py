@@ -213,6 +213,11 @@ def test_train_evaluate_predict_multi_label(sample_multi, tmp_path):
         assert (ap is None) == (j not in scored)
     text = run_melset("evaluate", run, "--store", sample_multi, "--split", "all").stdout
     assert "average precision" in text and "ROC-AUC" in text
+    from melset import report as reports
+
+    page, why_not = reports.run_page(run, sample_multi, None)
+    assert why_not is None and 'alt="average precision per genre"' in page
+    assert f"{report['average_precision_micro']:.4f}" in page
 
     t = pd.read_parquet(sample_multi / "tracks.parquet")
     path = t.loc[ds.rows[0], "path"]
