@@ -227,8 +227,9 @@ def test_train_evaluate_predict_multi_label(sample_multi, tmp_path):
     assert "no genre reaches 1" in nothing or len(
         json.loads(run_melset("predict", run, path, "--threshold", "1", "--json").stdout)[0]["genres"]
     )
-    bad = run_melset("predict", run, path, "--threshold", "1.5", check=False)
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    for value in ("1.5", "-0.1", "nan", "x"):
+        bad = run_melset("predict", run, path, "--threshold", value, check=False)
+        assert bad.returncode == 2 and "threshold" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
 
 
 def test_epoch_uses_binary_cross_entropy_and_precision_at_one_for_multi_label():

@@ -376,7 +376,9 @@ def export(store_dir, fmt, to, shard_size):
         if fmt == exports.SEED_PICKLES:
             n = exports.seed_pickles(store, to)
             out.print(
-                f"wrote {n['pickles']} spectrogram pickles, {n['labels']} labels and {n['classes']} classes to {to}"
+                escape(
+                    f"wrote {n['pickles']} spectrogram pickles, {n['labels']} labels and {n['classes']} classes to {to}"
+                )
             )
             return
         if fmt == exports.HF:
@@ -391,7 +393,7 @@ def export(store_dir, fmt, to, shard_size):
     except OSError as exc:
         _fail(f"cannot write the {fmt} export to {to}: {exc.strerror or exc}")
     parts = ", ".join(f"{name} {n}" for name, n in counts.items())
-    out.print(f"wrote {sum(counts.values())} ok rows ({parts}) as {how}")
+    out.print(escape(f"wrote {sum(counts.values())} ok rows ({parts}) as {how}"))
 
 
 @main.command()
@@ -570,7 +572,12 @@ def predict(run_dir, files, whole_track, top, device, threshold, as_json):
     _needs_torch()
     from melset.train import predict as run_predict
 
-    results = run_predict(run_dir, list(files), whole_track=whole_track, top=top, device=device, threshold=threshold)
+    try:
+        results = run_predict(
+            run_dir, list(files), whole_track=whole_track, top=top, device=device, threshold=threshold
+        )
+    except ValueError as exc:
+        _fail(str(exc))
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
