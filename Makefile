@@ -6,12 +6,12 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DEMO := demo-out
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[test,train,ray,av]'
+	$(PIP) install --quiet -e '.[test,train,ray,av,hf,wds]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,8 +21,15 @@ demo: $(STAMP)
 	$(VENV)/bin/melset info $(DEMO)/store
 	$(VENV)/bin/melset show $(DEMO)/store --track 200010 --png $(DEMO)/200010.png
 	$(VENV)/bin/melset export $(DEMO)/store --format seed-pickles --to $(DEMO)/notebook
+	$(VENV)/bin/melset report $(DEMO)/store --html $(DEMO)/report.html
 
-test: $(STAMP)
+# headless Chromium for the HTML report tests (Debian's package; skipped where it cannot be installed)
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		{ [ "$$(id -u)" = 0 ] && apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } || \
+		echo "chromium not installed: the HTML report tests will skip"
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

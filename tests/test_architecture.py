@@ -22,6 +22,7 @@ LAYERS = [
     {"extract"},
     {"dataset", "export", "plots", "model"},
     {"train"},
+    {"report"},
     {"cli", "__main__"},
 ]
 RANK = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}

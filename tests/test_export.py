@@ -1,46 +1,195 @@
-"""Exports never let two tracks share a file: names are injective."""
+"""Exports read back by their own libraries: datasets.load_from_disk and webdataset.WebDataset."""
 
 from __future__ import annotations
 
-import pickle
+import glob
+import sys
 
 import numpy as np
-import pandas as pd
 import pytest
-import soundfile as sf
+from click.testing import CliRunner
 
-from conftest import real_music, run_melset
-from melset.export import export_name
+from conftest import SAMPLE_AUDIO, run_melset
+from melset import export as exports
+from melset.cli import main
+from melset.errors import UsageError
+from melset.store import Store
+
+pytestmark = pytest.mark.slow  # extracts stores, runs whole commands
+
+SPLIT_NAMES = {"training": "train", "validation": "validation", "test": "test"}
 
 
-def test_export_names_are_injective():
-    ids = ["a/b.wav", "a__b.wav", "a%2Fb.wav", "a%252Fb.wav", "a%b.wav", "a/b/c.wav", "a%2Fb/c.wav"]
-    names = [export_name(t) for t in ids]
-    assert len(set(names)) == len(ids) and not any("/" in n for n in names)
-    assert export_name(7) == "000007" and export_name(np.int64(1234567)) == "1234567"
+def expected_splits(store: Store) -> dict[str, list[int]]:
+    t = store.tracks
+    ok = t[t["status"] == "ok"]
+    if ok["split"].isna().all():
+        return {"train": ok.index.tolist()}
+    return {SPLIT_NAMES[s]: ok.index[ok["split"] == s].tolist() for s in SPLIT_NAMES if (ok["split"] == s).any()}
 
 
-@pytest.mark.slow
-def test_tracks_whose_old_names_collided_each_get_their_own_pickle(tmp_path):
-    x, sr = real_music()
-    root = tmp_path / "audio"
-    (root / "a").mkdir(parents=True)
-    # three different clips whose ids the old naming (`/` -> `__`) mapped to one or two names
-    files = {"a/b.wav": 0, "a__b.wav": 25, "a%2Fb.wav": 12}
-    for rel, start in files.items():
-        sf.write(root / rel, x[start * sr : (start + 25) * sr].mean(axis=1), sr, subtype="FLOAT")
-    out, nb = tmp_path / "store", tmp_path / "nb"
-    run_melset("extract", "--audio", root, "--out", out, "--quiet", "--workers", "1", "--layout", "folders")
-    run_melset("export", out, "--format", "seed-pickles", "--to", nb)
-    t = pd.read_parquet(out / "tracks.parquet")
-    mels = np.load(out / "mels.npy")
-    assert (t["status"] == "ok").all() and len(t) == 3
-    pickles = sorted(p.name for p in (nb / "pickles").iterdir())
-    assert pickles == sorted(f"{export_name(tid)}.pickle" for tid in t["track_id"])
-    for row, tid in enumerate(t["track_id"]):
-        got = np.load(nb / "pickles" / f"{export_name(tid)}.pickle", allow_pickle=True)
-        assert np.array_equal(got, mels[row].astype(np.float64))
-    assert not np.array_equal(mels[0], mels[1])  # the clips differ, so an overwrite would show
-    with open(nb / "y.pickle", "rb") as f:
-        y = pickle.load(f)
-    assert sorted(y) == [export_name("a/b.wav")]  # only a/b.wav has a genre folder
+def check_hf(store_dir, to):
+    datasets = pytest.importorskip("datasets")
+    store = Store(store_dir)
+    dd = datasets.load_from_disk(str(to))
+    splits = expected_splits(store)
+    assert sorted(dd) == sorted(splits)
+    shape = tuple(store.manifest["shape"][1:])
+    for name, rows in splits.items():
+        ds = dd[name]
+        assert ds.features["mel"] == datasets.Array2D(shape, str(store.mels.dtype))
+        assert ds.features["label"].names == store.classes
+        assert len(ds) == len(rows)
+        stored_type = {"float16": "halffloat", "float32": "float"}[str(store.mels.dtype)]
+        assert str(ds.data.column("mel").type.storage_type) == f"list<item: list<item: {stored_type}>>"
+        for row, item in zip(rows, ds.with_format("numpy", dtype=store.mels.dtype)):
+            mel = item["mel"]
+            assert mel.dtype == store.mels.dtype and np.array_equal(mel, store.mels[row]), row
+            t = store.tracks.iloc[row]
+            assert item["track_id"] == t["track_id"] and item["path"] == t["path"]
+            assert item["duration_s"] == t["duration_s"]
+            assert item["genre"] == (t["genre_top"] if isinstance(t["genre_top"], str) else None)
+            hot = np.flatnonzero(store.labels[row])
+            assert int(item["label"]) == (hot[0] if len(hot) else -1)
+    return dd
+
+
+def read_wds(to):
+    wds = pytest.importorskip("webdataset")
+    urls = sorted(glob.glob(str(to / "*.tar")))
+    return list(wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode())
+
+
+def check_wds(store_dir, to):
+    store = Store(store_dir)
+    samples = read_wds(to)
+    splits = expected_splits(store)
+    rows_in_order = [r for name in sorted(splits) for r in splits[name]]  # shards sort by split name
+    assert len(samples) == len(rows_in_order)
+    keys = [s["__key__"] for s in samples]
+    assert len(set(keys)) == len(keys) and not any("." in k or "/" in k for k in keys)
+    for row, s in zip(rows_in_order, samples):
+        meta = s["json"]
+        assert meta["track_id"] == store.tracks["track_id"].iat[row]
+        assert s["npy"].dtype == store.mels.dtype and np.array_equal(s["npy"], store.mels[row]), row
+        assert meta["split"] in splits and row in splits[meta["split"]]
+        assert meta["label"] == store.tracks["genre_top"].iat[row]
+        assert (
+            meta["path"] == store.tracks["path"].iat[row] and meta["duration_s"] == store.tracks["duration_s"].iat[row]
+        )
+    return samples
+
+
+def test_hf_export_reads_back_equal_to_the_store(sample_store, tmp_path):
+    run_melset("export", sample_store, "--format", "hf", "--to", tmp_path / "hf")
+    dd = check_hf(sample_store, tmp_path / "hf")
+    assert sum(len(d) for d in dd.values()) == len(Store(sample_store).ok_rows())
+    # exporting again replaces the earlier export
+    run_melset("export", sample_store, "--format", "hf", "--to", tmp_path / "hf")
+    check_hf(sample_store, tmp_path / "hf")
+
+
+def test_hf_export_float32_mini(mini_store, tmp_path):
+    exports.hf(Store(mini_store), tmp_path / "hf")
+    check_hf(mini_store, tmp_path / "hf")
+
+
+def test_webdataset_export_reads_back_and_is_deterministic(sample_store, tmp_path):
+    run_melset("export", sample_store, "--format", "webdataset", "--to", tmp_path / "a", "--shard-size", "2")
+    run_melset("export", sample_store, "--format", "webdataset", "--to", tmp_path / "b", "--shard-size", "2")
+    check_wds(sample_store, tmp_path / "a")
+    a = sorted(p.name for p in (tmp_path / "a").glob("*.tar"))
+    assert a == sorted(p.name for p in (tmp_path / "b").glob("*.tar")) and "train-000002.tar" in a
+    for name in a:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    n_ok = len(Store(sample_store).ok_rows())
+    run_melset("export", sample_store, "--format", "webdataset", "--to", tmp_path / "a")  # one shard per split now
+    n_splits = len(expected_splits(Store(sample_store)))
+    assert len(read_wds(tmp_path / "a")) == n_ok and len(list((tmp_path / "a").glob("*.tar"))) == n_splits
+
+
+@pytest.fixture(scope="module")
+def folders_store(tmp_path_factory):
+    """GTZAN-like names (dots, slashes) and no split: keys need an injective encoding."""
+    root = tmp_path_factory.mktemp("folders")
+    for genre, src in (("blues", "200010"), ("jazz", "200036"), ("jazz", "200037")):
+        d = root / "audio" / genre
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{genre}.{src}.mp3").symlink_to(SAMPLE_AUDIO / "200" / f"{src}.mp3")
+    (root / "audio" / "jazz" / "jazz%2E200036.mp3").symlink_to(SAMPLE_AUDIO / "200" / "200036.mp3")
+    run_melset("extract", "--audio", root / "audio", "--out", root / "store", "--quiet", "--workers", "2")
+    return root / "store"
+
+
+def test_string_ids_get_unique_keys_and_one_train_split(folders_store, tmp_path):
+    exports.webdataset(Store(folders_store), tmp_path / "w", shard_size=2)
+    samples = check_wds(folders_store, tmp_path / "w")
+    assert {s["json"]["split"] for s in samples} == {"train"} and len(samples) == 4
+    assert "blues%2Eblues%2E200010%2Emp3" not in [s["__key__"] for s in samples]
+    assert "blues%2Fblues%2E200010%2Emp3" in [s["__key__"] for s in samples]
+    exports.hf(Store(folders_store), tmp_path / "h")
+    assert list(check_hf(folders_store, tmp_path / "h")) == ["train"]
+
+
+def test_sample_key_is_injective():
+    ids = ["a.b", "a%2Eb", "a/b", "a_b", "a-b", "é", "%", "%25", "a b"]
+    keys = [exports.sample_key(i) for i in ids]
+    assert len(set(keys)) == len(keys) and all("." not in k and "/" not in k for k in keys)
+    assert exports.sample_key(2) == "000002" and exports.sample_key(1234567) == "1234567"
+
+
+def test_target_folder_is_checked(sample_store, tmp_path):
+    store = Store(sample_store)
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="is a file"):
+        exports.webdataset(store, tmp_path / "file")
+    with pytest.raises(UsageError, match="not empty and holds no melset export"):
+        exports.hf(store, tmp_path / "full")
+    assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
+    exports.webdataset(store, tmp_path / "w")
+    with pytest.raises(UsageError, match="holds a webdataset export"):
+        exports.hf(store, tmp_path / "w")
+    with pytest.raises(UsageError, match="inside the store"):
+        exports.webdataset(store, sample_store / "x")
+    for bad in (0, -1, 1.5, True, "3"):
+        with pytest.raises(UsageError, match="--shard-size"):
+            exports.webdataset(store, tmp_path / "w2", shard_size=bad)
+    assert not (tmp_path / "w2").exists()
+    (tmp_path / "empty").mkdir()
+    exports.webdataset(store, tmp_path / "empty", shard_size=10**9)
+    assert len(read_wds(tmp_path / "empty")) == len(store.ok_rows())
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--format", "webdataset", "--shard-size", "0"], "--shard-size"),
+        (["--format", "webdataset", "--shard-size", "-5"], "--shard-size"),
+        (["--format", "webdataset", "--shard-size", "x"], "shard-size"),
+        (["--format", "hf", "--shard-size", "5"], "webdataset only"),
+        (["--format", "parquet"], "parquet"),
+    ],
+)
+def test_bad_export_options_are_one_sentence(sample_store, tmp_path, args, words):
+    p = run_melset("export", sample_store, "--to", tmp_path / "x", *args, check=False)
+    assert p.returncode == 2 and words in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_hf_without_datasets_says_what_to_install(sample_store, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets raises ImportError
+    result = CliRunner().invoke(main, ["export", str(sample_store), "--format", "hf", "--to", str(tmp_path / "x")])
+    assert result.exit_code == 2, result.output
+    assert "pip install 'melset[hf]'" in result.output and not (tmp_path / "x").exists()
+
+
+def test_store_without_ok_rows_is_refused_not_exported_empty(tmp_path):
+    (tmp_path / "audio" / "rock").mkdir(parents=True)
+    (tmp_path / "audio" / "rock" / "a.mp3").write_text("not audio")
+    run_melset("extract", "--audio", tmp_path / "audio", "--out", tmp_path / "s", "--quiet", check=False)
+    for fmt in ("hf", "webdataset"):
+        p = run_melset("export", tmp_path / "s", "--format", fmt, "--to", tmp_path / fmt, check=False)
+        assert p.returncode == 2 and "has no ok row" in p.stderr and "Traceback" not in p.stderr, p.stderr
+        assert not (tmp_path / fmt).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audio", "s"]  # no work folder left behind

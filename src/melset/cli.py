@@ -28,6 +28,7 @@ from melset.vocab import (
     ERROR,
     FAILED,
     GENRE_TOP,
+    LABEL_KINDS,
     MISSING,
     OK,
     PENDING,
@@ -126,6 +127,14 @@ def main() -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made with other parameters.")
 @click.option("--retry-failed", is_flag=True, help="Also redo rows that failed in an earlier run.")
+@click.option(
+    "--labels",
+    "label_kind",
+    type=click.Choice(LABEL_KINDS),
+    default=GENRE_TOP,
+    show_default=True,
+    help="What labels.npy encodes: one-hot genre_top, or (FMA) multi-hot track.genres / track.genres_all titled from genres.csv.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar; a one-line summary.")
 def extract(
     tracks_csv,
@@ -144,6 +153,7 @@ def extract(
     timeout,
     overwrite,
     retry_failed,
+    label_kind,
     quiet,
 ):
     """Compute the notebook's log-mel spectrograms for a collection into a store."""
@@ -152,6 +162,7 @@ def extract(
 
     recipe = Recipe(dtype=dtype, on_short=on_short, decoder=decoder)
     inputs = dict(audio=audio_dir, tracks=tracks_csv, manifest=manifest_file, subset=subset, limit=limit)
+    options = dict(overwrite=overwrite, retry_failed=retry_failed, labels=label_kind)
     signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: finished rows are committed
     try:
         check_options(
@@ -167,7 +178,7 @@ def extract(
         inputs["layout"] = layout
         # Started first: workers import and warm up while the metadata is read.
         with make_engine(engine, workers=workers, timeout=timeout, address=ray_address) as eng:
-            summary = _extract(eng, recipe, inputs, out_dir, overwrite, retry_failed, quiet)
+            summary = _extract(eng, recipe, inputs, out_dir, options, quiet)
     except MelsetError as exc:
         _fail(str(exc))
     except KeyboardInterrupt as exc:
@@ -189,13 +200,13 @@ def _terminated(signum, frame) -> None:
     raise _Terminated()
 
 
-def _extract(engine, recipe, inputs, out_dir, overwrite, retry_failed, quiet):
+def _extract(engine, recipe, inputs, out_dir, options, quiet):
     from melset.catalog import open_catalog
     from melset.extract import extract as run_extract
 
     catalog = open_catalog(**inputs)
     if quiet:
-        return run_extract(catalog, recipe, out_dir, engine=engine, overwrite=overwrite, retry_failed=retry_failed)
+        return run_extract(catalog, recipe, out_dir, engine=engine, **options)
     columns = (
         TextColumn("[bold]extract"),
         BarColumn(),
@@ -220,9 +231,8 @@ def _extract(engine, recipe, inputs, out_dir, overwrite, retry_failed, quiet):
             recipe,
             out_dir,
             engine=engine,
-            overwrite=overwrite,
-            retry_failed=retry_failed,
             on_progress=on_progress,
+            **options,
         )
 
 
@@ -268,9 +278,9 @@ def _print_summary(summary, quiet: bool) -> None:
             )
         )
     if summary.no_genre:
-        out.print(f"  no genre ({summary.no_genre}): tracks without genre_top get an all-zero label row")
+        out.print(f"  no genre ({summary.no_genre}): tracks without a label get an all-zero label row")
     for note in summary.healed:
-        out.print(f"  [yellow]store damage undone[/]: {note}")
+        out.print(f"  [yellow]store damage undone[/]: {escape(note)}")
     if summary.state != "complete":
         out.print(f"  [yellow]incomplete[/]: {c[PENDING]} rows pending; run the same command again to resume")
     if summary.counts[OK] == 0:
@@ -334,8 +344,9 @@ def info(store_dir, as_json, verify):
             f"unlisted: {report['unlisted_count']} audio file(s) on disk that no row lists: {', '.join(report['unlisted_files'][:20])}"
         )
     if report["no_genre"]:
-        out.print(f"no genre: {report['no_genre']} track(s) without genre_top (all-zero label rows)")
-    out.print("classes: " + ", ".join(report["classes"]))
+        out.print(f"no genre: {report['no_genre']} track(s) without a label ({report['labels']}; all-zero label rows)")
+    kind = report["labels"]
+    out.print(f"classes ({kind}{', multi-label' if kind != GENRE_TOP else ''}): " + ", ".join(report["classes"]))
     out.print("recipe: " + ", ".join(f"{k}={v}" for k, v in report["recipe"].items()))
     src = report["source"]
     out.print("source: " + ", ".join(f"{k}={v}" for k, v in src.items()))
@@ -391,23 +402,90 @@ def show(store_dir, track, png):
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["seed-pickles"]),
+    type=click.Choice(["seed-pickles", "hf", "webdataset"]),
     required=True,
-    help="seed-pickles: the reference notebook's own pickles.",
+    help="seed-pickles: the reference notebook's own pickles; hf: a Hugging Face DatasetDict (melset[hf]); "
+    "webdataset: tar shards for the webdataset library.",
 )
-@click.option("--to", "to", type=click.Path(), required=True, help="Output folder.")
-def export(store_dir, fmt, to):
-    """Write a store in another format (the notebook's pickles: pickles/, y.pickle, classlabels.pickle)."""
-    from melset.export import seed_pickles
+@click.option("--to", "to", type=click.Path(), required=True, help="Output folder (new, empty, or an earlier export).")
+@click.option(
+    "--shard-size",
+    type=int,
+    default=None,
+    help="webdataset: samples per tar shard (default 1000).",
+)
+def export(store_dir, fmt, to, shard_size):
+    """Write a store in another format: the notebook's pickles, a Hugging Face dataset, WebDataset shards."""
+    from melset import export as exports
 
     store = _open(store_dir)
+    if shard_size is not None and fmt != exports.WEBDATASET:
+        _fail(f"--shard-size applies to --format webdataset only, not {fmt}")
     if store.manifest.get("state") != "complete":
         err.print("[yellow]warning[/]: the store is incomplete; exporting the rows finished so far")
     try:
-        n = seed_pickles(store, to)
+        if fmt == exports.SEED_PICKLES:
+            n = exports.seed_pickles(store, to)
+            out.print(
+                escape(
+                    f"wrote {n['pickles']} spectrogram pickles, {n['labels']} labels and {n['classes']} classes to {to}"
+                )
+            )
+            return
+        if fmt == exports.HF:
+            counts = exports.hf(store, to)
+            how = f"datasets.load_from_disk({to!r})"
+        else:
+            size = exports.DEFAULT_SHARD_SIZE if shard_size is None else shard_size
+            counts = exports.webdataset(store, to, size)
+            how = f"webdataset shards {to}/<split>-NNNNNN.tar"
     except MelsetError as exc:
         _fail(str(exc))
-    out.print(f"wrote {n['pickles']} spectrogram pickles, {n['labels']} labels and {n['classes']} classes to {to}")
+    except OSError as exc:
+        _fail(f"cannot write the {fmt} export to {to}: {exc.strerror or exc}")
+    parts = ", ".join(f"{name} {n}" for name, n in counts.items())
+    out.print(escape(f"wrote {sum(counts.values())} ok rows ({parts}) as {how}"))
+
+
+@main.command()
+@click.argument("path", type=click.Path())
+@click.option(
+    "--html", "html_file", type=click.Path(), required=True, help="The page to write (one self-contained file)."
+)
+@click.option(
+    "--examples",
+    type=click.IntRange(min=1, max=100),
+    default=3,
+    show_default=True,
+    help="Store: example spectrograms per genre.",
+)
+@click.option(
+    "--store", "store_dir", type=click.Path(), default=None, help="Run: the store to score on (default: the run's own)."
+)
+@click.option(
+    "--split", type=click.Choice([*SPLITS, "all"]), default=TEST, show_default=True, help="Run: the split to score."
+)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+def report(path, html_file, examples, store_dir, split, device):
+    """An HTML page about a store (counts, failures, recipe, durations, spectrograms) or a training run (curves, scores)."""
+    from melset import report as reports
+
+    try:
+        kind = reports.kind_of(path)
+        if kind == "store":
+            if store_dir is not None:
+                _fail("--store applies to a run's report, not a store's")
+            text = reports.store_page(_open(path), examples)
+        else:
+            text, why_not = reports.run_page(path, store_dir, None if split == "all" else split, device)
+            if why_not:
+                err.print(f"[yellow]warning[/]: the page has no scores: {escape(why_not)}")
+        written = reports.write_html(html_file, text)
+    except MelsetError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write {html_file}: {exc.strerror or exc}")
+    out.print(f"wrote {escape(written)}")
 
 
 @main.command()
@@ -515,9 +593,15 @@ def evaluate(run_dir, store_dir, split, device, as_json):
     from melset.train import evaluate as run_evaluate
 
     _open(store_dir)
-    report = run_evaluate(run_dir, store_dir, None if split == "all" else split, device)
+    try:
+        report = run_evaluate(run_dir, store_dir, None if split == "all" else split, device)
+    except ValueError as exc:
+        _fail(str(exc))
     if as_json:
         click.echo(json.dumps(report, indent=2))
+        return
+    if report.get("multi_label"):
+        _print_multi_label(report, split)
         return
     out.print(
         f"[bold]{split}[/]: {report['n']} tracks, accuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f}"
@@ -531,6 +615,24 @@ def evaluate(run_dir, store_dir, split, device, as_json):
     out.print(f"confusion matrix: {report['confusion_png']}")
 
 
+def _print_multi_label(report: dict, split: str) -> None:
+    def f(x):
+        return "-" if x is None else f"{x:.3f}"
+
+    out.print(
+        f"[bold]{split}[/]: {report['n']} tracks, multi-label: ROC-AUC macro {f(report['roc_auc_macro'])} "
+        f"micro {f(report['roc_auc_micro'])}, average precision macro {f(report['average_precision_macro'])} "
+        f"micro {f(report['average_precision_micro'])}"
+    )
+    t = Table()
+    for col in ("genre", "average precision", "ROC-AUC", "support"):
+        t.add_column(col, justify="left" if col == "genre" else "right")
+    for genre, m in report["per_class"].items():
+        t.add_row(escape(genre), f(m["average_precision"]), f(m["roc_auc"]), str(m["support"]))
+    out.print(t)
+    out.print("- : the split has no track of that genre (or only such tracks), so the score is undefined")
+
+
 @main.command()
 @click.argument("run_dir", type=click.Path())
 @click.argument("files", nargs=-1, required=True, type=click.Path())
@@ -539,13 +641,25 @@ def evaluate(run_dir, store_dir, split, device, as_json):
 )
 @click.option("--top", type=int, default=3, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.5,
+    show_default=True,
+    help="Multi-label runs: list every genre whose sigmoid output reaches it.",
+)
 @click.option("--json", "as_json", is_flag=True)
-def predict(run_dir, files, whole_track, top, device, as_json):
+def predict(run_dir, files, whole_track, top, device, threshold, as_json):
     """Top genres for audio files (mp3, wav, flac, ogg, ...), with the run's own recipe."""
     _needs_torch()
     from melset.train import predict as run_predict
 
-    results = run_predict(run_dir, list(files), whole_track=whole_track, top=top, device=device)
+    try:
+        results = run_predict(
+            run_dir, list(files), whole_track=whole_track, top=top, device=device, threshold=threshold
+        )
+    except ValueError as exc:
+        _fail(str(exc))
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
@@ -554,7 +668,10 @@ def predict(run_dir, files, whole_track, top, device, as_json):
                 out.print(f"{r['file']}: [red]cannot predict[/]: {r['error']}")
             else:
                 guesses = ", ".join(f"{g['genre']} {g['probability']:.2f}" for g in r["top"])
-                out.print(f"{r['file']}: {guesses}" + (f"  ({r['windows']} windows)" if whole_track else ""))
+                if "genres" in r:  # multi-label: every genre at or above the threshold
+                    above = ", ".join(f"{g['genre']} {g['probability']:.2f}" for g in r["genres"])
+                    guesses = above or f"no genre reaches {threshold:g} (highest: {guesses})"
+                out.print(escape(f"{r['file']}: {guesses}") + (f"  ({r['windows']} windows)" if whole_track else ""))
     sys.exit(1 if any("error" in r for r in results) else 0)
 
 

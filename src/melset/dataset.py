@@ -2,7 +2,7 @@
 
     from melset.dataset import MelDataset
     train = MelDataset("fma_small.melset", split="training")
-    x, y = train[0]          # float32 tensor [1, 128, 1024], class index
+    x, y = train[0]          # float32 tensor [1, 128, 1024], class index (multi-hot in a multi-label store)
     loader = DataLoader(train, batch_size=32, shuffle=True, num_workers=4)
 
 Only rows that are `ok` and have a genre are served. `split` uses the store's own split
@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,10 +79,13 @@ def split_rows(store: Store, seed: int = 0, fractions: tuple[float, float, float
 
 
 class MelDataset(Dataset):
-    """A store's ok, labelled rows as (float32 tensor [1, n_mels, n_frames], class index).
+    """A store's ok, labelled rows as (float32 tensor [1, n_mels, n_frames], target).
 
-    The matrices stay on disk (memory-mapped, opened lazily in each DataLoader worker);
-    labels and row indices are small arrays held in memory.
+    The target is the class index (an int), or in a multi-label store (``extract --labels
+    genres|genres_all``) a float32 multi-hot tensor of length ``len(classes)``. The
+    attributes follow torchvision's datasets. The matrices stay on disk (memory-mapped,
+    opened lazily in each DataLoader worker); labels and row indices are small arrays held
+    in memory.
 
     Parameters
     ----------
@@ -92,6 +96,8 @@ class MelDataset(Dataset):
         stratified by genre); None serves every usable row.
     transform : callable, optional
         Applied to each [1, n_mels, n_frames] tensor.
+    target_transform : callable, optional
+        Applied to each target.
     seed : int
         Seed of the stratified split (when the store has no split of its own).
     fractions : (float, float, float)
@@ -100,14 +106,27 @@ class MelDataset(Dataset):
     Attributes
     ----------
     classes : list of str
-        Class names; a target is an index into it.
+        Class names; a target indexes into it (or is a multi-hot row over it).
+    class_to_idx : dict of str to int
+        Each class name's index.
     targets : numpy.ndarray
-        The class index of every item, in order.
+        Every item's target, in order: (n,) int64 class indices, or (n, n_classes) float32
+        multi-hot rows in a multi-label store.
+    multi_label : bool
+        Whether a track may carry several classes.
+    rows : numpy.ndarray
+        The store rows served, in order.
+
+    Raises
+    ------
+    ValueError
+        An unknown split name.
 
     Examples
     --------
     >>> train = MelDataset("fma_small.melset", split="training")   # doctest: +SKIP
     >>> x, y = train[0]                                           # doctest: +SKIP
+    >>> train.classes[y], train.class_to_idx["Rock"]              # doctest: +SKIP
     """
 
     def __init__(
@@ -117,27 +136,38 @@ class MelDataset(Dataset):
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         seed: int = 0,
         fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+        target_transform: Callable | None = None,
     ):
         store = store if isinstance(store, Store) else Store(store)
         self.root = store.root
         self.classes: list[str] = list(store.classes)
+        self.class_to_idx: dict[str, int] = {c: i for i, c in enumerate(self.classes)}
+        self.multi_label = store.multi_label
         self.split = split_rows(store, seed, fractions)
         self.rows = self.split.select(split)
-        self.targets = np.asarray(store.labels)[self.rows].argmax(axis=1).astype(np.int64)
+        labels = np.asarray(store.labels)[self.rows]
+        if self.multi_label:
+            self.targets = labels.astype(np.float32)
+        else:
+            self.targets = labels.argmax(axis=1).astype(np.int64)
         self.transform = transform
+        self.target_transform = target_transform
         self.recipe = store.recipe
         self._mels = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, Any]:
         if self._mels is None:
             self._mels = np.load(os.path.join(self.root, MELS), mmap_mode="r")
         x = torch.from_numpy(np.array(self._mels[self.rows[i]], dtype=np.float32)).unsqueeze(0)
         if self.transform is not None:
             x = self.transform(x)
-        return x, int(self.targets[i])
+        y = torch.from_numpy(self.targets[i].copy()) if self.multi_label else int(self.targets[i])
+        if self.target_transform is not None:
+            y = self.target_transform(y)
+        return x, y
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

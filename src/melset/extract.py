@@ -20,10 +20,10 @@ import numpy as np
 from melset import system
 from melset.catalog import Catalog
 from melset.engines import Engine
-from melset.errors import StoreError
+from melset.errors import StoreError, UsageError
 from melset.recipe import Recipe
 from melset.store import DISK_FULL, StoreWriter, disk_full_message, now_iso
-from melset.vocab import CATALOG_COLUMNS, FAILED, GENRE_TOP, MISSING, OK, PATH, TRACK_ID
+from melset.vocab import CATALOG_COLUMNS, FAILED, GENRE_TOP, LABEL_KINDS, MANIFEST, MISSING, OK, PATH, TRACK_ID
 
 COMMIT_EVERY_S = 0.5
 COMMIT_EVERY_ROWS = 256
@@ -64,6 +64,45 @@ def one_hot(genres, classes: list[str]) -> np.ndarray:
         if isinstance(g, str) and g in index:
             out[row, index[g]] = 1
     return out
+
+
+def label_matrix(catalog: Catalog, kind: str = GENRE_TOP) -> tuple[np.ndarray, list[str]]:
+    """labels.npy and classes.json for a catalog: one-hot genre_top, or FMA's genre lists multi-hot.
+
+    Raises UsageError for an unknown kind or a genre list asked of a layout without one,
+    MetadataError (from the FMA catalog) for genre ids that genres.csv does not name.
+    """
+    if kind not in LABEL_KINDS:
+        raise UsageError(f"unknown --labels {kind!r}: choose one of {', '.join(LABEL_KINDS)}")
+    if kind == GENRE_TOP:
+        classes = catalog.classes()
+        return one_hot(catalog.table[GENRE_TOP], classes), classes
+    layout = catalog.source.get("layout")
+    if layout != "fma":
+        raise UsageError(
+            f"--labels {kind} needs FMA's tracks.csv (its genre lists); the {layout} layout has one label per track: use --labels {GENRE_TOP}"
+        )
+    from melset.catalog import fma
+
+    return fma.genre_labels(
+        catalog.source["tracks"], catalog.table[TRACK_ID].tolist(), kind, catalog.source.get("genres")
+    )
+
+
+def _check_label_kind(out: str | os.PathLike, kind: str, overwrite: bool) -> None:
+    """Refuse, in words, to resume a store made with another --labels."""
+    import json
+
+    try:
+        with open(os.path.join(out, MANIFEST), encoding="utf-8") as f:
+            stored = json.load(f).get("labels", GENRE_TOP)
+    except (OSError, ValueError, AttributeError):
+        return  # no store there yet, or a damaged one: StoreWriter says what to do
+    if stored != kind and not overwrite:
+        raise StoreError(
+            f"{os.path.abspath(out)} holds a store labelled with --labels {stored}; run with --labels {stored} to resume it, "
+            "--overwrite to replace it, or choose another --out"
+        )
 
 
 def tracks_digest(catalog: Catalog) -> str:
@@ -180,6 +219,7 @@ def extract(
     overwrite: bool = False,
     retry_failed: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    labels: str = GENRE_TOP,
 ) -> Summary:
     """Run the recipe over the catalog into the store at `out`; resume a store made the same way.
 
@@ -202,6 +242,9 @@ def extract(
         Also compute again the rows that failed in an earlier run.
     on_progress : callable, optional
         ``on_progress(done, total)`` as rows finish (for a progress bar).
+    labels : {"genre_top", "genres", "genres_all"}
+        What labels.npy encodes: one-hot genre_top, or (FMA only) multi-hot rows of
+        track.genres or track.genres_all, titled from genres.csv.
 
     Returns
     -------
@@ -225,21 +268,27 @@ def extract(
                 overwrite=overwrite,
                 retry_failed=retry_failed,
                 on_progress=on_progress,
+                labels=labels,
             )
     started = time.perf_counter()
     started_at = now_iso()
     table = catalog.table
-    classes = catalog.classes()
+    label_rows, classes = label_matrix(catalog, labels)
     identity = {"recipe": recipe.to_dict(), "rows": len(table), "tracks_sha256": tracks_digest(catalog)}
+    if labels != GENRE_TOP:
+        # only multi-label stores carry these keys, so stores made before them still resume
+        identity["labels"] = labels
+        identity["labels_sha256"] = hashlib.sha256(label_rows.tobytes() + repr(classes).encode()).hexdigest()
     extra = {
         "source": catalog.source,
         "unlisted_files": catalog.unlisted[:MAX_LISTED_UNLISTED],
         "unlisted_count": len(catalog.unlisted),
-        "no_genre": int(sum(not isinstance(g, str) for g in table[GENRE_TOP])),
+        "no_genre": int((~label_rows.any(axis=1)).sum()) if len(classes) else len(table),
+        "labels": labels,
     }
-    labels = one_hot(table[GENRE_TOP], classes)
+    _check_label_kind(out, labels, overwrite)
     with StoreWriter.open(
-        out, identity, table, labels, classes, recipe.shape, recipe.dtype, overwrite=overwrite, extra=extra
+        out, identity, table, label_rows, classes, recipe.shape, recipe.dtype, overwrite=overwrite, extra=extra
     ) as store:
         processed, total, already, complete = 0, len(table), 0, False
         last_commit = time.monotonic()

@@ -82,16 +82,16 @@ def confusion_png(matrix: np.ndarray, classes: Sequence[str], out: str | os.Path
     return _save(fig, out)
 
 
-def curves_png(epochs: list[dict], out: str | os.PathLike, title: str = "") -> str:
-    """Loss and accuracy per epoch, training and validation."""
+def curves_png(epochs: list[dict], out: str | os.PathLike, title: str = "", multi_label: bool = False) -> str:
+    """Loss and accuracy per epoch, training and validation (multi-label: BCE and precision at 1)."""
     x = [e["epoch"] for e in epochs]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
     for key, label in (("train_loss", TRAINING), ("val_loss", VALIDATION)):
         a1.plot(x, [e.get(key) for e in epochs], marker="o", label=label)
     for key, label in (("train_accuracy", TRAINING), ("val_accuracy", VALIDATION)):
         a2.plot(x, [e.get(key) for e in epochs], marker="o", label=label)
-    a1.set(xlabel="epoch", ylabel="cross-entropy loss")
-    a2.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02))
+    a1.set(xlabel="epoch", ylabel="binary cross-entropy" if multi_label else "cross-entropy loss")
+    a2.set(xlabel="epoch", ylabel="top genre is one of the track's" if multi_label else "accuracy", ylim=(0, 1.02))
     for a in (a1, a2):
         a.grid(alpha=0.3)
         a.legend()
@@ -102,6 +102,10 @@ def curves_png(epochs: list[dict], out: str | os.PathLike, title: str = "") -> s
 
 
 def _save(fig, out) -> str:
+    if hasattr(out, "write"):  # a file object (the HTML report embeds pictures)
+        fig.savefig(out, format="png")
+        plt.close(fig)
+        return ""
     out = os.fspath(out)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     fig.savefig(out)

@@ -47,6 +47,7 @@ from melset.vocab import (
     ERROR,
     GENRE_TOP,
     JOURNAL,
+    LABEL_KINDS,
     LABELS,
     LOCK,
     MANIFEST,
@@ -1001,7 +1002,7 @@ class Store:
     mels : numpy.memmap
         (rows, n_mels, n_frames); nothing is read until indexed. Rows not ok hold zeros.
     labels : numpy.memmap
-        (rows, n_classes) uint8 one-hot, aligned with `tracks`.
+        (rows, n_classes) uint8 one-hot (multi-hot in a multi-label store), aligned with `tracks`.
     classes : list of str
         The class names, sorted (scikit-learn's LabelBinarizer order).
     records : dict
@@ -1021,6 +1022,10 @@ class Store:
     def __init__(self, root: str | os.PathLike):
         self.root = root = os.path.abspath(os.fspath(root))
         self.manifest = m = read_manifest(root)
+        if m.get("labels", GENRE_TOP) not in LABEL_KINDS:
+            raise StoreError(
+                f"{root}: {MANIFEST} says labels {m.get('labels')!r}; this melset knows {', '.join(LABEL_KINDS)}"
+            )
         if m["state"] == CREATING:
             raise StoreError(
                 f"{root} is being created, or its creation was interrupted; run the same `melset extract` command again to finish it"
@@ -1064,6 +1069,16 @@ class Store:
 
     def __len__(self) -> int:
         return len(self.tracks)
+
+    @property
+    def label_kind(self) -> str:
+        """What labels.npy encodes: genre_top (one-hot), or FMA's genres / genres_all (multi-hot)."""
+        return self.manifest.get("labels", GENRE_TOP)
+
+    @property
+    def multi_label(self) -> bool:
+        """True when a row may carry several labels (labels.npy is multi-hot)."""
+        return self.label_kind != GENRE_TOP
 
     @property
     def recipe(self) -> dict[str, Any]:
@@ -1135,6 +1150,7 @@ class Store:
             "shape": m.get("shape"),
             "dtype": m.get("dtype"),
             "classes": self.classes,
+            "labels": self.label_kind,
             "counts": {s: int(status.get(s, 0)) for s in (*STATUSES, PENDING)},
             "by_genre": {g: dict(c) for g, c in sorted(by_genre.items())},
             "problems": problems,

@@ -52,10 +52,14 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _epoch(model, loader, device, optimizer=None) -> tuple[float, float]:
-    """One pass; trains when an optimizer is given. Returns (mean loss, accuracy)."""
+def _epoch(model, loader, device, optimizer=None, multi_label: bool = False) -> tuple[float, float]:
+    """One pass; trains when an optimizer is given. Returns (mean loss, accuracy).
+
+    Multi-label: binary cross-entropy on the logits (sigmoid outputs), and "accuracy" is the
+    share of tracks whose top-scored genre is one of theirs (precision at 1).
+    """
     model.train(optimizer is not None)
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    loss_fn = nn.BCEWithLogitsLoss(reduction="sum") if multi_label else nn.CrossEntropyLoss(reduction="sum")
     total, correct, n = 0.0, 0, 0
     with torch.set_grad_enabled(optimizer is not None):
         for x, y in loader:
@@ -67,7 +71,10 @@ def _epoch(model, loader, device, optimizer=None) -> tuple[float, float]:
                 (loss / len(y)).backward()
                 optimizer.step()
             total += loss.item()
-            correct += int((logits.argmax(1) == y).sum())
+            if multi_label:
+                correct += int(y.gather(1, logits.argmax(1, keepdim=True)).sum())
+            else:
+                correct += int((logits.argmax(1) == y).sum())
             n += len(y)
     return (total / n, correct / n) if n else (math.nan, math.nan)
 
@@ -127,6 +134,7 @@ def train(
     val_set = MelDataset(store, VALIDATION, seed=cfg.seed)
     if len(train_set) == 0:
         raise ValueError(f"{store.root} has no ok, labelled rows in its training split")
+    multi = store.multi_label
     arch = Architecture(n_classes=len(store.classes))
     model = MelCNN(arch).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -142,6 +150,8 @@ def train(
         "store_manifest": store.manifest,
         "recipe": store.recipe,
         "classes": store.classes,
+        "labels": store.label_kind,
+        "multi_label": multi,
         "model": {"name": "MelCNN", **arch.to_dict(), "parameters": model.n_parameters()},
         "hyperparameters": asdict(cfg),
         "seed": cfg.seed,
@@ -155,9 +165,9 @@ def train(
     history, best, best_key, since_best = [], None, None, 0
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
-        train_loss, train_acc = _epoch(model, train_loader, device, optimizer)
+        train_loss, train_acc = _epoch(model, train_loader, device, optimizer, multi)
         recalibrate_batchnorm(model, train_loader, device)
-        val_loss, val_acc = _epoch(model, val_loader, device) if len(val_set) else (math.nan, math.nan)
+        val_loss, val_acc = _epoch(model, val_loader, device, None, multi) if len(val_set) else (math.nan, math.nan)
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -181,7 +191,12 @@ def train(
     metrics = {"epochs": history, "best_epoch": best, "stopped_early": len(history) < cfg.epochs}
     with open(os.path.join(run_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
-    curves_png(history, os.path.join(run_dir, "curves.png"), title=f"MelCNN on {os.path.basename(store.root)}")
+    curves_png(
+        history,
+        os.path.join(run_dir, "curves.png"),
+        title=f"MelCNN on {os.path.basename(store.root)}",
+        multi_label=multi,
+    )
     return metrics
 
 
@@ -202,11 +217,16 @@ class Run:
     def recipe(self) -> Recipe:
         return Recipe.from_dict(self.config["recipe"])
 
+    @property
+    def multi_label(self) -> bool:
+        return bool(self.config.get("multi_label", False))
+
     def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """x: (batch, n_mels, n_frames) matrices -> (batch, n_classes) softmax."""
+        """x: (batch, n_mels, n_frames) matrices -> (batch, n_classes) softmax (sigmoid per genre when multi-label)."""
         with torch.no_grad():
             t = torch.from_numpy(np.array(x, dtype=np.float32)).unsqueeze(1).to(self.device)
-            return torch.softmax(self.model(t), dim=1).cpu().numpy()
+            logits = self.model(t)
+            return (torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=1)).cpu().numpy()
 
 
 def load_run(run_dir: str, device: str = "auto") -> Run:
@@ -274,6 +294,8 @@ def evaluate(run_dir: str, store_dir: str, split: str | None = TEST, device: str
     seed = run.config["seed"]
     s = split_rows(store, seed=seed)
     rows = s.select(split)
+    if run.multi_label or store.multi_label:
+        return evaluate_multi_label(run, store, rows, split, s)
     index = {c: i for i, c in enumerate(run.classes)}
     names = [store.classes[j] for j in np.asarray(store.labels)[rows].argmax(axis=1)]
     keep = [i for i, n in enumerate(names) if n in index]
@@ -309,8 +331,88 @@ def evaluate(run_dir: str, store_dir: str, split: str | None = TEST, device: str
     return report
 
 
+def multi_label_report(y_true: np.ndarray, scores: np.ndarray, classes: list[str]) -> dict:
+    """ROC-AUC and average precision (macro and micro, scikit-learn) and AP per genre.
+
+    Macro averages run over the genres with at least one positive and one negative track
+    (a score is undefined otherwise: that genre's entry holds None); micro pools every
+    (track, genre) decision.
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y_true = np.asarray(y_true, dtype=np.int64)
+    per_class, aps, aucs = {}, [], []
+    for j, name in enumerate(classes):
+        pos = int(y_true[:, j].sum()) if len(y_true) else 0
+        ap = auc = None
+        if 0 < pos < len(y_true):
+            ap = float(average_precision_score(y_true[:, j], scores[:, j]))
+            auc = float(roc_auc_score(y_true[:, j], scores[:, j]))
+            aps.append(ap)
+            aucs.append(auc)
+        per_class[name] = {"average_precision": ap, "roc_auc": auc, "support": pos}
+    flat_true, flat_score = y_true.ravel(), np.asarray(scores).ravel()
+    pooled = 0 < flat_true.sum() < len(flat_true)
+    return {
+        "roc_auc_macro": float(np.mean(aucs)) if aucs else None,
+        "roc_auc_micro": float(roc_auc_score(flat_true, flat_score)) if pooled else None,
+        "average_precision_macro": float(np.mean(aps)) if aps else None,
+        "average_precision_micro": float(average_precision_score(flat_true, flat_score)) if pooled else None,
+        "per_class": per_class,
+        "n": int(len(y_true)),
+    }
+
+
+def evaluate_multi_label(run: Run, store: Store, rows: np.ndarray, split: str | None, s) -> dict:
+    """`evaluate` for a multi-label run: sigmoid scores against the store's multi-hot labels."""
+    if not (run.multi_label and store.multi_label):
+        raise ValueError(
+            f"the run {run.root} is {'multi' if run.multi_label else 'single'}-label and the store {store.root} is "
+            f"{'multi' if store.multi_label else 'single'}-label; evaluate a run on a store labelled the same way"
+        )
+    index = {c: i for i, c in enumerate(run.classes)}
+    labels = np.asarray(store.labels)[rows]
+    y_true = np.zeros((len(rows), len(run.classes)), dtype=np.int64)
+    unknown = set()
+    for j, name in enumerate(store.classes):
+        if name in index:
+            y_true[:, index[name]] = labels[:, j]
+        elif labels[:, j].any():
+            unknown.add(name)
+    scores = (
+        np.concatenate([run.probabilities(store.mels[rows[i : i + 32]]) for i in range(0, len(rows), 32)])
+        if len(rows)
+        else np.zeros((0, len(run.classes)))
+    )
+    report = multi_label_report(y_true, scores, run.classes)
+    report.update(
+        {
+            "multi_label": True,
+            "split": split or "all",
+            "store": store.root,
+            "genres_unknown_to_run": sorted(unknown),
+            "split_source": s.describe(),
+        }
+    )
+    ids = store.tracks[TRACK_ID].to_numpy()[rows]
+    report["predictions"] = [
+        {
+            TRACK_ID: str(t),
+            "true": [run.classes[j] for j in np.flatnonzero(yt)],
+            "scores": {run.classes[j]: float(p[j]) for j in np.argsort(-p)[:5]},
+        }
+        for t, yt, p in zip(ids, y_true, scores)
+    ]
+    return report
+
+
 def predict(
-    run_dir: str, files: list[str], whole_track: bool = False, top: int = 3, device: str = "auto"
+    run_dir: str,
+    files: list[str],
+    whole_track: bool = False,
+    top: int = 3,
+    device: str = "auto",
+    threshold: float = 0.5,
 ) -> list[dict]:
     """Top genres for audio files, computed with exactly the recipe the run's store was made with.
 
@@ -325,13 +427,18 @@ def predict(
     top : int
         How many genres to list per file.
     device : {"auto", "cpu", "cuda"}
+    threshold : float
+        Multi-label runs: the genres whose sigmoid output reaches it are listed in "genres".
 
     Returns
     -------
     list of dict
-        Per file: ``{"file", "windows", "top": [{"genre", "probability"}, ...]}``, or
+        Per file: ``{"file", "windows", "top": [{"genre", "probability"}, ...]}`` (multi-label
+        runs add ``"genres"``: those at or above the threshold, highest first), or
         ``{"file", "error"}`` when the file cannot be used.
     """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"--threshold must be between 0 and 1, not {threshold}")
     from melset.audio import AudioError
     from melset.track import process
     from melset.track import whole_track as windows
@@ -357,5 +464,11 @@ def predict(
         order = np.argsort(-probs)[:top]
         item["windows"] = int(len(x))
         item["top"] = [{"genre": run.classes[i], "probability": float(probs[i])} for i in order]
+        if run.multi_label:
+            item["genres"] = [
+                {"genre": run.classes[i], "probability": float(probs[i])}
+                for i in np.argsort(-probs)
+                if probs[i] >= threshold
+            ]
         out.append(item)
     return out

@@ -25,10 +25,16 @@ VALIDATION = "validation"
 TEST = "test"
 SPLITS = (TRAINING, VALIDATION, TEST)
 SPLIT_ALIASES = {**{s: s for s in SPLITS}, "train": TRAINING, "valid": VALIDATION, "val": VALIDATION}
+# Hugging Face's conventional split names for FMA's (exports use them)
+EXPORT_SPLITS = {TRAINING: "train", VALIDATION: VALIDATION, TEST: TEST}
+UNSPLIT = "train"  # the export split of a store without splits
+UNASSIGNED = "unassigned"  # the export split of rows without one in a store where others have one
 
 # -- tracks.parquet and the catalog table -------------------------------------------------------
 TRACK_ID, PATH, GENRE_TOP, SUBSET, SPLIT = "track_id", "path", "genre_top", "subset", "split"
 STATUS, ERROR, DURATION_S = "status", "error", "duration_s"
+GENRES, GENRES_ALL = "genres", "genres_all"  # FMA's genre lists (multi-label stores)
+LABEL_KINDS = (GENRE_TOP, GENRES, GENRES_ALL)  # what labels.npy encodes (--labels)
 CATALOG_COLUMNS = (TRACK_ID, PATH, GENRE_TOP, SUBSET, SPLIT)  # what every layout gives
 OUTCOME_COLUMNS = (STATUS, ERROR, DURATION_S)  # what extraction adds
 TRACK_COLUMNS = CATALOG_COLUMNS + OUTCOME_COLUMNS  # tracks.parquet, in this order

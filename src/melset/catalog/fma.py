@@ -14,11 +14,12 @@ import csv
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from melset.catalog.table import Catalog, scan_audio
 from melset.errors import MetadataError
-from melset.vocab import GENRE_TOP, PATH, SPLIT, SUBSET, TRACK_ID
+from melset.vocab import GENRE_TOP, GENRES, GENRES_ALL, PATH, SPLIT, SUBSET, TRACK_ID
 
 # tracks.csv's (level 0, level 1) names of what a catalog needs
 GENRE_TOP_COL, SUBSET_COL, SPLIT_COL = ("track", GENRE_TOP), ("set", SUBSET), ("set", SPLIT)
@@ -244,3 +245,75 @@ def write_tracks_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:
     out.index.name = TRACK_ID
     out.columns = pd.MultiIndex.from_tuples(list(out.columns))
     out.to_csv(path)
+
+
+def genre_labels(
+    tracks_csv: str | os.PathLike, track_ids: Sequence[int], kind: str, genres_csv: str | os.PathLike | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Multi-hot labels from FMA's genre lists: (rows, classes) uint8 and the sorted class titles.
+
+    Parameters
+    ----------
+    tracks_csv : path
+        FMA's tracks.csv.
+    track_ids : sequence of int
+        The rows, in order (a catalog's track_id column).
+    kind : {"genres", "genres_all"}
+        track.genres (the genres a track was tagged with) or track.genres_all (those plus
+        every parent genre).
+    genres_csv : path, optional
+        FMA's genres.csv (default: next to tracks.csv); ids are turned into its titles.
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        (len(track_ids), len(classes)) uint8; a track without genres gets an all-zero row.
+    classes : list of str
+        The titles of the genres that the selected tracks carry, sorted (MultiLabelBinarizer's order).
+
+    Raises
+    ------
+    MetadataError
+        genres.csv is missing or unreadable, a track is not in tracks.csv, or an id is not in genres.csv.
+    """
+    if kind not in (GENRES, GENRES_ALL):
+        raise ValueError(f"kind must be {GENRES!r} or {GENRES_ALL!r}, not {kind!r}")
+    tracks_csv = os.fspath(tracks_csv)
+    genres_csv = os.fspath(genres_csv) if genres_csv else os.path.join(os.path.dirname(tracks_csv), "genres.csv")
+    if not os.path.exists(genres_csv):
+        raise MetadataError(
+            f"{genres_csv}: no such file; --labels {kind} turns FMA's genre ids into titles with the genres.csv "
+            "that comes with tracks.csv in fma_metadata"
+        )
+    genres = load_genres(genres_csv)
+    titles = {}
+    for gid, title in zip(genres.index, genres["title"]):
+        if not isinstance(title, str) or not title.strip():
+            raise MetadataError(f"{genres_csv}: genre {gid} has no title")
+        titles[int(gid)] = title
+    dupes = sorted({t for t in titles.values() if list(titles.values()).count(t) > 1})
+    if dupes:
+        raise MetadataError(f"{genres_csv}: the title {dupes[0]!r} names more than one genre id; titles must be unique")
+    col = ("track", kind)
+    table = load_tracks(tracks_csv, [col])
+    if col not in table.columns:
+        raise MetadataError(f"{tracks_csv}: missing column track.{kind}, which --labels {kind} needs")
+    lists = table[col]
+    rows: list[set[str]] = []
+    for tid in track_ids:
+        if int(tid) not in lists.index:
+            raise MetadataError(f"{tracks_csv}: track {tid} is not listed")
+        names = set()
+        for gid in lists.loc[int(tid)]:
+            if not isinstance(gid, int) or isinstance(gid, bool) or gid not in titles:
+                raise MetadataError(
+                    f"{tracks_csv}: track.{kind} of track {tid} holds genre id {gid!r}, which {genres_csv} does not list"
+                )
+            names.add(titles[gid])
+        rows.append(names)
+    classes = sorted(set().union(*rows)) if rows else []
+    index = {c: i for i, c in enumerate(classes)}
+    out = np.zeros((len(rows), len(classes)), dtype=np.uint8)
+    for r, names in enumerate(rows):
+        out[r, [index[n] for n in names]] = 1
+    return out, classes
