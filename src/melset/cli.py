@@ -438,8 +438,8 @@ def export(store_dir, fmt, to):
 
 def _needs_torch() -> None:
     try:
-        import sklearn  # noqa: F401
         import torch  # noqa: F401
+        import sklearn  # noqa: F401  (after torch: scikit-learn looks for torch when it is imported)
     except ImportError as exc:
         raise MissingDependency(
             f"this command needs PyTorch and scikit-learn ({exc.name} is missing): pip install 'melset[train]'"
@@ -485,19 +485,24 @@ def train(store_dir, run_dir, epochs, batch_size, lr, patience, device, seed, wo
         TextColumn("{task.description}", markup=False),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=err, disable=quiet) as progress:
-        task = progress.add_task("", total=epochs)
+    # started at the first epoch, so that a refusal or a warning about the data prints on its own
+    progress = Progress(*columns, console=err, disable=quiet)
+    task = progress.add_task("", total=epochs)
 
-        def on_epoch(row: dict) -> None:
-            val = f"val {row['val_accuracy']:.2f}" if row["val_accuracy"] is not None else "no validation rows"
-            progress.update(
-                task, advance=1, description=f"loss {row['train_loss']:.3f} acc {row['train_accuracy']:.2f} {val}"
-            )
+    def on_epoch(row: dict) -> None:
+        progress.start()
+        val = f"val {row['val_accuracy']:.2f}" if row["val_accuracy"] is not None else "no validation rows"
+        progress.update(
+            task, advance=1, description=f"loss {row['train_loss']:.3f} acc {row['train_accuracy']:.2f} {val}"
+        )
 
-        def on_warning(message: str) -> None:
-            say(("warning", "yellow"), f": {message}", console=err)
+    def on_warning(message: str) -> None:
+        say(("warning", "yellow"), f": {message}", console=err)
 
+    try:
         metrics = run_train(store.root, run_dir, cfg, on_epoch, overwrite=overwrite, on_warning=on_warning)
+    finally:
+        progress.stop()
     best = metrics["epochs"][metrics["best_epoch"] - 1]
     val = f", validation accuracy {best['val_accuracy']:.3f}" if best["val_accuracy"] is not None else ""
     say(
@@ -520,7 +525,9 @@ def evaluate(run_dir, store_dir, split, device, as_json):
     """Accuracy, macro-F1 and per-genre scores of a run on a store's split; draws the confusion matrix."""
     _needs_torch()
     from melset.train import evaluate as run_evaluate
+    from melset.train import pick_device
 
+    pick_device(device)
     _open(store_dir)
     report = run_evaluate(run_dir, store_dir, None if split == "all" else split, device)
     if as_json:
@@ -557,8 +564,10 @@ def evaluate(run_dir, store_dir, split, device, as_json):
 def predict(run_dir, files, whole_track, top, device, as_json):
     """Top genres for audio files (mp3, wav, flac, ogg, ...), with the run's own recipe."""
     _needs_torch()
+    from melset.train import pick_device
     from melset.train import predict as run_predict
 
+    pick_device(device)
     results = run_predict(run_dir, list(files), whole_track=whole_track, top=top, device=device)
     if as_json:
         click.echo(strict_json(results))
