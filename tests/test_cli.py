@@ -318,6 +318,7 @@ def test_train_refuses_an_existing_run_and_thin_data(sample_store, tmp_path):
     args = ("train", sample_store, "--run", run, "--epochs", "1", "--device", "cpu", "--quiet")
     first = run_melset(*args)
     assert "the validation split is empty" in first.stderr  # the sample has no validation rows
+    assert "2 genre(s) have no training rows and cannot be learnt: Hip-Hop, Rock" in first.stderr
     metrics = _strict((run / "metrics.json").read_text())
     assert metrics["warnings"] and len(metrics["epochs"]) == 1
     model = (run / "model.pt").read_bytes()

@@ -292,3 +292,32 @@ def test_evaluate_scores_shared_genres_and_says_what_was_left_out(sample_store, 
         evaluate(str(make_run(tmp_path / "none", classes=["Polka", "Zydeco"])), str(sample_store), None, "cpu")
     with pytest.raises(MelsetError, match="no ok, labelled track"):
         evaluate(str(make_run(tmp_path / "val")), str(sample_store), "validation", "cpu")
+
+
+class _Split:
+    """What check_training_data reads of a MelDataset: its class index per row."""
+
+    def __init__(self, targets):
+        self.targets = np.asarray(targets, dtype=np.int64)
+
+    def __len__(self):
+        return len(self.targets)
+
+
+def test_thin_training_data_is_refused_or_warned_never_divided_by_zero():
+    from types import SimpleNamespace
+
+    from melset.train import check_training_data
+
+    store = SimpleNamespace(root="S", classes=["a", "b", "c", "d"])
+    with pytest.raises(UsageError, match="no ok, labelled rows"):
+        check_training_data(store, _Split([]), _Split([]))
+    with pytest.raises(UsageError, match="holds 1 genre \\(b\\); a classifier needs at least 2"):
+        check_training_data(store, _Split([1, 1, 1]), _Split([1]))
+    warnings = check_training_data(store, _Split([0, 1, 1, 2]), _Split([0, 1]))
+    assert warnings == [
+        "1 genre(s) have no training rows and cannot be learnt: d",
+        "the validation split has no example of 1 genre(s) (c): validation accuracy says nothing about them",
+    ]
+    assert check_training_data(store, _Split([0, 1, 2, 3]), _Split([]))[-1].startswith("the validation split is empty")
+    assert check_training_data(store, _Split([0, 1, 2, 3]), _Split([3, 2, 1, 0])) == []
