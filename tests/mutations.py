@@ -160,6 +160,27 @@ MUTATIONS = [
         (f"{T_CLI}::test_unexpected_exception_is_a_bug_report_with_a_saved_traceback",),
     ),
     Mutation(
+        "predict lets decoder noise through",
+        "src/melset/train.py",
+        "            with silenced_stderr():",
+        "            if True:",
+        (f"{T_CLI}::test_predict_keeps_decoder_noise_off_the_terminal",),
+    ),
+    Mutation(
+        "no refusal of a one-genre training split",
+        "src/melset/train.py",
+        "    if len(present) < 2:",
+        "    if len(present) < 1:",
+        (f"{T_EVAL}::test_thin_training_data_is_refused_or_warned_never_divided_by_zero",),
+    ),
+    Mutation(
+        "patience 0 stops after the first epoch",
+        "src/melset/train.py",
+        "if since_best and since_best >= cfg.patience:",
+        "if since_best >= cfg.patience:",
+        (f"{T_CLI}::test_train_refuses_an_existing_run_and_thin_data",),
+    ),
+    Mutation(
         "training options not checked",
         "src/melset/train.py",
         "    if not isinstance(cfg.epochs, int) or cfg.epochs < 1:",

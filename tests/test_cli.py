@@ -325,8 +325,10 @@ def test_train_refuses_an_existing_run_and_thin_data(sample_store, tmp_path):
     again = run_melset(*args, check=False)
     assert again.returncode == 2 and "--overwrite" in _one_sentence(again.stderr)
     assert (run / "model.pt").read_bytes() == model
-    run_melset(*args, "--overwrite")
+    run_melset("train", sample_store, "--run", run, "--epochs", "2", "--patience", "0", "--quiet", "--overwrite")
     _strict((run / "config.json").read_text())
+    # patience 0 stops at the first epoch without progress, never before the second epoch
+    assert len(_strict((run / "metrics.json").read_text())["epochs"]) == 2
 
     # one genre: nothing to tell apart
     root = tmp_path / "one"

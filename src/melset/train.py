@@ -285,7 +285,7 @@ def train(
             since_best += 1
         if on_epoch:
             on_epoch(row)
-        if since_best >= cfg.patience:
+        if since_best and since_best >= cfg.patience:  # patience 0: stop at the first epoch without progress
             break
     metrics = {
         "epochs": history,
