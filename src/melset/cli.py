@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import os
+import platform
 import signal
 import sys
+import tempfile
+import traceback
 from collections import Counter
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,8 +24,10 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from melset.errors import MelsetError
+from melset import __version__
+from melset.errors import MelsetError, MissingDependency, UsageError
 from melset.recipe import DECODERS, DTYPES, ON_SHORT, Recipe
+from melset.system import strict_json
 from melset.vocab import (
     ERROR,
     FAILED,
@@ -50,16 +54,82 @@ class _Rate(ProgressColumn):
         return Text(f"{speed:.1f} clips/s" if speed else "- clips/s", style="cyan")
 
 
+EXIT_BUG = 70
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+_DEVICE = click.Choice(["auto", "cpu", "cuda"])
+
+
+def say(*parts, console: Console = out) -> None:
+    """Print one line made of `parts`, every one verbatim.
+
+    A part is a str (data: file names, genres, paths, reasons, hints, printed exactly as
+    written, never read as rich markup) or a (text, style) pair for melset's own emphasis.
+    Every line a command prints goes through here.
+    """
+    line = Text()
+    for part in parts:
+        if isinstance(part, tuple):
+            line.append(str(part[0]), style=part[1])
+        else:
+            line.append(str(part))
+    console.print(line)
+
+
 def _fail(message: str, code: int = 2) -> None:
-    # escaped: a sentence naming 'melset[av]' or a file called [live].mp3 prints as written
-    err.print(f"[bold red]melset: error:[/] {escape(message)}")
+    say(("melset: error: ", "bold red"), message, console=err)
     sys.exit(code)
 
 
-@click.group()
-@click.version_option(package_name="melset")
+def _save_traceback(exc: BaseException) -> str:
+    """Write the traceback of a bug (and what ran) to a file of its own; returns its path."""
+    fd, path = tempfile.mkstemp(prefix="melset-bug-", suffix=".txt")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"melset {__version__}, Python {platform.python_version()}, {platform.platform()}\n")
+        f.write(f"command: {' '.join(sys.argv)}\n\n")
+        f.write("".join(traceback.format_exception(exc)))
+    return path
+
+
+class _Group(click.Group):
+    """The `melset` group: whatever a command raises ends here, as one sentence and an exit status.
+
+    MelsetError: its sentence, exit 2. Ctrl-C: exit 130. Anything else is a bug: one
+    sentence, the path of a saved traceback, exit 70.
+    """
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except MelsetError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            say(("interrupted", "yellow"), console=err)
+            sys.exit(EXIT_INTERRUPTED)
+        except Exception as exc:
+            try:
+                path = _save_traceback(exc)
+            except OSError as save_error:
+                path = f"(the traceback could not be saved: {save_error})"
+            say(
+                ("melset: internal error: ", "bold red"),
+                f"{type(exc).__name__}: {exc}; this is a bug, please report it with: {path}",
+                console=err,
+            )
+            sys.exit(EXIT_BUG)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="melset")
 def main() -> None:
-    """melset: audio collections (FMA and friends) -> training-ready log-mel datasets."""
+    """melset: audio collections (FMA and friends) -> training-ready log-mel datasets.
+
+    Exit status of every command: 0 done, 1 nothing usable came out (extract: no track
+    stored; predict: a file could not be used), 2 a usage or input error (one sentence
+    names it), 70 a bug in melset (a traceback file is saved), 130 Ctrl-C, 143 SIGTERM.
+    """
 
 
 @main.command()
@@ -182,10 +252,12 @@ def extract(
     except MelsetError as exc:
         _fail(str(exc))
     except KeyboardInterrupt as exc:
-        how, code = ("terminated (SIGTERM)", 143) if isinstance(exc, _Terminated) else ("interrupted", 130)
-        err.print(
-            f"[yellow]{how}[/]: finished rows are saved; run the same command again to resume {escape(str(out_dir))}"
+        how, code = (
+            ("terminated (SIGTERM)", EXIT_TERMINATED)
+            if isinstance(exc, _Terminated)
+            else ("interrupted", EXIT_INTERRUPTED)
         )
+        say((how, "yellow"), f": finished rows are saved; run the same command again to resume {out_dir}", console=err)
         sys.exit(code)
     _print_summary(summary, quiet)
     sys.exit(summary.exit_code)
@@ -245,60 +317,53 @@ def _print_summary(summary, quiet: bool) -> None:
         f" of {sum(c.values())} tracks ({summary.processed} processed in {summary.elapsed_s:.1f} s, {summary.rate:.1f} clips/s"
         f"{f'; {summary.already_done} already done' if summary.already_done else ''})"
     )
-    line = escape(line)  # paths and ids are printed as written, [brackets] included
     if quiet:
-        out.print(line)
+        say(line)
         return
-    out.print(f"[bold]{line}[/]")
+    say((line, "bold"))
     src = summary.source
     if src.get("layout"):
-        out.print(escape(f"  layout: {src['layout']} ({src.get('layout_reason', 'as asked')})"))
+        say(f"  layout: {src['layout']} ({src.get('layout_reason', 'as asked')})")
     groups = reasons(summary)
     for kind, n, track_id, reason in groups[:12]:
-        out.print(
-            escape(
-                f"  failed ({n}): {reason}" if n == 1 else f"  failed ({n}): {kind}, e.g. track {track_id}: {reason}"
-            )
-        )
+        say(f"  failed ({n}): {reason}" if n == 1 else f"  failed ({n}): {kind}, e.g. track {track_id}: {reason}")
     if len(groups) > 12:
-        out.print(f"  ... and {len(groups) - 12} other kinds of failure; `melset info {summary.out}` lists every one")
+        say(f"  ... and {len(groups) - 12} other kinds of failure; `melset info {summary.out}` lists every one")
     if c[MISSING]:
         ids = [str(t) for t, s, _ in summary.failures if s == MISSING]
-        out.print(
-            escape(
-                f"  missing ({len(ids)}): listed in the metadata but not on disk: {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}"
-            )
+        say(
+            f"  missing ({len(ids)}): listed in the metadata but not on disk: {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}"
         )
     if c[TOO_SHORT]:
-        out.print(f"  too short ({c[TOO_SHORT]}): under the kept frames; --on-short pad keeps them padded with silence")
+        say(f"  too short ({c[TOO_SHORT]}): under the kept frames; --on-short pad keeps them padded with silence")
     if summary.unlisted:
-        out.print(
-            escape(
-                f"  unlisted ({len(summary.unlisted)}): on disk but not in the metadata: {', '.join(summary.unlisted[:5])}{' ...' if len(summary.unlisted) > 5 else ''}"
-            )
+        say(
+            f"  unlisted ({len(summary.unlisted)}): on disk but not in the metadata: {', '.join(summary.unlisted[:5])}{' ...' if len(summary.unlisted) > 5 else ''}"
         )
     if summary.no_genre:
-        out.print(f"  no genre ({summary.no_genre}): tracks without a label get an all-zero label row")
+        say(f"  no genre ({summary.no_genre}): tracks without a label get an all-zero label row")
     for note in summary.healed:
-        out.print(f"  [yellow]store damage undone[/]: {escape(note)}")
+        say("  ", ("store damage undone", "yellow"), f": {note}")
     if summary.state != "complete":
-        out.print(f"  [yellow]incomplete[/]: {c[PENDING]} rows pending; run the same command again to resume")
+        say("  ", ("incomplete", "yellow"), f": {c[PENDING]} rows pending; run the same command again to resume")
     if summary.counts[OK] == 0:
-        out.print("  [red]no track succeeded[/]")
+        say("  ", ("no track succeeded", "red"))
 
 
 def _open(path: str):
     from melset.store import Store
 
-    try:
-        return Store(path)
-    except MelsetError as exc:
-        _fail(str(exc))
+    return Store(path)  # a MelsetError becomes one sentence and exit 2
+
+
+def _cell(value) -> Text:
+    """A table cell printed verbatim (data is never rich markup)."""
+    return Text(str(value))
 
 
 @main.command()
 @click.argument("store_dir", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (strict JSON).")
 @click.option(
     "--verify", is_flag=True, help="Also check every stored row against its journal checksum (exit 1 on damage)."
 )
@@ -309,10 +374,13 @@ def info(store_dir, as_json, verify):
     if verify:
         report["corrupt_rows"] = store.verify()
     if as_json:
-        click.echo(json.dumps(report, indent=2, default=str))
+        click.echo(strict_json(report))
         sys.exit(1 if verify and report["corrupt_rows"] else 0)
-    out.print(
-        f"[bold]{report['store']}[/]  state: {report['state']}  rows: {report['rows']}  shape: {report['shape']}  dtype: {report['dtype']}"
+    say(
+        (
+            f"{report['store']}  state: {report['state']}  rows: {report['rows']}  shape: {report['shape']}  dtype: {report['dtype']}",
+            "bold",
+        )
     )
     statuses = (*STATUSES, PENDING)
     table = Table(title="tracks per genre and status")
@@ -320,8 +388,8 @@ def info(store_dir, as_json, verify):
     for s in statuses:
         table.add_column(s, justify="right")
     for genre, counts in report["by_genre"].items():
-        table.add_row(genre, *[str(counts.get(s, 0) or "") for s in statuses])
-    table.add_row("[bold]all", *[f"[bold]{report['counts'][s]}" for s in statuses])
+        table.add_row(_cell(genre), *[_cell(counts.get(s, 0) or "") for s in statuses])
+    table.add_row(Text("all", style="bold"), *[Text(str(report["counts"][s]), style="bold") for s in statuses])
     out.print(table)
     if report["problems"]:
         t = Table(title="tracks not stored, and why")
@@ -332,35 +400,34 @@ def info(store_dir, as_json, verify):
         for p in report["problems"]:
             # every failure; missing and too-short tracks are often many and alike
             if p[STATUS] == FAILED or shown[p[STATUS]] < 20:
-                t.add_row(str(p[TRACK_ID]), p[STATUS], p["reason"])
+                t.add_row(_cell(p[TRACK_ID]), _cell(p[STATUS]), _cell(p["reason"]))
                 shown[p[STATUS]] += 1
             else:
                 hidden[p[STATUS]] += 1
         out.print(t)
         for status, n in hidden.items():
-            out.print(f"... and {n} more {status} (melset info --json lists every one)")
+            say(f"... and {n} more {status} (melset info --json lists every one)")
     if report["unlisted_count"]:
-        out.print(
+        say(
             f"unlisted: {report['unlisted_count']} audio file(s) on disk that no row lists: {', '.join(report['unlisted_files'][:20])}"
         )
     if report["no_genre"]:
-        out.print(f"no genre: {report['no_genre']} track(s) without a label ({report['labels']}; all-zero label rows)")
+        say(f"no genre: {report['no_genre']} track(s) without a label ({report['labels']}; all-zero label rows)")
     kind = report["labels"]
-    out.print(f"classes ({kind}{', multi-label' if kind != GENRE_TOP else ''}): " + ", ".join(report["classes"]))
-    out.print("recipe: " + ", ".join(f"{k}={v}" for k, v in report["recipe"].items()))
-    src = report["source"]
-    out.print("source: " + ", ".join(f"{k}={v}" for k, v in src.items()))
+    say(f"classes ({kind}{', multi-label' if kind != GENRE_TOP else ''}): " + ", ".join(report["classes"]))
+    say("recipe: " + ", ".join(f"{k}={v}" for k, v in report["recipe"].items()))
+    say("source: " + ", ".join(f"{k}={v}" for k, v in report["source"].items()))
     if verify:
         bad = report["corrupt_rows"]
-        out.print(
-            f"verify: {'all rows match their checksums' if not bad else f'{len(bad)} corrupt row(s): {bad[:20]}'}"
-        )
-    if verify and report["corrupt_rows"]:
-        err.print(
-            f"[bold red]melset: damaged:[/] {len(report['corrupt_rows'])} row(s) of {report['store']} do not match their "
-            f"checksums; run `melset repair {report['store']}`, then the same `melset extract` command again"
-        )
-        sys.exit(1)
+        say(f"verify: {'all rows match their checksums' if not bad else f'{len(bad)} corrupt row(s): {bad[:20]}'}")
+        if bad:
+            say(
+                ("melset: damaged:", "bold red"),
+                f" {len(bad)} row(s) of {report['store']} do not match their checksums; "
+                f"run `melset repair {report['store']}`, then the same `melset extract` command again",
+                console=err,
+            )
+            sys.exit(1)
 
 
 @main.command()
@@ -374,27 +441,29 @@ def show(store_dir, track, png):
     store = _open(store_dir)
     try:
         row = store.row_of(track)
-    except KeyError as exc:
-        _fail(str(exc.args[0]))
+    except (KeyError, ValueError):
+        raise UsageError(
+            f"there is no track {track!r} in {store.root}; `melset info {store.root}` lists them"
+        ) from None
     rec = store.tracks.iloc[row]
     if rec[STATUS] != OK:
-        _fail(f"track {track} has no spectrogram: {rec[STATUS]} ({rec[ERROR]})")
-    try:
-        matrix = store.row(row)
-    except MelsetError as exc:
-        _fail(str(exc))
+        raise UsageError(f"track {track} has no spectrogram: {rec[STATUS]} ({rec[ERROR]})")
+    matrix = store.row(row)  # checked against its checksum: a damaged row is refused in words
     r = store.recipe
     genre = rec[GENRE_TOP] if isinstance(rec[GENRE_TOP], str) else "no genre"
-    spectrogram_png(
-        matrix,
-        png,
-        r["sample_rate"],
-        r["hop_length"],
-        r["fmin"],
-        r["fmax"],
-        title=f"track {rec[TRACK_ID]} ({genre})",
-    )
-    out.print(f"wrote {png}")
+    try:
+        spectrogram_png(
+            matrix,
+            png,
+            r["sample_rate"],
+            r["hop_length"],
+            r["fmin"],
+            r["fmax"],
+            title=f"track {rec[TRACK_ID]} ({genre})",
+        )
+    except OSError as exc:
+        raise UsageError(f"cannot write {png}: {exc.strerror or exc}") from None
+    say(f"wrote {png}")
 
 
 @main.command()
@@ -422,15 +491,11 @@ def export(store_dir, fmt, to, shard_size):
     if shard_size is not None and fmt != exports.WEBDATASET:
         _fail(f"--shard-size applies to --format webdataset only, not {fmt}")
     if store.manifest.get("state") != "complete":
-        err.print("[yellow]warning[/]: the store is incomplete; exporting the rows finished so far")
+        say(("warning", "yellow"), ": the store is incomplete; exporting the rows finished so far", console=err)
     try:
         if fmt == exports.SEED_PICKLES:
             n = exports.seed_pickles(store, to)
-            out.print(
-                escape(
-                    f"wrote {n['pickles']} spectrogram pickles, {n['labels']} labels and {n['classes']} classes to {to}"
-                )
-            )
+            say(f"wrote {n['pickles']} spectrogram pickles, {n['labels']} labels and {n['classes']} classes to {to}")
             return
         if fmt == exports.HF:
             counts = exports.hf(store, to)
@@ -444,7 +509,7 @@ def export(store_dir, fmt, to, shard_size):
     except OSError as exc:
         _fail(f"cannot write the {fmt} export to {to}: {exc.strerror or exc}")
     parts = ", ".join(f"{name} {n}" for name, n in counts.items())
-    out.print(escape(f"wrote {sum(counts.values())} ok rows ({parts}) as {how}"))
+    say(f"wrote {sum(counts.values())} ok rows ({parts}) as {how}")
 
 
 @main.command()
@@ -465,7 +530,7 @@ def export(store_dir, fmt, to, shard_size):
 @click.option(
     "--split", type=click.Choice([*SPLITS, "all"]), default=TEST, show_default=True, help="Run: the split to score."
 )
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--device", type=_DEVICE, default="cpu", show_default=True)
 def report(path, html_file, examples, store_dir, split, device):
     """An HTML page about a store (counts, failures, recipe, durations, spectrograms) or a training run (curves, scores)."""
     from melset import report as reports
@@ -479,13 +544,13 @@ def report(path, html_file, examples, store_dir, split, device):
         else:
             text, why_not = reports.run_page(path, store_dir, None if split == "all" else split, device)
             if why_not:
-                err.print(f"[yellow]warning[/]: the page has no scores: {escape(why_not)}")
+                say(("warning", "yellow"), f": the page has no scores: {why_not}", console=err)
         written = reports.write_html(html_file, text)
     except MelsetError as exc:
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot write {html_file}: {exc.strerror or exc}")
-    out.print(f"wrote {escape(written)}")
+    say(f"wrote {written}")
 
 
 @main.command()
@@ -502,7 +567,7 @@ def repair(store_dir):
     except MelsetError as exc:
         _fail(str(exc))
     if not result.changed:
-        out.print(f"{result.root}: no damage found; nothing to repair")
+        say(f"{result.root}: no damage found; nothing to repair")
         return
     found = []
     if result.journal_missing:
@@ -515,122 +580,146 @@ def repair(store_dir):
     if result.damaged:
         rows = ", ".join(map(str, result.damaged[:20])) + (" ..." if len(result.damaged) > 20 else "")
         found.append(f"{len(result.damaged)} damaged row(s) marked for re-extraction: {rows}")
-    out.print(f"{result.root}: " + "; ".join(found))
-    out.print("run the same `melset extract` command again to rebuild them")
+    say(f"{result.root}: " + "; ".join(found))
+    say("run the same `melset extract` command again to rebuild them")
 
 
 def _needs_torch() -> None:
     try:
         import torch  # noqa: F401
-    except ImportError:
-        _fail("this command needs PyTorch: pip install 'melset[train]'")
+        import sklearn  # noqa: F401  (after torch: scikit-learn looks for torch when it is imported)
+    except ImportError as exc:
+        raise MissingDependency(
+            f"this command needs PyTorch and scikit-learn ({exc.name} is missing): pip install 'melset[train]'"
+        ) from None
 
 
 @main.command()
 @click.argument("store_dir", type=click.Path())
 @click.option("--run", "run_dir", type=click.Path(), required=True, help="Folder for the run (model, metrics, curves).")
-@click.option("--epochs", type=int, default=30, show_default=True)
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="AdamW learning rate.")
+@click.option("--epochs", type=int, default=30, show_default=True, help="At least 1.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="At least 1.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="AdamW learning rate (> 0).")
 @click.option(
     "--patience",
     type=int,
     default=10,
     show_default=True,
-    help="Stop after this many epochs without a better validation score.",
+    help="Stop after this many epochs without a better validation score (0 or more).",
 )
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=_DEVICE, default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
-@click.option("--quiet", is_flag=True)
-def train(store_dir, run_dir, epochs, batch_size, lr, patience, device, seed, workers, quiet):
+@click.option("--overwrite", is_flag=True, help="Replace the run already in --run.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(store_dir, run_dir, epochs, batch_size, lr, patience, device, seed, workers, overwrite, quiet):
     """Train the baseline CNN on a store (training split; best epoch on validation)."""
     _needs_torch()
-    from melset.train import TrainConfig
+    from melset.train import TrainConfig, check_config
     from melset.train import train as run_train
 
     cfg = TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, device=device, seed=seed, num_workers=workers
     )
+    check_config(cfg)
     store = _open(store_dir)
     columns = (
         TextColumn("[bold]train"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=err, disable=quiet) as progress:
-        task = progress.add_task("", total=epochs)
+    # started at the first epoch, so that a refusal or a warning about the data prints on its own
+    progress = Progress(*columns, console=err, disable=quiet)
+    task = progress.add_task("", total=epochs)
 
-        def on_epoch(row: dict) -> None:
-            val = f"val {row['val_accuracy']:.2f}" if row["val_accuracy"] is not None else "no validation rows"
-            progress.update(
-                task, advance=1, description=f"loss {row['train_loss']:.3f} acc {row['train_accuracy']:.2f} {val}"
-            )
+    def on_epoch(row: dict) -> None:
+        progress.start()
+        val = f"val {row['val_accuracy']:.2f}" if row["val_accuracy"] is not None else "no validation rows"
+        progress.update(
+            task, advance=1, description=f"loss {row['train_loss']:.3f} acc {row['train_accuracy']:.2f} {val}"
+        )
 
-        try:
-            metrics = run_train(store.root, run_dir, cfg, on_epoch)
-        except (ValueError, RuntimeError) as exc:
-            _fail(str(exc))
+    def on_warning(message: str) -> None:
+        say(("warning", "yellow"), f": {message}", console=err)
+
+    try:
+        metrics = run_train(store.root, run_dir, cfg, on_epoch, overwrite=overwrite, on_warning=on_warning)
+    finally:
+        progress.stop()
     best = metrics["epochs"][metrics["best_epoch"] - 1]
     val = f", validation accuracy {best['val_accuracy']:.3f}" if best["val_accuracy"] is not None else ""
-    out.print(
+    say(
         f"{run_dir}: {len(metrics['epochs'])} epochs{' (stopped early)' if metrics['stopped_early'] else ''}; "
         f"best epoch {metrics['best_epoch']}: training accuracy {best['train_accuracy']:.3f}{val}"
     )
 
 
+def _score(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 @main.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--store", "store_dir", type=click.Path(), required=True)
+@click.option("--store", "store_dir", type=click.Path(), required=True, help="A store made with the run's recipe.")
 @click.option("--split", type=click.Choice([*SPLITS, "all"]), default=TEST, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--device", type=_DEVICE, default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (strict JSON).")
 def evaluate(run_dir, store_dir, split, device, as_json):
     """Accuracy, macro-F1 and per-genre scores of a run on a store's split; draws the confusion matrix."""
     _needs_torch()
     from melset.train import evaluate as run_evaluate
+    from melset.train import pick_device
 
+    pick_device(device)
     _open(store_dir)
     try:
         report = run_evaluate(run_dir, store_dir, None if split == "all" else split, device)
     except ValueError as exc:
         _fail(str(exc))
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(strict_json(report))
         return
     if report.get("multi_label"):
         _print_multi_label(report, split)
         return
-    out.print(
-        f"[bold]{split}[/]: {report['n']} tracks, accuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f}"
+    say(
+        (f"{split}", "bold"),
+        f": {report['n']} tracks, accuracy {_score(report['accuracy'])}, macro-F1 {_score(report['macro_f1'])}",
     )
+    left = report["left_out"]
+    if left["tracks"]:
+        say(
+            ("note", "yellow"),
+            f": {left['tracks']} track(s) left out: their genres are not the run's ({', '.join(left['genres'])})",
+        )
     t = Table()
     for col in ("genre", "precision", "recall", "f1", "support"):
         t.add_column(col, justify="left" if col == "genre" else "right")
     for genre, m in report["per_class"].items():
-        t.add_row(genre, f"{m['precision']:.2f}", f"{m['recall']:.2f}", f"{m['f1']:.2f}", str(m["support"]))
+        t.add_row(_cell(genre), *[_cell(_score(m[k])) for k in ("precision", "recall", "f1")], _cell(m["support"]))
     out.print(t)
-    out.print(f"confusion matrix: {report['confusion_png']}")
+    say(f"confusion matrix: {report['confusion_png']}")
 
 
 def _print_multi_label(report: dict, split: str) -> None:
     def f(x):
         return "-" if x is None else f"{x:.3f}"
 
-    out.print(
-        f"[bold]{split}[/]: {report['n']} tracks, multi-label: ROC-AUC macro {f(report['roc_auc_macro'])} "
+    say(
+        (split, "bold"),
+        f": {report['n']} tracks, multi-label: ROC-AUC macro {f(report['roc_auc_macro'])} "
         f"micro {f(report['roc_auc_micro'])}, average precision macro {f(report['average_precision_macro'])} "
-        f"micro {f(report['average_precision_micro'])}"
+        f"micro {f(report['average_precision_micro'])}",
     )
     t = Table()
     for col in ("genre", "average precision", "ROC-AUC", "support"):
         t.add_column(col, justify="left" if col == "genre" else "right")
     for genre, m in report["per_class"].items():
-        t.add_row(escape(genre), f(m["average_precision"]), f(m["roc_auc"]), str(m["support"]))
+        t.add_row(_cell(genre), _cell(f(m["average_precision"])), _cell(f(m["roc_auc"])), _cell(m["support"]))
     out.print(t)
-    out.print("- : the split has no track of that genre (or only such tracks), so the score is undefined")
+    say("- : the split has no track of that genre (or only such tracks), so the score is undefined")
 
 
 @main.command()
@@ -639,8 +728,8 @@ def _print_multi_label(report: dict, split: str) -> None:
 @click.option(
     "--whole-track", is_flag=True, help="Average over consecutive windows of the recipe's frames, not just the first."
 )
-@click.option("--top", type=int, default=3, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="Genres listed per file.")
+@click.option("--device", type=_DEVICE, default="auto", show_default=True)
 @click.option(
     "--threshold",
     type=click.FloatRange(0.0, 1.0),
@@ -648,30 +737,32 @@ def _print_multi_label(report: dict, split: str) -> None:
     show_default=True,
     help="Multi-label runs: list every genre whose sigmoid output reaches it.",
 )
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (strict JSON).")
 def predict(run_dir, files, whole_track, top, device, threshold, as_json):
     """Top genres for audio files (mp3, wav, flac, ogg, ...), with the run's own recipe."""
     _needs_torch()
+    from melset.train import pick_device
     from melset.train import predict as run_predict
 
+    pick_device(device)
     try:
         results = run_predict(
             run_dir, list(files), whole_track=whole_track, top=top, device=device, threshold=threshold
         )
     except ValueError as exc:
-        _fail(str(exc))
+        raise UsageError(str(exc)) from None
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        click.echo(strict_json(results))
     else:
         for r in results:
             if "error" in r:
-                out.print(f"{r['file']}: [red]cannot predict[/]: {r['error']}")
+                say(f"{r['file']}: ", ("cannot predict", "red"), f": {r['error']}")
             else:
                 guesses = ", ".join(f"{g['genre']} {g['probability']:.2f}" for g in r["top"])
                 if "genres" in r:  # multi-label: every genre at or above the threshold
                     above = ", ".join(f"{g['genre']} {g['probability']:.2f}" for g in r["genres"])
                     guesses = above or f"no genre reaches {threshold:g} (highest: {guesses})"
-                out.print(escape(f"{r['file']}: {guesses}") + (f"  ({r['windows']} windows)" if whole_track else ""))
+                say(f"{r['file']}: {guesses}" + (f"  ({r['windows']} windows)" if whole_track else ""))
     sys.exit(1 if any("error" in r for r in results) else 0)
 
 

@@ -23,3 +23,7 @@ class MissingDependency(MelsetError):
 
 class UsageError(MelsetError):
     """An option value or a combination of options that cannot work; names the option."""
+
+
+class RunError(MelsetError):
+    """A training run folder that cannot be used as asked (missing, damaged, made for other data)."""

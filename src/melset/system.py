@@ -1,15 +1,21 @@
-"""The process and its environment: allocator tuning for the heavy loops, library versions."""
+"""The process and its environment: allocator tuning for the heavy loops, library versions,
+strict JSON for what melset writes, and a quiet stderr around chatty C decoders."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import json
+import math
 import os
 import platform
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from importlib import metadata
+from typing import Any
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 _PR_SET_PDEATHSIG = 1
@@ -80,3 +86,46 @@ def versions(*dists: str) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+def _finite_or_none(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite_or_none(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # numpy scalars
+        return _finite_or_none(obj.item())
+    return obj
+
+
+def strict_json(obj: Any, indent: int | None = 2) -> str:
+    """`obj` as strict JSON (RFC 8259): NaN and infinities become null, never the invalid `NaN`.
+
+    Examples
+    --------
+    >>> strict_json({"f1": float("nan"), "n": 3}, indent=None)
+    '{"f1": null, "n": 3}'
+    """
+    return json.dumps(_finite_or_none(obj), indent=indent, allow_nan=False, default=str)
+
+
+@contextlib.contextmanager
+def silenced_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the block: C libraries (libmpg123) print
+    warnings there directly, past Python, and every failure already has a reason in words."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no fd 2 to begin with
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -23,11 +23,18 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from melset.dataset import MelDataset, split_rows
+from melset.errors import MissingDependency, RunError, UsageError
 from melset.model import Architecture, MelCNN
 from melset.recipe import Recipe
 from melset.store import Store
-from melset.system import keep_freed_memory, versions
+from melset.system import keep_freed_memory, silenced_stderr, strict_json, versions
 from melset.vocab import OK, TEST, TRACK_ID, TRAINING, VALIDATION
+
+# What a run folder holds; --overwrite replaces these and nothing else.
+RUN_FILES = ("model.pt", "config.json", "metrics.json", "curves.png")
+# Recipe parameters that may differ between a run and the data it scores: float16 or float32
+# storage only rounds the same matrices.
+RECIPE_KEYS_IGNORED = ("dtype",)
 
 
 @dataclass(frozen=True)
@@ -44,12 +51,101 @@ class TrainConfig:
     num_workers: int = 0
 
 
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse hyper-parameters that cannot train, before any work. Raises UsageError."""
+    if not isinstance(cfg.epochs, int) or cfg.epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, not {cfg.epochs}")
+    if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, not {cfg.batch_size}")
+    if not (isinstance(cfg.lr, int | float) and math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise UsageError(f"--lr must be a positive finite number, not {cfg.lr}")
+    if not (isinstance(cfg.weight_decay, int | float) and math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
+        raise UsageError(f"the weight decay must be a finite number >= 0, not {cfg.weight_decay}")
+    if not isinstance(cfg.patience, int) or cfg.patience < 0:
+        raise UsageError(f"--patience must be 0 or more, not {cfg.patience}")
+    if not isinstance(cfg.num_workers, int) or cfg.num_workers < 0:
+        raise UsageError(f"--workers must be 0 or more, not {cfg.num_workers}")
+    pick_device(cfg.device)
+
+
 def pick_device(name: str) -> torch.device:
+    """The torch device for "auto", "cpu" or "cuda". Raises UsageError for cuda without CUDA."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise UsageError(f"--device must be auto, cpu or cuda, not {name!r}")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda asked, but PyTorch sees no CUDA device")
+        raise UsageError("--device cuda was asked, but PyTorch sees no CUDA device here; use --device cpu or auto")
     return torch.device(name)
+
+
+def prepare_run_dir(run_dir: str, overwrite: bool = False) -> None:
+    """Make `run_dir` ready for a new run: created if absent, refused if it already holds files.
+
+    With `overwrite`, the files of an earlier run (RUN_FILES and confusion matrices) are
+    removed; a folder that holds anything else is still refused, so no user data is wiped.
+    Raises RunError.
+    """
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise RunError(f"{run_dir} exists and is not a folder; choose another --run")
+    if os.path.isdir(run_dir):
+        present = sorted(os.listdir(run_dir))
+        if present and not overwrite:
+            raise RunError(
+                f"{run_dir} already holds a run ({', '.join(present[:4])}{' ...' if len(present) > 4 else ''}); "
+                "use --overwrite to replace it, or choose another --run"
+            )
+        ours = [n for n in present if n in RUN_FILES or (n.startswith("confusion_matrix_") and n.endswith(".png"))]
+        others = [n for n in present if n not in ours]
+        if others:
+            raise RunError(
+                f"{run_dir} holds files that are not a run's ({', '.join(others[:4])}"
+                f"{' ...' if len(others) > 4 else ''}); --overwrite only replaces a run folder: choose another --run"
+            )
+        for name in ours:
+            os.remove(os.path.join(run_dir, name))
+    os.makedirs(run_dir, exist_ok=True)
+
+
+def check_training_data(store: Store, train_set: MelDataset, val_set: MelDataset) -> list[str]:
+    """Refuse a training split nothing can be learnt from; warn about a thin one.
+
+    Returns the warnings (sentences). Raises UsageError when the training split is empty or
+    holds fewer than two genres.
+    """
+    classes = store.classes
+
+    def counts(targets: np.ndarray) -> np.ndarray:
+        """Tracks per genre (multi-hot rows in a multi-label store, class indices otherwise)."""
+        if not len(targets):
+            return np.zeros(len(classes), dtype=np.int64)
+        if np.ndim(targets) == 2:
+            return np.asarray(targets).sum(axis=0)
+        return np.bincount(targets, minlength=len(classes))
+
+    train_counts, val_counts = counts(train_set.targets), counts(val_set.targets)
+    if len(train_set) == 0:
+        raise UsageError(f"{store.root} has no ok, labelled rows in its training split; nothing to learn from")
+    present = [c for c, n in zip(classes, train_counts) if n]
+    if len(present) < 2:
+        raise UsageError(
+            f"{store.root}: the training split holds {len(present)} genre ({', '.join(present)}); "
+            "a classifier needs at least 2"
+        )
+    warnings = []
+    empty = [c for c, n in zip(classes, train_counts) if not n]
+    if empty:
+        warnings.append(f"{len(empty)} genre(s) have no training rows and cannot be learnt: {', '.join(empty)}")
+    if len(val_set) == 0:
+        warnings.append("the validation split is empty: the best epoch is chosen on the training loss")
+    else:
+        thin = [c for c, n, t in zip(classes, val_counts, train_counts) if t and not n]
+        if thin:
+            warnings.append(
+                f"the validation split has no example of {len(thin)} genre(s) ({', '.join(thin)}): "
+                "validation accuracy says nothing about them"
+            )
+    return warnings
 
 
 def _epoch(model, loader, device, optimizer=None, multi_label: bool = False) -> tuple[float, float]:
@@ -102,7 +198,12 @@ def recalibrate_batchnorm(model: nn.Module, loader: DataLoader, device: torch.de
 
 
 def train(
-    store_dir: str, run_dir: str, cfg: TrainConfig = TrainConfig(), on_epoch: Callable[[dict], None] | None = None
+    store_dir: str,
+    run_dir: str,
+    cfg: TrainConfig = TrainConfig(),
+    on_epoch: Callable[[dict], None] | None = None,
+    overwrite: bool = False,
+    on_warning: Callable[[str], None] | None = None,
 ) -> dict:
     """Train the baseline CNN on a store's training split; keep the best epoch on validation.
 
@@ -116,24 +217,41 @@ def train(
         Hyper-parameters, device and seed.
     on_epoch : callable, optional
         Called with each epoch's metrics row as it ends.
+    overwrite : bool
+        Replace an earlier run in `run_dir`; without it an existing run folder is refused.
+    on_warning : callable, optional
+        Called with each warning about the data (a genre without training rows, ...).
 
     Returns
     -------
     dict
-        ``{"epochs": [...], "best_epoch": int, "stopped_early": bool}`` (also metrics.json).
+        ``{"epochs": [...], "best_epoch": int, "stopped_early": bool, "warnings": [...]}``
+        (also metrics.json).
+
+    Raises
+    ------
+    UsageError
+        Hyper-parameters out of range, a device that is not there, a training split with
+        fewer than two genres.
+    RunError
+        `run_dir` already holds a run (and not `overwrite`).
     """
     from melset.plots import curves_png
 
-    keep_freed_memory(None)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    check_config(cfg)
     device = pick_device(cfg.device)
     store = Store(store_dir)
     train_set = MelDataset(store, TRAINING, seed=cfg.seed)
     val_set = MelDataset(store, VALIDATION, seed=cfg.seed)
-    if len(train_set) == 0:
-        raise ValueError(f"{store.root} has no ok, labelled rows in its training split")
+    data_warnings = check_training_data(store, train_set, val_set)
+    prepare_run_dir(run_dir, overwrite)
+    for w in data_warnings:
+        if on_warning:
+            on_warning(w)
+    keep_freed_memory(None)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
     multi = store.multi_label
     arch = Architecture(n_classes=len(store.classes))
     model = MelCNN(arch).to(device)
@@ -144,7 +262,6 @@ def train(
     )
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
 
-    os.makedirs(run_dir, exist_ok=True)
     config = {
         "store": store.root,
         "store_manifest": store.manifest,
@@ -160,7 +277,7 @@ def train(
         "versions": versions("melset", "torch", "numpy"),
     }
     with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump(config, f, indent=2, default=str)
+        f.write(strict_json(config))
 
     history, best, best_key, since_best = [], None, None, 0
     for epoch in range(1, cfg.epochs + 1):
@@ -186,11 +303,16 @@ def train(
             since_best += 1
         if on_epoch:
             on_epoch(row)
-        if since_best >= cfg.patience:
+        if since_best and since_best >= cfg.patience:  # patience 0: stop at the first epoch without progress
             break
-    metrics = {"epochs": history, "best_epoch": best, "stopped_early": len(history) < cfg.epochs}
+    metrics = {
+        "epochs": history,
+        "best_epoch": best,
+        "stopped_early": len(history) < cfg.epochs,
+        "warnings": data_warnings,
+    }
     with open(os.path.join(run_dir, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
+        f.write(strict_json(metrics))
     curves_png(
         history,
         os.path.join(run_dir, "curves.png"),
@@ -230,40 +352,100 @@ class Run:
 
 
 def load_run(run_dir: str, device: str = "auto") -> Run:
-    with open(os.path.join(run_dir, "config.json")) as f:
-        config = json.load(f)
+    """A run folder written by `train`, ready for inference. Raises RunError naming what is wrong."""
+    config_path = os.path.join(run_dir, "config.json")
+    model_path = os.path.join(run_dir, "model.pt")
+    if not os.path.isdir(run_dir):
+        raise RunError(
+            f"{run_dir} is not a run folder (it does not exist); train one with melset train STORE --run {run_dir}"
+        )
+    for path in (config_path, model_path):
+        if not os.path.isfile(path):
+            raise RunError(f"{run_dir} is not a complete run: {os.path.basename(path)} is missing; train it again")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+        classes = config["classes"]
+        recipe = Recipe.from_dict(config["recipe"])
+        arch = Architecture.from_dict(config["model"])
+        config["seed"] = int(config.get("seed", 0))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RunError(
+            f"{config_path} cannot be read as a run's config ({type(exc).__name__}: {exc}); train it again"
+        ) from None
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise RunError(f"{config_path}: classes must be a non-empty list of genre names")
+    if arch.n_classes != len(classes):
+        raise RunError(f"{config_path}: the model has {arch.n_classes} outputs for {len(classes)} classes")
     dev = pick_device(device)
-    model = MelCNN(Architecture.from_dict(config["model"]))
-    model.load_state_dict(torch.load(os.path.join(run_dir, "model.pt"), map_location=dev, weights_only=True))
+    model = MelCNN(arch)
+    try:
+        model.load_state_dict(torch.load(model_path, map_location=dev, weights_only=True))
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a damaged file
+        raise RunError(f"{model_path} cannot be loaded ({type(exc).__name__}); train the run again") from exc
     model.to(dev).eval()
+    config["recipe"] = recipe.to_dict()
     return Run(os.path.abspath(run_dir), config, model, dev)
 
 
+def recipe_difference(run_recipe: dict, data_recipe: dict) -> str | None:
+    """The first parameter (in the recipe's order) where data made with `data_recipe` differs
+    from what the run learnt from, in words; None when they agree. dtype is not compared."""
+    try:
+        a = Recipe.from_dict(run_recipe).to_dict()
+        b = Recipe.from_dict(data_recipe).to_dict()
+    except (ValueError, TypeError) as exc:
+        return f"the recipe cannot be read ({exc})"
+    if (a["n_mels"], a["n_frames"]) != (b["n_mels"], b["n_frames"]):
+        return (
+            f"shape: the run's spectrograms are {a['n_mels']}x{a['n_frames']}, these are {b['n_mels']}x{b['n_frames']}"
+        )
+    for key in a:
+        if key not in RECIPE_KEYS_IGNORED and a[key] != b[key]:
+            return f"{key}: the run's {a[key]!r}, the store's {b[key]!r}"
+    return None
+
+
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix."""
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix,
+    as scikit-learn computes them.
+
+    Macro-F1 is ``f1_score(average="macro")`` over the classes present in `y_true` or
+    `y_pred` (scikit-learn's default labels); a class absent from both does not pull it
+    down. Per-class scores of a class without predictions (or without truth) are 0, as
+    scikit-learn's ``zero_division=0``. Empty input gives None scores, never a division by zero.
+    """
+    try:
+        from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+    except ImportError as exc:
+        raise MissingDependency("evaluation needs scikit-learn: pip install 'melset[train]'") from exc
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
     k = len(classes)
-    cm = np.zeros((k, k), dtype=np.int64)
-    np.add.at(cm, (y_true, y_pred), 1)
-    per_class = {}
-    f1s = []
-    for i, name in enumerate(classes):
-        tp = cm[i, i]
-        precision = tp / cm[:, i].sum() if cm[:, i].sum() else 0.0
-        recall = tp / cm[i].sum() if cm[i].sum() else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {
-            "precision": float(precision),
-            "recall": float(recall),
-            "f1": float(f1),
-            "support": int(cm[i].sum()),
+    labels = np.arange(k)
+    if len(y_true) == 0:
+        return {
+            "accuracy": None,
+            "macro_f1": None,
+            "per_class": {c: {"precision": None, "recall": None, "f1": None, "support": 0} for c in classes},
+            "confusion_matrix": np.zeros((k, k), dtype=np.int64).tolist(),
+            "n": 0,
         }
-        if cm[i].sum():
-            f1s.append(f1)
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    per_class = {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(classes)
+    }
     return {
-        "accuracy": float((y_true == y_pred).mean()) if len(y_true) else math.nan,
-        "macro_f1": float(np.mean(f1s)) if f1s else math.nan,
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
         "per_class": per_class,
-        "confusion_matrix": cm.tolist(),
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "n": int(len(y_true)),
     }
 
@@ -276,43 +458,69 @@ def evaluate(run_dir: str, store_dir: str, split: str | None = TEST, device: str
     run_dir : path
         A run folder written by `train`.
     store_dir : path
-        The store to score on (the run's own seed decides a stratified split).
+        The store to score on; it must be made with the run's recipe (dtype aside) and share
+        at least one genre with the run. Tracks of genres the run does not know are left out
+        (counted in ``left_out``).
     split : {"training", "validation", "test"} or None
-        The split; None scores every usable row.
+        The split (the store's own, else the run's seeded stratified one); None scores every usable row.
     device : {"auto", "cpu", "cuda"}
 
     Returns
     -------
     dict
         accuracy, macro_f1, per_class precision/recall/f1/support, confusion_matrix, n,
-        predictions, and the path of the confusion-matrix picture (confusion_png).
+        left_out (count and genres), predictions, and the path of the confusion-matrix
+        picture (confusion_png).
+
+    Raises
+    ------
+    RunError
+        The run cannot be loaded, the store was made with another recipe, or it shares no
+        genre with the run.
+    UsageError
+        The split holds no usable track.
     """
     from melset.plots import confusion_png
 
     run = load_run(run_dir, device)
     store = Store(store_dir)
-    seed = run.config["seed"]
-    s = split_rows(store, seed=seed)
+    diff = recipe_difference(run.config["recipe"], store.recipe)
+    if diff:
+        raise RunError(
+            f"{store.root} was made with another recipe than the run {run_dir} learnt from ({diff}); "
+            "extract the audio again with the run's recipe"
+        )
+    shared = [c for c in store.classes if c in run.classes]
+    if not shared:
+        raise RunError(
+            f"{store.root} shares no genre with the run {run_dir} "
+            f"(store: {', '.join(store.classes[:6])}{' ...' if len(store.classes) > 6 else ''}; "
+            f"run: {', '.join(run.classes[:6])}{' ...' if len(run.classes) > 6 else ''})"
+        )
+    s = split_rows(store, seed=run.config["seed"])
     rows = s.select(split)
     if run.multi_label or store.multi_label:
         return evaluate_multi_label(run, store, rows, split, s)
     index = {c: i for i, c in enumerate(run.classes)}
     names = [store.classes[j] for j in np.asarray(store.labels)[rows].argmax(axis=1)]
     keep = [i for i, n in enumerate(names) if n in index]
+    unknown = sorted({n for n in names if n not in index})
     rows = rows[keep]
+    if len(rows) == 0:
+        raise UsageError(
+            f"{store.root} has no ok, labelled track of the run's genres in its {split or 'usable'} rows"
+            + (f" ({len(names)} of other genres left out)" if names else "")
+            + ("; try --split all" if split else "")
+        )
     y_true = np.array([index[names[i]] for i in keep], dtype=np.int64)
-    probs = (
-        np.concatenate([run.probabilities(store.mels[rows[i : i + 32]]) for i in range(0, len(rows), 32)])
-        if len(rows)
-        else np.zeros((0, len(run.classes)))
-    )
+    probs = np.concatenate([run.probabilities(store.mels[rows[i : i + 32]]) for i in range(0, len(rows), 32)])
     y_pred = probs.argmax(axis=1)
     report = classification_report(y_true, y_pred, run.classes)
     report.update(
         {
             "split": split or "all",
             "store": store.root,
-            "skipped_unknown_genre": len(names) - len(keep),
+            "left_out": {"tracks": len(names) - len(keep), "genres": unknown},
             "split_source": s.describe(),
         }
     )
@@ -436,6 +644,11 @@ def predict(
         Per file: ``{"file", "windows", "top": [{"genre", "probability"}, ...]}`` (multi-label
         runs add ``"genres"``: those at or above the threshold, highest first), or
         ``{"file", "error"}`` when the file cannot be used.
+
+    Raises
+    ------
+    RunError
+        The run folder cannot be used.
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"--threshold must be between 0 and 1, not {threshold}")
@@ -443,19 +656,27 @@ def predict(
     from melset.track import process
     from melset.track import whole_track as windows
 
+    if top < 1:
+        raise UsageError(f"--top must be at least 1, not {top}")
     run = load_run(run_dir, device)
     recipe = run.recipe
     out = []
     for path in files:
-        item: dict = {"file": path}
+        item: dict = {"file": os.fspath(path)}
         try:
-            if whole_track:
-                x = windows(path, recipe)
-            else:
-                result = process(path, recipe)
-                if result.status != OK:
-                    raise AudioError(result.error)
-                x = result.mel[None]
+            # C decoders (libmpg123) write warnings straight to fd 2; each failure has its reason
+            with silenced_stderr():
+                if whole_track:
+                    x = windows(path, recipe)
+                else:
+                    result = process(path, recipe)
+                    if result.status != OK:
+                        raise AudioError(result.error)
+                    x = result.mel[None]
+        except FileNotFoundError:
+            item["error"] = f"file not found: {os.fspath(path)}"
+            out.append(item)
+            continue
         except AudioError as exc:
             item["error"] = str(exc)
             out.append(item)

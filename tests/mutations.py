@@ -1,0 +1,286 @@
+"""Plant known bugs one at a time and check that the test suite catches each.
+
+    python tests/mutations.py              # every mutation, after a clean baseline run
+    python tests/mutations.py --list       # the planted bugs
+    python tests/mutations.py -k timeout   # only those whose name contains "timeout"
+
+For each mutation the repository's tracked and untracked (not ignored) files are copied to
+a temporary folder, one exact text replacement is made in one source file, and only the
+tests named for that behaviour run there (pytest -x, a per-test timeout so a planted hang
+fails instead of stalling). A mutation is *caught* when those tests fail, *survived* when
+they pass. A replacement that no longer matches the source is reported as *stale* (the
+list must follow the code). The baseline first runs the same tests on the unmodified copy:
+they must pass, or a "caught" would mean nothing. Exit status 0 only when every mutation
+is caught and the baseline passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str  # relative to the repository root
+    old: str  # exact text, found exactly once
+    new: str
+    tests: tuple[str, ...]  # pytest node ids or files, relative to the root
+
+
+T_CLI = "tests/test_cli.py"
+T_EVAL = "tests/test_evaluation.py"
+
+MUTATIONS = [
+    # -- the deliberate bugs of issue 12 --
+    Mutation(
+        "too-short boundary one frame late",
+        "src/melset/track.py",
+        "if len(y) < recipe.min_samples and",
+        "if len(y) < recipe.min_samples + recipe.hop_length and",
+        (f"{T_CLI}::test_too_short_boundary_is_exact_to_the_sample",),
+    ),
+    Mutation(
+        "too-short boundary one frame early",
+        "src/melset/track.py",
+        "if len(y) < recipe.min_samples and",
+        "if len(y) < recipe.min_samples - recipe.hop_length and",
+        (f"{T_CLI}::test_too_short_boundary_is_exact_to_the_sample",),
+    ),
+    Mutation(
+        "--whole-track averages one window (predict)",
+        "src/melset/train.py",
+        "probs = run.probabilities(x).mean(axis=0)",
+        "probs = run.probabilities(x[:1]).mean(axis=0)",
+        (f"{T_EVAL}::test_whole_track_averages_every_window",),
+    ),
+    Mutation(
+        "--whole-track cuts one window (track)",
+        "src/melset/track.py",
+        "n_windows = max(1, total // recipe.n_frames)",
+        "n_windows = 1",
+        (f"{T_EVAL}::test_whole_track_averages_every_window",),
+    ),
+    Mutation(
+        "--retry-failed ignored",
+        "src/melset/extract.py",
+        "or (retry_failed and rec.status == FAILED)",
+        "",
+        (f"{T_CLI}::test_retry_failed_redoes_failed_rows_and_only_then",),
+    ),
+    Mutation(
+        "--decoder ignored (command line)",
+        "src/melset/cli.py",
+        "Recipe(dtype=dtype, on_short=on_short, decoder=decoder)",
+        "Recipe(dtype=dtype, on_short=on_short)",
+        (f"{T_CLI}::test_decoder_option_chooses_the_backend",),
+    ),
+    Mutation(
+        "--decoder ignored (track)",
+        "src/melset/track.py",
+        "recipe.input_frames_needed, recipe.decoder)",
+        'recipe.input_frames_needed, "auto")',
+        (f"{T_CLI}::test_decoder_option_chooses_the_backend",),
+    ),
+    Mutation(
+        "macro-F1 over all classes, absent ones included",
+        "src/melset/train.py",
+        '"macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),',
+        '"macro_f1": float(np.mean(f1)),',
+        (
+            f"{T_EVAL}::test_macro_f1_ignores_classes_absent_from_truth_and_prediction",
+            f"{T_EVAL}::test_metrics_equal_scikit_learn",
+        ),
+    ),
+    Mutation(
+        "predict uses the default recipe",
+        "src/melset/train.py",
+        "    recipe = run.recipe\n    out = []",
+        "    recipe = Recipe()\n    out = []",
+        (f"{T_EVAL}::test_predict_applies_the_runs_recipe_not_the_default",),
+    ),
+    Mutation(
+        "--timeout ignored (command line)",
+        "src/melset/cli.py",
+        "workers=workers, timeout=timeout,",
+        "workers=workers,",
+        (f"{T_CLI}::test_timeout_value_is_the_one_given",),
+    ),
+    Mutation(
+        "--timeout ignored (local engine)",
+        "src/melset/engines/local.py",
+        "args=(path, recipe, row, sink), timeout=self.timeout)",
+        "args=(path, recipe, row, sink), timeout=None)",
+        (f"{T_CLI}::test_timeout_value_is_the_one_given",),
+    ),
+    # -- the other promises of issue 12 --
+    Mutation(
+        "evaluate accepts a store made with another recipe",
+        "src/melset/train.py",
+        "    if diff:\n        raise RunError(",
+        "    if False:\n        raise RunError(",
+        (f"{T_EVAL}::test_evaluate_refuses_a_store_made_with_another_recipe",),
+    ),
+    Mutation(
+        "train overwrites an existing run",
+        "src/melset/train.py",
+        "if present and not overwrite:",
+        "if False:",
+        (f"{T_EVAL}::test_existing_run_folder_is_refused_unless_overwrite",),
+    ),
+    Mutation(
+        "data printed as rich markup",
+        "src/melset/cli.py",
+        "            line.append(str(part))",
+        "            line.append(Text.from_markup(str(part)))",
+        (f"{T_CLI}::test_predict_without_a_run_and_with_odd_names", f"{T_CLI}::test_install_hint_prints_as_written"),
+    ),
+    Mutation(
+        "--json prints NaN",
+        "src/melset/system.py",
+        "json.dumps(_finite_or_none(obj), indent=indent, allow_nan=False, default=str)",
+        "json.dumps(obj, indent=indent, default=str)",
+        (f"{T_EVAL}::test_strict_json_turns_nan_and_infinity_into_null",),
+    ),
+    Mutation(
+        "a bug prints a traceback",
+        "src/melset/cli.py",
+        "        except Exception as exc:\n            try:\n                path = _save_traceback(exc)",
+        "        except MemoryError as exc:\n            try:\n                path = _save_traceback(exc)",
+        (f"{T_CLI}::test_unexpected_exception_is_a_bug_report_with_a_saved_traceback",),
+    ),
+    Mutation(
+        "predict lets decoder noise through",
+        "src/melset/train.py",
+        "            with silenced_stderr():",
+        "            if True:",
+        (f"{T_CLI}::test_predict_keeps_decoder_noise_off_the_terminal",),
+    ),
+    Mutation(
+        "no refusal of a one-genre training split",
+        "src/melset/train.py",
+        "    if len(present) < 2:",
+        "    if len(present) < 1:",
+        (f"{T_EVAL}::test_thin_training_data_is_refused_or_warned_never_divided_by_zero",),
+    ),
+    Mutation(
+        "patience 0 stops after the first epoch",
+        "src/melset/train.py",
+        "if since_best and since_best >= cfg.patience:",
+        "if since_best >= cfg.patience:",
+        (f"{T_CLI}::test_train_refuses_an_existing_run_and_thin_data",),
+    ),
+    Mutation(
+        "training options not checked",
+        "src/melset/train.py",
+        "    if not isinstance(cfg.epochs, int) or cfg.epochs < 1:",
+        "    if False:",
+        (f"{T_CLI}::test_train_option_ranges",),
+    ),
+]
+
+
+def copy_repo(dst: Path) -> None:
+    """The working tree as git sees it: tracked files and untracked ones that are not ignored."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for rel in filter(None, (p.decode() for p in listed)):
+        src = ROOT / rel
+        if not src.exists() and not src.is_symlink():
+            continue  # deleted in the working tree
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            os.symlink(os.readlink(src), target)
+        else:
+            shutil.copy2(src, target)
+
+
+def run_tests(repo: Path, tests: tuple[str, ...], per_test_timeout: int) -> tuple[int, str, float]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(repo / "src"), *filter(None, [env.get("PYTHONPATH", "")])])
+    env.setdefault("MELSET_SHARED", str(ROOT.parent / "shared"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--timeout={per_test_timeout}",
+        *tests,
+    ]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+    tail = (proc.stdout + proc.stderr).strip().splitlines()
+    return proc.returncode, tail[-1] if tail else "", time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-k", dest="only", default="", help="only mutations whose name contains this text")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the clean run of the selected tests")
+    parser.add_argument("--timeout", type=int, default=120, help="per-test timeout in seconds (default 120)")
+    args = parser.parse_args()
+    chosen = [m for m in MUTATIONS if args.only in m.name]
+    if args.list:
+        for m in chosen:
+            print(f"{m.name}: {m.file}: {m.old!r} -> {m.new!r}; tests: {' '.join(m.tests)}")
+        return 0
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="melset-mutations-") as tmp:
+        if not args.no_baseline:
+            clean = Path(tmp) / "baseline"
+            copy_repo(clean)
+            tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+            code, last, seconds = run_tests(clean, tests, args.timeout)
+            print(f"baseline (no mutation, {len(tests)} test selections): {'passed' if code == 0 else 'FAILED'}"
+                  f" in {seconds:.0f} s: {last}")  # fmt: skip
+            if code != 0:
+                return 1
+        rows = []
+        for i, m in enumerate(chosen):
+            repo = Path(tmp) / f"m{i}"
+            copy_repo(repo)
+            path = repo / m.file
+            text = path.read_text()
+            if text.count(m.old) != 1:
+                rows.append(
+                    (m.name, "STALE", f"the text to replace is found {text.count(m.old)} times in {m.file}", 0.0)
+                )
+                ok = False
+                continue
+            path.write_text(text.replace(m.old, m.new))
+            code, last, seconds = run_tests(repo, m.tests, args.timeout)
+            if code == 1:
+                verdict = "caught"
+            elif code == 0:
+                verdict, ok = "SURVIVED", False
+            else:
+                verdict, ok = f"ERROR (pytest exit {code})", False
+            rows.append((m.name, verdict, last, seconds))
+            shutil.rmtree(repo, ignore_errors=True)
+            print(f"{m.name:<52} {verdict:<9} {seconds:6.0f} s  {last}", flush=True)
+    caught = sum(r[1] == "caught" for r in rows)
+    print(f"{caught} of {len(rows)} planted bugs caught")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
