@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import Counter
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -21,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from melset.errors import MelsetError
-from melset.recipe import DECODERS, DTYPES, ON_SHORT, Recipe
+from melset.recipe import DECODERS, DTYPES, ON_SHORT, SCALINGS, Recipe, recipe_from_options
 from melset.vocab import (
     ERROR,
     FAILED,
@@ -50,6 +52,63 @@ class _Rate(ProgressColumn):
 def _fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]melset: error:[/] {message}")
     sys.exit(code)
+
+
+class _NumberOrNone(click.ParamType):
+    name = "number|none"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, float):
+            return value
+        if str(value).strip().lower() == "none":
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor none", param, ctx)
+
+
+def _recipe_options(f):
+    """extract's recipe flags; each defaults to the notebook's value (Recipe())."""
+    d, number = Recipe(), _NumberOrNone()
+    options = [
+        ("--sample-rate", int, d.sample_rate, "Resample to this rate (Hz), 1,000-192,000."),
+        ("--n-mels", int, d.n_mels, "Mel bands."),
+        ("--n-fft", int, d.n_fft, "STFT window length (samples, Hann)."),
+        ("--hop-length", int, d.hop_length, "STFT hop (samples)."),
+        ("--frames", int, d.n_frames, "Frames kept from each clip's start."),
+        ("--fmin", float, d.fmin, "Lowest mel frequency (Hz)."),
+        ("--fmax", number, d.fmax, "Highest mel frequency (Hz); none: sample_rate / 2."),
+        ("--top-db", number, d.top_db, "Floor below the clip's peak (dB); none keeps every level."),
+        ("--amin", float, d.amin, "Smallest power that power_to_db takes."),
+        (
+            "--scaling",
+            click.Choice(SCALINGS),
+            d.scaling,
+            "minmax-per-frame: each frame to [0, 1] (the notebook's MinMaxScaler); none: dB below the clip's peak.",
+        ),
+    ]
+    for flag, kind, default, text in reversed(options):
+        dest = "n_frames" if flag == "--frames" else flag[2:].replace("-", "_")
+        f = click.option(flag, dest, type=kind, default=default, show_default=True, help=text)(f)
+    return click.option(
+        "--recipe",
+        "recipe_file",
+        type=click.Path(),
+        default=None,
+        help="Recipe file: JSON or TOML with the keys `melset recipe` prints; recipe flags given beside it override it.",
+    )(f)
+
+
+def _recipe(recipe_file, **values) -> Recipe:
+    """The recipe file's recipe (or the default) with the recipe flags the user gave on top."""
+    ctx = click.get_current_context()
+    given = {
+        k: v
+        for k, v in values.items()
+        if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    }
+    return recipe_from_options(recipe_file, **given)
 
 
 @click.group()
@@ -124,6 +183,7 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made with other parameters.")
 @click.option("--retry-failed", is_flag=True, help="Also redo rows that failed in an earlier run.")
 @click.option("--quiet", is_flag=True, help="No progress bar; a one-line summary.")
+@_recipe_options
 def extract(
     tracks_csv,
     manifest_file,
@@ -142,14 +202,16 @@ def extract(
     overwrite,
     retry_failed,
     quiet,
+    recipe_file,
+    **recipe_values,
 ):
-    """Compute the notebook's log-mel spectrograms for a collection into a store."""
+    """Compute log-mel spectrograms for a collection into a store (the notebook's recipe unless told)."""
     from melset.catalog import choose_layout
     from melset.engines import make_engine
 
-    recipe = Recipe(dtype=dtype, on_short=on_short, decoder=decoder)
     inputs = dict(audio=audio_dir, tracks=tracks_csv, manifest=manifest_file, subset=subset, limit=limit)
     try:
+        recipe = _recipe(recipe_file, dtype=dtype, on_short=on_short, decoder=decoder, **recipe_values)
         inputs["layout"] = choose_layout(layout, tracks_csv, manifest_file)
         # Started first: workers import and warm up while the metadata is read.
         with make_engine(engine, workers=workers, timeout=timeout, address=ray_address) as eng:
@@ -304,6 +366,46 @@ def info(store_dir, as_json, verify):
         )
 
 
+@main.command("recipe")
+@click.argument("source", required=False, type=click.Path())
+@click.option("--toml", "as_toml", is_flag=True, help='TOML instead of JSON (fmax / top_db None written as "none").')
+def recipe_command(source, as_toml):
+    """Print a recipe ready to edit and pass to `extract --recipe`: the default one, or SOURCE's.
+
+    SOURCE is a store (the recipe it was made with), a training run (the recipe its model
+    expects) or a recipe file (checked and completed with the defaults).
+    """
+    try:
+        recipe = Recipe() if source is None else _recipe_of(source)
+    except MelsetError as exc:
+        _fail(str(exc))
+    click.echo(recipe.to_toml() if as_toml else recipe.to_json(), nl=not as_toml)
+
+
+def _recipe_of(source: str) -> Recipe:
+    from melset.errors import RecipeError
+    from melset.store import Store
+    from melset.vocab import MANIFEST
+
+    if not os.path.isdir(source):
+        return recipe_from_options(source)
+    if os.path.exists(os.path.join(source, MANIFEST)):
+        where, data = os.path.join(source, MANIFEST), Store(source).recipe
+    elif os.path.exists(os.path.join(source, "config.json")):
+        where = os.path.join(source, "config.json")
+        try:
+            with open(where, encoding="utf-8") as f:
+                data = json.load(f)["recipe"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RecipeError(f"{where} holds no readable recipe ({exc}); is {source} a training run?") from None
+    else:
+        raise RecipeError(f"{source} is neither a store (no {MANIFEST}) nor a training run (no config.json)")
+    try:
+        return Recipe.from_dict(data)
+    except RecipeError as exc:
+        raise RecipeError(f"{where}: the recorded recipe is not valid: {exc}") from None
+
+
 @main.command()
 @click.argument("store_dir", type=click.Path())
 @click.option("--track", required=True, help="Track id (FMA: the number, e.g. 2 or 000002).")
@@ -330,6 +432,7 @@ def show(store_dir, track, png):
         r["fmin"],
         r["fmax"],
         title=f"track {rec[TRACK_ID]} ({genre})",
+        scaled=r["scaling"] != "none",
     )
     out.print(f"wrote {png}")
 
@@ -429,7 +532,10 @@ def evaluate(run_dir, store_dir, split, device, as_json):
     from melset.train import evaluate as run_evaluate
 
     _open(store_dir)
-    report = run_evaluate(run_dir, store_dir, None if split == "all" else split, device)
+    try:
+        report = run_evaluate(run_dir, store_dir, None if split == "all" else split, device)
+    except MelsetError as exc:
+        _fail(str(exc))
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

@@ -23,3 +23,7 @@ class MissingDependency(MelsetError):
 
 class UsageError(MelsetError):
     """An option value or a combination of options that cannot work; names the option."""
+
+
+class RecipeError(UsageError, ValueError):
+    """A recipe that cannot give sound spectrograms (a value out of range, a bad recipe file); names the parameter."""

@@ -23,8 +23,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from melset.dataset import MelDataset, split_rows
+from melset.errors import RecipeError
 from melset.model import Architecture, MelCNN
-from melset.recipe import Recipe
+from melset.recipe import Recipe, feature_difference
 from melset.store import Store
 from melset.system import keep_freed_memory, versions
 from melset.vocab import OK, TEST, TRACK_ID, TRAINING, VALIDATION
@@ -271,6 +272,12 @@ def evaluate(run_dir: str, store_dir: str, split: str | None = TEST, device: str
 
     run = load_run(run_dir, device)
     store = Store(store_dir)
+    diff = feature_difference(run.config["recipe"], store.recipe)
+    if diff:
+        raise RecipeError(
+            f"{store.root} was made with another recipe than the one {run_dir} was trained on ({diff});"
+            f" extract the store with `--recipe` from `melset recipe {run_dir}`"
+        )
     seed = run.config["seed"]
     s = split_rows(store, seed=seed)
     rows = s.select(split)
