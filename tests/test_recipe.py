@@ -399,6 +399,35 @@ def test_show_draws_with_the_stores_own_axes(tmp_path, monkeypatch):
     assert ticks[labels.index("1024")] == pytest.approx(64 * mel_1024)
     assert figures[0].axes[1].get_ylabel() == "scaled log-mel"
 
+    # a manifest whose recipe was edited by hand: one sentence, never wrong axes
+    manifest = json.loads((out / "manifest.json").read_text())
+    for change, message in [
+        (dict(n_mels=32), "is damaged: its recipe makes (32, 500) matrices, mels.npy holds (64, 500)"),
+        (dict(fmax=9000.0), "the recorded recipe is not valid: fmax (--fmax) 9000 Hz is above the Nyquist"),
+        (dict(n_mels="64"), "the recorded recipe is not valid: n_mels (--n-mels) must be a whole number"),
+    ]:
+        edited = json.loads(json.dumps(manifest))
+        edited["identity"]["recipe"].update(change)
+        (out / "manifest.json").write_text(json.dumps(edited))
+        for args in (["recipe", out], ["show", out, "--track", "200/200010.mp3", "--png", tmp_path / "x.png"]):
+            res = cli(*args)
+            assert res.exit_code == 2 and message in res.stderr and "manifest.json" in res.stderr, res.output
+
+
+def test_spectrogram_axes_follow_the_recipe(tmp_path, monkeypatch):
+    import melset.plots
+
+    figures = []
+    monkeypatch.setattr(melset.plots, "_save", lambda fig, path: figures.append(fig) or str(path))
+    melset.plots.spectrogram_png(np.zeros((40, 100)), tmp_path / "x.png", 8000, 80, 300.0, 3400.0, scaled=False)
+    ax = figures[0].axes[0]
+    assert ax.get_xlim() == pytest.approx((0.0, 1.0))
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["300", "512", "1024", "2048", "3400"]
+    assert figures[0].axes[1].get_ylabel() == "dB below the clip's peak"
+    positions, labels = melset.plots.mel_ticks(128, 0.0, 11025.0)
+    assert labels[0] == "0" and labels[-1] == "11025" and positions[-1] == pytest.approx(128)
+
 
 @pytest.mark.slow
 def test_predict_and_dataset_use_the_stores_recipe(tmp_path):

@@ -28,6 +28,8 @@ from melset.vocab import (
     ERROR,
     FAILED,
     GENRE_TOP,
+    MANIFEST,
+    MELS,
     MISSING,
     OK,
     PENDING,
@@ -385,21 +387,41 @@ def recipe_command(source, as_toml):
 def _recipe_of(source: str) -> Recipe:
     from melset.errors import RecipeError
     from melset.store import Store
-    from melset.vocab import MANIFEST
 
     if not os.path.isdir(source):
         return recipe_from_options(source)
     if os.path.exists(os.path.join(source, MANIFEST)):
-        where, data = os.path.join(source, MANIFEST), Store(source).recipe
-    elif os.path.exists(os.path.join(source, "config.json")):
-        where = os.path.join(source, "config.json")
-        try:
-            with open(where, encoding="utf-8") as f:
-                data = json.load(f)["recipe"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RecipeError(f"{where} holds no readable recipe ({exc}); is {source} a training run?") from None
-    else:
+        return _store_recipe(Store(source))
+    where = os.path.join(source, "config.json")
+    if not os.path.exists(where):
         raise RecipeError(f"{source} is neither a store (no {MANIFEST}) nor a training run (no config.json)")
+    try:
+        with open(where, encoding="utf-8") as f:
+            data = json.load(f)["recipe"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RecipeError(f"{where} holds no readable recipe ({exc}); is {source} a training run?") from None
+    return _recorded_recipe(where, data)
+
+
+def _store_recipe(store) -> Recipe:
+    """The recipe a store's manifest records, checked as any recipe and against the stored shape."""
+    from melset.errors import StoreError
+
+    where = os.path.join(store.root, MANIFEST)
+    identity = store.manifest.get("identity")
+    recipe = _recorded_recipe(where, identity.get("recipe") if isinstance(identity, dict) else None)
+    if tuple(store.mels.shape[1:]) != recipe.shape:
+        raise StoreError(
+            f"{where} is damaged: its recipe makes {recipe.shape} matrices, {MELS} holds {store.mels.shape[1:]}"
+        )
+    return recipe
+
+
+def _recorded_recipe(where: str, data) -> Recipe:
+    from melset.errors import RecipeError
+
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where} records no recipe; it was not written by melset, or is damaged")
     try:
         return Recipe.from_dict(data)
     except RecipeError as exc:
@@ -422,17 +444,20 @@ def show(store_dir, track, png):
     rec = store.tracks.iloc[row]
     if rec[STATUS] != OK:
         _fail(f"track {track} has no spectrogram: {rec[STATUS]} ({rec[ERROR]})")
-    r = store.recipe
+    try:
+        r = _store_recipe(store)
+    except MelsetError as exc:
+        _fail(str(exc))
     genre = rec[GENRE_TOP] if isinstance(rec[GENRE_TOP], str) else "no genre"
     spectrogram_png(
         store.mels[row],
         png,
-        r["sample_rate"],
-        r["hop_length"],
-        r["fmin"],
-        r["fmax"],
+        r.sample_rate,
+        r.hop_length,
+        r.fmin,
+        r.fmax,
         title=f"track {rec[TRACK_ID]} ({genre})",
-        scaled=r["scaling"] != "none",
+        scaled=r.scaling == SCALINGS[0],
     )
     out.print(f"wrote {png}")
 
@@ -565,7 +590,10 @@ def predict(run_dir, files, whole_track, top, device, as_json):
     _needs_torch()
     from melset.train import predict as run_predict
 
-    results = run_predict(run_dir, list(files), whole_track=whole_track, top=top, device=device)
+    try:
+        results = run_predict(run_dir, list(files), whole_track=whole_track, top=top, device=device)
+    except MelsetError as exc:
+        _fail(str(exc))
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
