@@ -371,10 +371,15 @@ def test_same_recipe_from_file_or_flags_writes_the_same_bytes(tmp_path):
     proc = run_melset("extract", *_clips(tmp_path), "--out", tmp_path / "from-r.json", "--quiet", *flags)
     assert "3 already done" in proc.stdout
     out = tmp_path / "override"
-    run_melset("extract", *_clips(tmp_path), "--out", out, "--quiet", "--recipe", tmp_path / "r.json", "--n-mels", "32")
+    (tmp_path / "r32.json").write_text(json.dumps({**json.loads(printed), "dtype": "float32", "on_short": "pad"}))
+    run_melset(
+        "extract", *_clips(tmp_path), "--out", out, "--quiet", "--recipe", tmp_path / "r32.json", "--n-mels", "32"
+    )
     recipe = json.loads((out / "manifest.json").read_text())["identity"]["recipe"]
     assert (recipe["n_mels"], recipe["sample_rate"], recipe["fmax"]) == (32, 16000, 7000.0)
-    assert np.load(out / "mels.npy").shape == (3, 32, 300)
+    assert (recipe["dtype"], recipe["on_short"]) == ("float32", "pad"), "flags left at their defaults do not override"
+    mels = np.load(out / "mels.npy")
+    assert mels.shape == (3, 32, 300) and mels.dtype == np.float32
 
 
 @pytest.mark.slow
