@@ -466,3 +466,66 @@ def test_predict_and_dataset_use_the_stores_recipe(tmp_path):
     run_melset("extract", *_clips(tmp_path, ("200010",)), "--out", other, "--quiet", "--sample-rate", "22050")
     proc = run_melset("evaluate", run, "--store", other, check=False)
     assert proc.returncode == 2 and "was made with another recipe" in proc.stderr and "sample_rate" in proc.stderr
+
+
+# -- any accepted recipe computes what librosa computes ---------------------------------------------
+
+
+def _librosa_log_mel(y, r):
+    from sklearn.preprocessing import MinMaxScaler
+
+    mel = librosa.feature.melspectrogram(
+        y=y, sr=r.sample_rate, n_fft=r.n_fft, hop_length=r.hop_length, n_mels=r.n_mels, fmin=r.fmin, fmax=r.fmax
+    )[:, : r.n_frames]
+    db = librosa.power_to_db(mel, ref=np.max, amin=r.amin, top_db=r.top_db)
+    return MinMaxScaler().fit_transform(db) if r.scaling == "minmax-per-frame" else db
+
+
+@pytest.mark.slow
+def test_random_accepted_recipes_compute_what_librosa_computes():
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    pytest.importorskip("sklearn")
+
+    @hypothesis.settings(max_examples=40, deadline=None, derandomize=True)
+    @hypothesis.given(
+        sr=st.sampled_from([1000, 8000, 16000, 22050, 44100, 96000, 192000]),
+        n_fft=st.integers(16, 4096),
+        hop_ratio=st.floats(0.05, 3.9),
+        n_mels=st.integers(1, 160),
+        band=st.tuples(st.floats(0.0, 0.45), st.floats(0.5, 1.0)),
+        n_frames=st.integers(1, 64),
+        top_db=st.sampled_from([None, 40.0, 80.0]),
+        scaling=st.sampled_from(["minmax-per-frame", "none"]),
+        extra=st.integers(-3, 3),
+    )
+    def check(sr, n_fft, hop_ratio, n_mels, band, n_frames, top_db, scaling, extra):
+        values = dict(
+            sample_rate=sr,
+            n_fft=n_fft,
+            hop_length=max(1, int(hop_ratio * n_fft)),
+            n_mels=n_mels,
+            fmin=band[0] * sr / 2,
+            fmax=band[1] * sr / 2,
+            n_frames=n_frames,
+            top_db=top_db,
+            scaling=scaling,
+            dtype="float32",
+        )
+        try:
+            r = Recipe(**values)
+        except RecipeError as exc:
+            hypothesis.assume("stay empty" not in str(exc))  # the other refusals cannot happen here
+            raise
+        rng = np.random.default_rng(n_fft * 7 + n_mels)
+        # a clip that ends anywhere around the last kept sample (zeros beyond it, as librosa pads)
+        y = rng.standard_normal(max(r.min_samples, r.samples_needed + extra, n_fft // 2 + 1)).astype(np.float32)
+        ours = features.log_mel(y, r)
+        ref = _librosa_log_mel(y, r)
+        assert ours.shape == ref.shape == r.shape
+        tol = 1e-3 if scaling == "minmax-per-frame" else 1e-2
+        assert float(np.abs(ours - ref).max()) <= tol, values
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check()
