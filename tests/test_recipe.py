@@ -325,6 +325,9 @@ def test_extract_refuses_a_bad_recipe_file_before_any_work(tmp_path):
     assert res.exit_code == 2 and "unknown recipe key 'frame'" in res.stderr and "r.json" in res.stderr
     res = cli("extract", "--tracks", SAMPLE_TRACKS, "--audio", SAMPLE_AUDIO, "--out", out, "--recipe", tmp_path / "x")
     assert res.exit_code == 2 and "does not exist" in res.stderr
+    (tmp_path / "[bad] r.json").write_text('{"n_mels": 0}')
+    res = cli("recipe", tmp_path / "[bad] r.json")
+    assert res.exit_code == 2 and f"recipe file {tmp_path / '[bad] r.json'}: n_mels (--n-mels)" in res.stderr
     assert not out.exists()
 
 

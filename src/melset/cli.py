@@ -10,6 +10,7 @@ from collections import Counter
 import click
 from click.core import ParameterSource
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -52,7 +53,7 @@ class _Rate(ProgressColumn):
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]melset: error:[/] {message}")
+    err.print(f"[bold red]melset: error:[/] {escape(message)}")
     sys.exit(code)
 
 
