@@ -1,4 +1,4 @@
-"""The `melset` command: extract, info, show, export (and train, evaluate, predict with melset[train])."""
+"""The `melset` command: extract, recipe, info, show, export (and train, evaluate, predict with melset[train])."""
 
 from __future__ import annotations
 
