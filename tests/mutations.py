@@ -127,8 +127,8 @@ MUTATIONS = [
     Mutation(
         "evaluate accepts a store made with another recipe",
         "src/melset/train.py",
-        "    if diff:\n        raise RunError(",
-        "    if False:\n        raise RunError(",
+        "    if diff:\n        raise RecipeError(",
+        "    if False:\n        raise RecipeError(",
         (f"{T_EVAL}::test_evaluate_refuses_a_store_made_with_another_recipe",),
     ),
     Mutation(

@@ -17,7 +17,7 @@ sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
 from melset.errors import MelsetError, RunError, UsageError  # noqa: E402
 from melset.model import Architecture, MelCNN  # noqa: E402
-from melset.recipe import Recipe  # noqa: E402
+from melset.recipe import Recipe, feature_difference  # noqa: E402
 from melset.system import strict_json  # noqa: E402
 from melset.train import (  # noqa: E402
     TrainConfig,
@@ -27,7 +27,6 @@ from melset.train import (  # noqa: E402
     load_run,
     predict,
     prepare_run_dir,
-    recipe_difference,
 )
 
 SAMPLE_CLASSES = ["Classical", "Experimental", "Folk", "Jazz"]
@@ -195,14 +194,14 @@ def test_broken_runs_are_one_sentence(tmp_path):
 
 def test_recipe_difference_names_the_first_parameter():
     base = Recipe().to_dict()
-    assert recipe_difference(base, base) is None
-    assert recipe_difference(base, Recipe(dtype="float32").to_dict()) is None  # only rounding
-    assert recipe_difference(base, Recipe(n_mels=64).to_dict()).startswith("shape: ")
-    assert recipe_difference(base, Recipe(n_frames=512).to_dict()).startswith("shape: ")
-    assert recipe_difference(base, Recipe(sample_rate=16000).to_dict()).startswith("sample_rate: ")
-    assert recipe_difference(base, Recipe(scaling="none").to_dict()).startswith("scaling: ")
-    assert recipe_difference(base, Recipe(top_db=None).to_dict()).startswith("top_db: ")
-    assert recipe_difference(base, Recipe(hop_length=256, fmax=8000.0).to_dict()).startswith("hop_length: ")
+    assert feature_difference(base, base) is None
+    assert feature_difference(base, Recipe(dtype="float32").to_dict()) is None  # only rounding
+    assert feature_difference(base, Recipe(n_mels=64).to_dict()).startswith("n_mels ")
+    assert feature_difference(base, Recipe(n_frames=512).to_dict()).startswith("n_frames ")
+    assert feature_difference(base, Recipe(sample_rate=16000).to_dict()).startswith("sample_rate ")
+    assert feature_difference(base, Recipe(scaling="none").to_dict()).startswith("scaling ")
+    assert feature_difference(base, Recipe(top_db=None).to_dict()).startswith("top_db ")
+    assert feature_difference(base, Recipe(hop_length=256, fmax=8000.0).to_dict()).startswith("hop_length ")
 
 
 def _probabilities(run, matrices) -> np.ndarray:

@@ -1,7 +1,8 @@
-"""The `melset` command: extract, info, show, export, repair (and train, evaluate, predict with melset[train])."""
+"""The `melset` command: extract, recipe, info, show, export, repair, report (and train, evaluate, predict with melset[train])."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import signal
@@ -11,6 +12,7 @@ import traceback
 from collections import Counter
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -26,13 +28,15 @@ from rich.text import Text
 
 from melset import __version__
 from melset.errors import MelsetError, MissingDependency, UsageError
-from melset.recipe import DECODERS, DTYPES, ON_SHORT, Recipe
+from melset.recipe import DECODERS, DTYPES, ON_SHORT, SCALINGS, Recipe, recipe_from_options
 from melset.system import strict_json
 from melset.vocab import (
     ERROR,
     FAILED,
     GENRE_TOP,
     LABEL_KINDS,
+    MANIFEST,
+    MELS,
     MISSING,
     OK,
     PENDING,
@@ -121,6 +125,63 @@ class _Group(click.Group):
             sys.exit(EXIT_BUG)
 
 
+class _NumberOrNone(click.ParamType):
+    name = "number|none"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, float):
+            return value
+        if str(value).strip().lower() == "none":
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor none", param, ctx)
+
+
+def _recipe_options(f):
+    """extract's recipe flags; each defaults to the notebook's value (Recipe())."""
+    d, number = Recipe(), _NumberOrNone()
+    options = [
+        ("--sample-rate", int, d.sample_rate, "Resample to this rate (Hz), 1,000-192,000."),
+        ("--n-mels", int, d.n_mels, "Mel bands."),
+        ("--n-fft", int, d.n_fft, "STFT window length (samples, Hann)."),
+        ("--hop-length", int, d.hop_length, "STFT hop (samples)."),
+        ("--frames", int, d.n_frames, "Frames kept from each clip's start."),
+        ("--fmin", float, d.fmin, "Lowest mel frequency (Hz)."),
+        ("--fmax", number, d.fmax, "Highest mel frequency (Hz); none: sample_rate / 2."),
+        ("--top-db", number, d.top_db, "Floor below the clip's peak (dB); none keeps every level."),
+        ("--amin", float, d.amin, "Smallest power that power_to_db takes."),
+        (
+            "--scaling",
+            click.Choice(SCALINGS),
+            d.scaling,
+            "minmax-per-frame: each frame to [0, 1] (the notebook's MinMaxScaler); none: dB below the clip's peak.",
+        ),
+    ]
+    for flag, kind, default, text in reversed(options):
+        dest = "n_frames" if flag == "--frames" else flag[2:].replace("-", "_")
+        f = click.option(flag, dest, type=kind, default=default, show_default=True, help=text)(f)
+    return click.option(
+        "--recipe",
+        "recipe_file",
+        type=click.Path(),
+        default=None,
+        help="Recipe file: JSON or TOML with the keys `melset recipe` prints; recipe flags given beside it override it.",
+    )(f)
+
+
+def _recipe(recipe_file, **values) -> Recipe:
+    """The recipe file's recipe (or the default) with the recipe flags the user gave on top."""
+    ctx = click.get_current_context()
+    given = {
+        k: v
+        for k, v in values.items()
+        if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    }
+    return recipe_from_options(recipe_file, **given)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="melset")
 def main() -> None:
@@ -206,6 +267,7 @@ def main() -> None:
     help="What labels.npy encodes: one-hot genre_top, or (FMA) multi-hot track.genres / track.genres_all titled from genres.csv.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar; a one-line summary.")
+@_recipe_options
 def extract(
     tracks_csv,
     manifest_file,
@@ -225,16 +287,18 @@ def extract(
     retry_failed,
     label_kind,
     quiet,
+    recipe_file,
+    **recipe_values,
 ):
-    """Compute the notebook's log-mel spectrograms for a collection into a store."""
+    """Compute log-mel spectrograms for a collection into a store (the notebook's recipe unless told)."""
     from melset.engines import make_engine
     from melset.extract import check_options
 
-    recipe = Recipe(dtype=dtype, on_short=on_short, decoder=decoder)
     inputs = dict(audio=audio_dir, tracks=tracks_csv, manifest=manifest_file, subset=subset, limit=limit)
     options = dict(overwrite=overwrite, retry_failed=retry_failed, labels=label_kind)
     signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: finished rows are committed
     try:
+        recipe = _recipe(recipe_file, dtype=dtype, on_short=on_short, decoder=decoder, **recipe_values)
         check_options(
             **inputs,
             layout=layout,
@@ -430,6 +494,66 @@ def info(store_dir, as_json, verify):
             sys.exit(1)
 
 
+@main.command("recipe")
+@click.argument("source", required=False, type=click.Path())
+@click.option("--toml", "as_toml", is_flag=True, help='TOML instead of JSON (fmax / top_db None written as "none").')
+def recipe_command(source, as_toml):
+    """Print a recipe ready to edit and pass to `extract --recipe`: the default one, or SOURCE's.
+
+    SOURCE is a store (the recipe it was made with), a training run (the recipe its model
+    expects) or a recipe file (checked and completed with the defaults).
+    """
+    try:
+        recipe = Recipe() if source is None else _recipe_of(source)
+    except MelsetError as exc:
+        _fail(str(exc))
+    click.echo(recipe.to_toml() if as_toml else recipe.to_json(), nl=not as_toml)
+
+
+def _recipe_of(source: str) -> Recipe:
+    from melset.errors import RecipeError
+    from melset.store import Store
+
+    if not os.path.isdir(source):
+        return recipe_from_options(source)
+    if os.path.exists(os.path.join(source, MANIFEST)):
+        return _store_recipe(Store(source))
+    where = os.path.join(source, "config.json")
+    if not os.path.exists(where):
+        raise RecipeError(f"{source} is neither a store (no {MANIFEST}) nor a training run (no config.json)")
+    try:
+        with open(where, encoding="utf-8") as f:
+            data = json.load(f)["recipe"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RecipeError(f"{where} holds no readable recipe ({exc}); is {source} a training run?") from None
+    return _recorded_recipe(where, data)
+
+
+def _store_recipe(store) -> Recipe:
+    """The recipe a store's manifest records, checked as any recipe and against the stored shape."""
+    from melset.errors import StoreError
+
+    where = os.path.join(store.root, MANIFEST)
+    identity = store.manifest.get("identity")
+    recipe = _recorded_recipe(where, identity.get("recipe") if isinstance(identity, dict) else None)
+    if tuple(store.mels.shape[1:]) != recipe.shape:
+        raise StoreError(
+            f"{where} is damaged: its recipe makes {recipe.shape} matrices, {MELS} holds {store.mels.shape[1:]}"
+        )
+    return recipe
+
+
+def _recorded_recipe(where: str, data) -> Recipe:
+    from melset.errors import RecipeError
+
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where} records no recipe; it was not written by melset, or is damaged")
+    try:
+        return Recipe.from_dict(data)
+    except RecipeError as exc:
+        raise RecipeError(f"{where}: the recorded recipe is not valid: {exc}") from None
+
+
 @main.command()
 @click.argument("store_dir", type=click.Path())
 @click.option("--track", required=True, help="Track id (FMA: the number, e.g. 2 or 000002).")
@@ -449,17 +573,18 @@ def show(store_dir, track, png):
     if rec[STATUS] != OK:
         raise UsageError(f"track {track} has no spectrogram: {rec[STATUS]} ({rec[ERROR]})")
     matrix = store.row(row)  # checked against its checksum: a damaged row is refused in words
-    r = store.recipe
+    r = _store_recipe(store)
     genre = rec[GENRE_TOP] if isinstance(rec[GENRE_TOP], str) else "no genre"
     try:
         spectrogram_png(
             matrix,
             png,
-            r["sample_rate"],
-            r["hop_length"],
-            r["fmin"],
-            r["fmax"],
+            r.sample_rate,
+            r.hop_length,
+            r.fmin,
+            r.fmax,
             title=f"track {rec[TRACK_ID]} ({genre})",
+            scaled=r.scaling == SCALINGS[0],
         )
     except OSError as exc:
         raise UsageError(f"cannot write {png}: {exc.strerror or exc}") from None

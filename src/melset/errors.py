@@ -27,3 +27,7 @@ class UsageError(MelsetError):
 
 class RunError(MelsetError):
     """A training run folder that cannot be used as asked (missing, damaged, made for other data)."""
+
+
+class RecipeError(UsageError, ValueError):
+    """A recipe that cannot give sound spectrograms (a value out of range, a bad recipe file); names the parameter."""

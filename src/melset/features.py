@@ -14,36 +14,20 @@ import numpy as np
 import scipy.fft
 import scipy.sparse
 
-from melset.recipe import Recipe
+from melset.recipe import Recipe, hz_to_mel, mel_frequencies, mel_to_hz
 
-
-def hz_to_mel(freqs: np.ndarray | float) -> np.ndarray:
-    """Slaney's auditory-toolbox mel scale (librosa's default, htk=False)."""
-    freqs = np.asanyarray(freqs, dtype=np.float64)
-    f_sp = 200.0 / 3
-    mels = freqs / f_sp
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    log_t = freqs >= min_log_hz
-    return np.where(log_t, min_log_mel + np.log(np.maximum(freqs, min_log_hz) / min_log_hz) / logstep, mels)
-
-
-def mel_to_hz(mels: np.ndarray | float) -> np.ndarray:
-    """Inverse of `hz_to_mel`."""
-    mels = np.asanyarray(mels, dtype=np.float64)
-    f_sp = 200.0 / 3
-    freqs = f_sp * mels
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    log_t = mels >= min_log_mel
-    return np.where(log_t, min_log_hz * np.exp(logstep * (mels - min_log_mel)), freqs)
-
-
-def mel_frequencies(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    """`n_mels` frequencies (Hz) evenly spaced on the mel scale from fmin to fmax."""
-    return mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels))
+__all__ = [
+    "hann_window",
+    "hz_to_mel",
+    "log_mel",
+    "mel_filterbank",
+    "mel_frequencies",
+    "mel_power",
+    "mel_to_hz",
+    "minmax_per_frame",
+    "n_centred_frames",
+    "power_to_db",
+]
 
 
 def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
@@ -85,7 +69,7 @@ def _kernel(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -
 def mel_power(y: np.ndarray, recipe: Recipe, start_frame: int = 0) -> np.ndarray:
     """Mel power spectrogram (n_mels, n_frames) of centred frames start_frame.. of `y`.
 
-    Equals librosa.feature.melspectrogram(y=y, sr, n_fft, hop_length, n_mels)[:, start:start + n_frames]
+    Equals librosa.feature.melspectrogram(y=y, sr, n_fft, hop_length, n_mels, fmin, fmax)[:, start:start + n_frames]
     (centre padding with zeros), computing only those frames. Samples past the end of `y`
     are zeros, as librosa's centre padding makes them.
     """
@@ -146,6 +130,7 @@ def log_mel(y: np.ndarray, recipe: Recipe, start_frame: int = 0) -> np.ndarray:
     return S
 
 
-def n_centred_frames(n_samples: int, hop_length: int) -> int:
-    """How many centred frames librosa's STFT gives for n_samples (1 + n // hop)."""
-    return 1 + n_samples // hop_length
+def n_centred_frames(n_samples: int, hop_length: int, n_fft: int = 0) -> int:
+    """How many centred frames librosa's STFT gives for n_samples: 1 + n // hop (even n_fft),
+    1 + (n - 1) // hop (odd n_fft, whose centre padding is one sample short of a window)."""
+    return 1 + (n_samples - n_fft % 2) // hop_length

@@ -24,8 +24,14 @@ def spectrogram_png(
     fmax: float | None = None,
     title: str = "",
     start_s: float = 0.0,
+    scaled: bool = True,
 ) -> str:
-    """Save a (n_mels, frames) matrix like librosa's specshow(x_axis='time', y_axis='mel')."""
+    """Save a (n_mels, frames) matrix like librosa's specshow(x_axis='time', y_axis='mel').
+
+    The axes follow the recipe: frame t sits at start_s + t * hop_length / sample_rate, and
+    the bands run from fmin to fmax (None: sample_rate / 2) on the mel scale. `scaled` says
+    whether values are the per-frame [0, 1] scaling or dB below the clip's peak.
+    """
     fmax = fmax or sample_rate / 2
     n_mels, n_frames = mel.shape
     fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
@@ -38,17 +44,30 @@ def spectrogram_png(
         extent=(start_s, end_s, 0, n_mels),
         cmap="magma",
     )
-    lo, hi = float(hz_to_mel(fmin)), float(hz_to_mel(fmax))
-    ticks = [f for f in (0, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768) if fmin <= f <= fmax]
-    ax.set_yticks([(float(hz_to_mel(f)) - lo) / (hi - lo) * n_mels for f in ticks])
-    ax.set_yticklabels([str(f) for f in ticks])
+    positions, labels = mel_ticks(n_mels, fmin, fmax)
+    ax.set_yticks(positions, labels)
     ax.set_xlabel("Time (s)")
     ax.set_ylabel("Frequency (Hz, mel scale)")
     if title:
         ax.set_title(title)
-    fig.colorbar(img, ax=ax, label="scaled log-mel")
+    fig.colorbar(img, ax=ax, label="scaled log-mel" if scaled else "dB below the clip's peak")
     fig.tight_layout()
     return _save(fig, out)
+
+
+def mel_ticks(n_mels: int, fmin: float, fmax: float) -> tuple[list[float], list[str]]:
+    """Frequency ticks for a mel axis of n_mels bands from fmin to fmax: both ends and the
+    octaves of 128 Hz between them, placed on the mel scale (band units from the bottom)."""
+    lo, hi = float(hz_to_mel(fmin)), float(hz_to_mel(fmax))
+
+    def at(f: float) -> float:
+        return (float(hz_to_mel(f)) - lo) / (hi - lo) * n_mels
+
+    inner = [f for f in (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536) if fmin < f < fmax]
+    # octaves closer than 5% of the axis to an end would print over the end's label
+    inner = [f for f in inner if 0.05 * n_mels < at(f) < 0.95 * n_mels]
+    freqs = [fmin, *inner, fmax]
+    return [at(f) for f in freqs], [f"{f:g}" for f in freqs]
 
 
 def confusion_png(matrix: np.ndarray, classes: Sequence[str], out: str | os.PathLike, title: str = "") -> str:

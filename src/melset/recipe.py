@@ -2,19 +2,108 @@
 
 One frozen object, written into every store's manifest and every trained run, so a
 dataset always says how it was made and `predict` can apply exactly the same recipe.
+A recipe that cannot give sound spectrograms is refused when it is made, with one
+sentence (`RecipeError`). Recipes also come from files (`read_recipe_file`, JSON or TOML
+with the manifest's keys) and from the command line (`recipe_from_options`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import math
+import numbers
+import os
+import tomllib
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+
+from melset.errors import RecipeError
 
 ON_SHORT = ("skip", "pad")
 SCALINGS = ("minmax-per-frame", "none")
 DTYPES = ("float16", "float32")
 DECODERS = ("auto", "soundfile", "av")
+RESAMPLERS = ("soxr_hq",)
+
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 192_000
+MAX_N_FFT = 2**16
+MAX_VALUES = 2**26  # n_mels * n_frames: 256 MB per matrix in float32, 512 times the notebook's
+MAX_SECONDS = 3600.0  # audio one matrix covers
+
+# The command-line flag of each parameter, so a message names what the user typed.
+FLAGS = {
+    "sample_rate": "--sample-rate",
+    "n_mels": "--n-mels",
+    "n_fft": "--n-fft",
+    "hop_length": "--hop-length",
+    "n_frames": "--frames",
+    "fmin": "--fmin",
+    "fmax": "--fmax",
+    "top_db": "--top-db",
+    "amin": "--amin",
+    "scaling": "--scaling",
+    "on_short": "--on-short",
+    "decoder": "--decoder",
+    "dtype": "--dtype",
+}
+_INTS = ("sample_rate", "n_mels", "n_fft", "hop_length", "n_frames")
+_FLOATS = ("fmin", "fmax", "top_db", "amin")
+_NULLABLE = ("fmax", "top_db")  # None: sample_rate / 2; keep every level
+_CHOICES = {"scaling": SCALINGS, "on_short": ON_SHORT, "decoder": DECODERS, "dtype": DTYPES, "resample": RESAMPLERS}
+# What decides the values of a matrix (not how it is decoded, stored, or which clips are kept).
+FEATURE_KEYS = ("sample_rate", "n_mels", "n_fft", "hop_length", "n_frames", "fmin", "fmax", "top_db", "amin", "scaling")
+
+
+# -- the mel scale (librosa's defaults: Slaney, htk=False) -------------------------------------
+
+
+def hz_to_mel(freqs: np.ndarray | float) -> np.ndarray:
+    """Slaney's auditory-toolbox mel scale (librosa's default, htk=False)."""
+    freqs = np.asanyarray(freqs, dtype=np.float64)
+    f_sp = 200.0 / 3
+    mels = freqs / f_sp
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    log_t = freqs >= min_log_hz
+    return np.where(log_t, min_log_mel + np.log(np.maximum(freqs, min_log_hz) / min_log_hz) / logstep, mels)
+
+
+def mel_to_hz(mels: np.ndarray | float) -> np.ndarray:
+    """Inverse of `hz_to_mel`."""
+    mels = np.asanyarray(mels, dtype=np.float64)
+    f_sp = 200.0 / 3
+    freqs = f_sp * mels
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    log_t = mels >= min_log_mel
+    return np.where(log_t, min_log_hz * np.exp(logstep * (mels - min_log_mel)), freqs)
+
+
+def mel_frequencies(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """`n_mels` frequencies (Hz) evenly spaced on the mel scale from fmin to fmax."""
+    return mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels))
+
+
+def empty_mel_filters(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """Indices of the mel filters that no FFT bin falls inside: the all-zero rows of
+    ``librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)``.
+
+    Filter i is non-zero exactly at the bins strictly between edges i and i + 2, so this
+    counts bins per filter instead of building the (n_mels, 1 + n_fft // 2) matrix.
+    """
+    edges = mel_frequencies(n_mels + 2, fmin, fmax)
+    bins = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
+    inside = np.searchsorted(bins, edges[2:], side="left") - np.searchsorted(bins, edges[:-2], side="right")
+    return np.flatnonzero(inside <= 0)
+
+
+# -- the recipe ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -24,16 +113,19 @@ class Recipe:
     The default is the reference notebook: ``librosa.load(path)`` (22,050 Hz mono, soxr HQ),
     ``melspectrogram(y, n_mels=128)[:, :1024]``, ``power_to_db(ref=np.max)`` and
     ``MinMaxScaler().fit_transform`` per time frame. A recipe is written into every store's
-    manifest and every training run, so both always say how their data was made.
+    manifest and every training run, so both always say how their data was made. Any other
+    recipe computes what the same librosa calls compute with its values.
 
     Parameters
     ----------
     sample_rate : int
-        Rate the audio is resampled to (Hz).
+        Rate the audio is resampled to (Hz), 1,000 to 192,000.
     n_mels : int
-        Mel bands (Slaney scale and normalisation, as librosa's defaults).
+        Mel bands (Slaney scale and normalisation, as librosa's defaults); every band must
+        hold at least one FFT bin.
     n_fft, hop_length : int
-        STFT window length and hop in samples (Hann window, centred frames).
+        STFT window length (at most 65,536) and hop in samples (Hann window, centred
+        frames); the hop is under 4 * n_fft.
     n_frames : int
         Frames kept from the start of each clip.
     fmin, fmax : float
@@ -53,12 +145,20 @@ class Recipe:
     dtype : {"float16", "float32"}
         Stored precision.
 
+    Raises
+    ------
+    RecipeError
+        A value of the wrong type, out of range, or a combination that cannot work; the
+        message names the parameter (and its command-line flag) and what to change.
+
     Examples
     --------
     >>> Recipe().shape
     (128, 1024)
     >>> Recipe(dtype="float32", on_short="pad").to_dict()["dtype"]
     'float32'
+    >>> Recipe(sample_rate=16000, fmax=8000).fmax
+    8000.0
     """
 
     sample_rate: int = 22050
@@ -80,19 +180,27 @@ class Recipe:
     dtype: str = "float16"
 
     def __post_init__(self) -> None:
-        if self.on_short not in ON_SHORT:
-            raise ValueError(f"on_short must be one of {ON_SHORT}, not {self.on_short!r}")
-        if self.scaling not in SCALINGS:
-            raise ValueError(f"scaling must be one of {SCALINGS}, not {self.scaling!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, not {self.dtype!r}")
-        if self.decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {DECODERS}, not {self.decoder!r}")
-        if self.resample != "soxr_hq":
-            raise ValueError("only soxr_hq resampling (librosa.load's default) is supported")
-        for name in ("sample_rate", "n_mels", "n_fft", "hop_length", "n_frames"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
+        # Types first, then normalise (0 and 0.0 are one recipe, with one manifest), then ranges.
+        for name in _INTS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise _error(name, f"{_name(name)} must be a whole number, not {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in _FLOATS:
+            value = getattr(self, name)
+            if value is None and name in _NULLABLE:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                hint = " or none" if name in _NULLABLE else ""
+                raise _error(name, f"{_name(name)} must be a number{hint}, not {value!r}")
+            if not math.isfinite(value):
+                raise _error(name, f"{_name(name)} must be a finite number, not {value!r}")
+            object.__setattr__(self, name, float(value))
+        for name, choices in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices:
+                raise _error(name, f"{_name(name)} must be one of {', '.join(choices)}, not {value!r}")
+        _check_ranges(self)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -100,14 +208,23 @@ class Recipe:
         return (self.n_mels, self.n_frames)
 
     @property
+    def nyquist(self) -> float:
+        """sample_rate / 2: the highest frequency the resampled audio holds."""
+        return self.sample_rate / 2.0
+
+    @property
     def samples_needed(self) -> int:
-        """Samples at `sample_rate` that the kept frames touch (centred frames, n_fft // 2 each side)."""
-        return (self.n_frames - 1) * self.hop_length + self.n_fft // 2
+        """Samples at `sample_rate` that the kept frames touch.
+
+        Centred frame t covers samples [t * hop - n_fft // 2, t * hop - n_fft // 2 + n_fft), as
+        librosa pads n_fft // 2 zeros each side; past the end of the clip are zeros.
+        """
+        return (self.n_frames - 1) * self.hop_length + self.n_fft - self.n_fft // 2
 
     @property
     def min_samples(self) -> int:
-        """Fewest samples that still give n_frames centred frames (librosa: 1 + len // hop)."""
-        return (self.n_frames - 1) * self.hop_length
+        """Fewest samples that still give n_frames centred frames (librosa: 1 + (len - n_fft % 2) // hop)."""
+        return (self.n_frames - 1) * self.hop_length + self.n_fft % 2
 
     @property
     def seconds_needed(self) -> float:
@@ -116,19 +233,225 @@ class Recipe:
 
     def input_frames_needed(self, native_rate: int) -> int:
         """Samples to decode at the file's own rate: what the kept frames need, plus a margin
-        that makes soxr's output over those frames bit-identical to resampling the whole file."""
-        margin = max(4096, math.ceil(0.25 * native_rate))
+        that makes soxr's output over those frames bit-identical to resampling the whole file.
+
+        soxr HQ's output differs from the whole file's over at most ~1,350 samples (measured,
+        1-192 kHz either way) at the lower of the two rates before the end of its input; the
+        margin is 4,096 such samples, and at least 0.25 s.
+        """
+        lower = min(native_rate, self.sample_rate)
+        margin = max(4096, math.ceil(0.25 * native_rate), math.ceil(4096 * native_rate / lower))
         return math.ceil(self.samples_needed * native_rate / self.sample_rate) + margin
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as the plain dict that manifests and runs record."""
         return dataclasses.asdict(self)
 
+    def to_json(self) -> str:
+        """The recipe as a JSON object, one key a line: what ``--recipe`` reads back."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_toml(self) -> str:
+        """The recipe as TOML; TOML has no null, so fmax / top_db None are written as "none"."""
+        lines = []
+        for key, value in self.to_dict().items():
+            lines.append(f"{key} = {json.dumps('none' if value is None else value)}")
+        return "\n".join(lines) + "\n"
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
-        """The recipe a manifest or run recorded; unknown keys are refused."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
+        """The recipe a manifest, a run or a recipe file holds; missing keys take the defaults.
+
+        Unknown keys are refused; fmax and top_db may be None or the string "none".
+        """
+        if not isinstance(data, dict):
+            raise RecipeError(f"a recipe is a table of parameters, not {type(data).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in data if k not in known]
         if unknown:
-            raise ValueError(f"unknown recipe parameters: {sorted(unknown)}")
-        return cls(**data)
+            key = unknown[0]
+            close = difflib.get_close_matches(str(key), known, n=1)
+            if key in ("identity", "recipe"):
+                hint = (
+                    "a store's manifest or a run's config? `melset recipe STORE_OR_RUN > recipe.json` writes its recipe"
+                )
+            else:
+                hint = f"did you mean {close[0]}?" if close else f"the keys are {', '.join(known)}"
+            raise _error(key, f"unknown recipe key {key!r}; {hint}")
+        values = dict(data)
+        for key in _NULLABLE:
+            if isinstance(values.get(key), str) and values[key].strip().lower() == "none":
+                values[key] = None
+        return cls(**values)
+
+
+def feature_difference(a: Recipe | dict[str, Any], b: Recipe | dict[str, Any]) -> str | None:
+    """The first parameter that makes matrices of recipe `a` differ from those of `b` (FEATURE_KEYS,
+    not decoder, dtype or on_short), as "n_mels 64 vs 128"; None when a model can take one for the other."""
+    a, b = (r.to_dict() if isinstance(r, Recipe) else r for r in (a, b))
+    for key in FEATURE_KEYS:
+        if a.get(key) != b.get(key):
+            return f"{key} {a.get(key)} vs {b.get(key)}"
+    return None
+
+
+def _name(field: str) -> str:
+    return f"{field} ({FLAGS[field]})" if field in FLAGS else field
+
+
+def _error(key: str, message: str) -> RecipeError:
+    """A RecipeError that remembers which parameter it is about (`recipe_from_options` names the file)."""
+    exc = RecipeError(message)
+    exc.key = key
+    return exc
+
+
+def _check_ranges(r: Recipe) -> None:
+    if not MIN_SAMPLE_RATE <= r.sample_rate <= MAX_SAMPLE_RATE:
+        raise _error(
+            "sample_rate",
+            f"{_name('sample_rate')} must be between {MIN_SAMPLE_RATE:,} and {MAX_SAMPLE_RATE:,} Hz, not {r.sample_rate:,}",
+        )
+    if not 1 <= r.n_fft <= MAX_N_FFT:
+        raise _error("n_fft", f"{_name('n_fft')} must be between 1 and {MAX_N_FFT:,} samples, not {r.n_fft:,}")
+    if r.hop_length < 1:
+        raise _error("hop_length", f"{_name('hop_length')} must be at least 1 sample, not {r.hop_length:,}")
+    if r.hop_length >= 4 * r.n_fft:
+        raise _error(
+            "hop_length",
+            f"{_name('hop_length')} {r.hop_length:,} must be under 4 * n_fft = {4 * r.n_fft:,} samples"
+            f" (a longer hop skips most of the audio); lower {FLAGS['hop_length']} or raise {FLAGS['n_fft']}",
+        )
+    for name in ("n_mels", "n_frames"):
+        if getattr(r, name) < 1:
+            raise _error(name, f"{_name(name)} must be at least 1, not {getattr(r, name):,}")
+    if r.n_mels * r.n_frames > MAX_VALUES:
+        raise _error(
+            "n_frames",
+            f"n_mels * n_frames = {r.n_mels * r.n_frames:,} values per matrix is over the limit of {MAX_VALUES:,};"
+            f" lower {FLAGS['n_mels']} or {FLAGS['n_frames']}",
+        )
+    if r.seconds_needed > MAX_SECONDS:
+        raise _error(
+            "n_frames",
+            f"the recipe keeps {r.seconds_needed:,.0f} s of audio per clip (n_frames * hop_length / sample_rate),"
+            f" over the limit of {MAX_SECONDS:,.0f} s; lower {FLAGS['n_frames']} or {FLAGS['hop_length']}",
+        )
+    if r.fmin < 0:
+        raise _error("fmin", f"{_name('fmin')} must be 0 Hz or more, not {r.fmin:g}")
+    fmax = r.nyquist if r.fmax is None else r.fmax
+    if fmax > r.nyquist:
+        raise _error(
+            "fmax",
+            f"{_name('fmax')} {fmax:g} Hz is above the Nyquist frequency {r.nyquist:g} Hz of sample_rate"
+            f" {r.sample_rate:,}; lower {FLAGS['fmax']} or raise {FLAGS['sample_rate']}",
+        )
+    if r.fmin >= fmax:
+        raise _error(
+            "fmin", f"{_name('fmin')} {r.fmin:g} Hz must be below fmax {fmax:g} Hz; lower --fmin or raise --fmax"
+        )
+    if r.top_db is not None and r.top_db <= 0:
+        raise _error("top_db", f"{_name('top_db')} must be above 0 dB (or none to keep every level), not {r.top_db:g}")
+    if r.amin <= 0:
+        raise _error("amin", f"{_name('amin')} must be above 0, not {r.amin:g}")
+    _check_filters(r, fmax)
+
+
+def _check_filters(r: Recipe, fmax: float) -> None:
+    # Filters i and i + 2 share no bin, so more than n_fft + 2 filters always leave one empty;
+    # checked first so that an absurd n_mels is refused without building anything.
+    n_bins = 1 + r.n_fft // 2
+    empty = (
+        np.arange(n_bins, r.n_mels)
+        if r.n_mels > r.n_fft + 2
+        else empty_mel_filters(r.sample_rate, r.n_fft, r.n_mels, r.fmin, fmax)
+    )
+    if len(empty):
+        raise _error(
+            "n_mels",
+            f"{_name('n_mels')} {r.n_mels} is too many for n_fft {r.n_fft} between {r.fmin:g} and {fmax:g} Hz:"
+            f" {len(empty)} mel filter(s) would hold no FFT bin and stay empty (librosa warns of it);"
+            f" lower {FLAGS['n_mels']}, raise {FLAGS['n_fft']} or widen fmin-fmax",
+        )
+
+
+# -- recipe files and command-line options ---------------------------------------------------------
+
+
+def read_recipe_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The parameters a JSON or TOML recipe file holds (the keys of a manifest's ``recipe``).
+
+    TOML when the name ends in .toml, JSON when it ends in .json, otherwise JSON if the text
+    starts with ``{`` and TOML if not. Not yet checked as a recipe: `Recipe.from_dict` does that.
+
+    Raises
+    ------
+    RecipeError
+        The file cannot be read, is not valid JSON/TOML (the message names the line), repeats
+        a key, or does not hold a table of parameters.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise RecipeError(f"recipe file {path} does not exist") from None
+    except IsADirectoryError:
+        raise RecipeError(
+            f"{path} is a folder; --recipe takes a JSON or TOML file (`melset recipe STORE > recipe.json` writes one)"
+        ) from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"recipe file {path} is not UTF-8 text; write it as JSON or TOML") from None
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe file {path}: {(exc.strerror or str(exc)).lower()}") from None
+    suffix = os.path.splitext(path)[1].lower()
+    as_toml = suffix == ".toml" or (suffix != ".json" and not text.lstrip().startswith("{"))
+    if as_toml:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            msg = str(exc)
+            raise RecipeError(f"recipe file {path} is not valid TOML: {msg[:1].lower()}{msg[1:]}") from None
+    else:
+        if not text.strip():
+            raise RecipeError(f"recipe file {path} is empty; `melset recipe > {path}` writes the default recipe")
+        try:
+            data = json.loads(text, object_pairs_hook=_no_repeats)
+        except json.JSONDecodeError as exc:
+            raise RecipeError(
+                f"recipe file {path} is not valid JSON: {exc.msg.lower()} at line {exc.lineno}, column {exc.colno}"
+            ) from None
+        except RecipeError as exc:
+            raise RecipeError(f"recipe file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe file {path} must hold an object of recipe parameters, not a {type(data).__name__}")
+    return data
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise RecipeError(f"key {key!r} is given twice")
+        out[key] = value
+    return out
+
+
+def recipe_from_options(file: str | os.PathLike | None = None, **overrides: Any) -> Recipe:
+    """The recipe of a recipe file (or the default), with `overrides` (recipe keys) replacing its values.
+
+    What ``melset extract --recipe FILE --n-mels 64 ...`` builds: pass only the options the
+    user gave, so that a file's values stand where no flag says otherwise.
+
+    Raises
+    ------
+    RecipeError
+        The file or a value cannot be used; the message names the file or the option.
+    """
+    data = {} if file is None else read_recipe_file(file)
+    try:
+        return Recipe.from_dict({**data, **overrides})
+    except RecipeError as exc:
+        if getattr(exc, "key", None) in data and exc.key not in overrides:
+            raise _error(exc.key, f"recipe file {os.fspath(file)}: {exc}") from None
+        raise

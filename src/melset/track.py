@@ -42,7 +42,7 @@ def process(path: str | os.PathLike, recipe: Recipe) -> TrackResult:
         return TrackResult.failed("out of memory while decoding")
     y = decoded.samples
     if len(y) < recipe.min_samples and recipe.on_short == "skip":
-        frames = features.n_centred_frames(len(y), recipe.hop_length)
+        frames = features.n_centred_frames(len(y), recipe.hop_length, recipe.n_fft)
         return TrackResult(
             TOO_SHORT,
             None,
@@ -96,7 +96,7 @@ def whole_track(path: str | os.PathLike, recipe: Recipe) -> np.ndarray:
     """
     decoded = audio.decode(path, recipe.sample_rate, None, recipe.decoder)
     y = decoded.samples
-    total = features.n_centred_frames(len(y), recipe.hop_length)
+    total = features.n_centred_frames(len(y), recipe.hop_length, recipe.n_fft)
     n_windows = max(1, total // recipe.n_frames)
     if total < recipe.n_frames and recipe.on_short == "skip":
         raise audio.AudioError(

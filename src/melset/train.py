@@ -23,9 +23,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from melset.dataset import MelDataset, split_rows
-from melset.errors import MissingDependency, RunError, UsageError
+from melset.errors import MissingDependency, RecipeError, RunError, UsageError
 from melset.model import Architecture, MelCNN
-from melset.recipe import Recipe
+from melset.recipe import Recipe, feature_difference
 from melset.store import Store
 from melset.system import keep_freed_memory, silenced_stderr, strict_json, versions
 from melset.vocab import OK, TEST, TRACK_ID, TRAINING, VALIDATION
@@ -34,7 +34,6 @@ from melset.vocab import OK, TEST, TRACK_ID, TRAINING, VALIDATION
 RUN_FILES = ("model.pt", "config.json", "metrics.json", "curves.png")
 # Recipe parameters that may differ between a run and the data it scores: float16 or float32
 # storage only rounds the same matrices.
-RECIPE_KEYS_IGNORED = ("dtype",)
 
 
 @dataclass(frozen=True)
@@ -388,24 +387,6 @@ def load_run(run_dir: str, device: str = "auto") -> Run:
     return Run(os.path.abspath(run_dir), config, model, dev)
 
 
-def recipe_difference(run_recipe: dict, data_recipe: dict) -> str | None:
-    """The first parameter (in the recipe's order) where data made with `data_recipe` differs
-    from what the run learnt from, in words; None when they agree. dtype is not compared."""
-    try:
-        a = Recipe.from_dict(run_recipe).to_dict()
-        b = Recipe.from_dict(data_recipe).to_dict()
-    except (ValueError, TypeError) as exc:
-        return f"the recipe cannot be read ({exc})"
-    if (a["n_mels"], a["n_frames"]) != (b["n_mels"], b["n_frames"]):
-        return (
-            f"shape: the run's spectrograms are {a['n_mels']}x{a['n_frames']}, these are {b['n_mels']}x{b['n_frames']}"
-        )
-    for key in a:
-        if key not in RECIPE_KEYS_IGNORED and a[key] != b[key]:
-            return f"{key}: the run's {a[key]!r}, the store's {b[key]!r}"
-    return None
-
-
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix,
     as scikit-learn computes them.
@@ -484,11 +465,11 @@ def evaluate(run_dir: str, store_dir: str, split: str | None = TEST, device: str
 
     run = load_run(run_dir, device)
     store = Store(store_dir)
-    diff = recipe_difference(run.config["recipe"], store.recipe)
+    diff = feature_difference(run.config["recipe"], store.recipe)
     if diff:
-        raise RunError(
-            f"{store.root} was made with another recipe than the run {run_dir} learnt from ({diff}); "
-            "extract the audio again with the run's recipe"
+        raise RecipeError(
+            f"{store.root} was made with another recipe than the one {run_dir} was trained on ({diff});"
+            f" extract the store with `--recipe` from `melset recipe {run_dir}`"
         )
     shared = [c for c in store.classes if c in run.classes]
     if not shared:
@@ -497,7 +478,8 @@ def evaluate(run_dir: str, store_dir: str, split: str | None = TEST, device: str
             f"(store: {', '.join(store.classes[:6])}{' ...' if len(store.classes) > 6 else ''}; "
             f"run: {', '.join(run.classes[:6])}{' ...' if len(run.classes) > 6 else ''})"
         )
-    s = split_rows(store, seed=run.config["seed"])
+    seed = run.config["seed"]
+    s = split_rows(store, seed=seed)
     rows = s.select(split)
     if run.multi_label or store.multi_label:
         return evaluate_multi_label(run, store, rows, split, s)
