@@ -6,12 +6,11 @@ metadata), then takes (row, path) tasks and yields (row, TrackResult, crc32) as 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from melset.recipe import Recipe
-    from melset.store import RowSink
     from melset.track import TrackResult
 
 Task = tuple[int, str]  # (row in the store, audio path)
@@ -24,13 +23,7 @@ class Engine(Protocol):
 
     def __enter__(self) -> Engine: ...
     def __exit__(self, *exc) -> None: ...
-    def run(
-        self,
-        tasks: Iterable[Task],
-        recipe: Recipe,
-        sink: RowSink | None = None,
-        on_idle: Callable[[], None] | None = None,
-    ) -> Iterator[Done]: ...
+    def run(self, tasks: Iterable[Task], recipe: Recipe, sink=None, on_idle=None) -> Iterator[Done]: ...
 
 
 def make_engine(name: str, workers: int | None = None, timeout: float = 120.0, address: str | None = None) -> Engine:
