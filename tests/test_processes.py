@@ -80,18 +80,19 @@ def test_kill9_of_the_driver_leaves_no_worker_behind_and_frees_the_lock(tmp_path
     tracks, audio = make_collection(tmp_path / "c", 12, with_faults=False)
     out = tmp_path / "store"
     # every file hangs: the workers are busy "decoding" when the driver dies
+    hanging = tmp_path / "hanging"
     proc = subprocess.Popen(
         melset_cmd(*_args(tracks, audio, out, "--timeout", "3000")),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=fault_env("hang:fma_audio"),
+        env=fault_env("hang:fma_audio", dict(os.environ, MELSET_FAULT_HANGING=str(hanging))),
         start_new_session=True,
     )
     children: list[psutil.Process] = []
     try:
-        # fork server + 2 workers (+ multiprocessing's resource tracker) started, the store open
-        wait_for(lambda: len(_descendants(proc.pid)) >= 3 and (out / "journal.jsonl").exists(), "workers", proc)
-        children = _descendants(proc.pid)
+        wait_for(lambda: hanging.exists() and len(hanging.read_text().split()) >= 2, "both workers hanging", proc)
+        children = _descendants(proc.pid)  # fork server, workers, multiprocessing's resource tracker
+        assert len(children) >= 3, children
         proc.send_signal(signal.SIGKILL)  # the driver alone, as the OOM killer would
         proc.wait()
         gone, alive = psutil.wait_procs(children, timeout=10)

@@ -22,29 +22,45 @@ _PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:
-    """End this process as soon as its parent process dies, so that no worker outlives a
-    driver killed with kill -9 (nor keeps decoding, nor holds the store's lock).
+    """End this worker process as soon as the process that started it dies, so that no worker
+    outlives a driver killed with kill -9 (nor keeps decoding, nor holds the store's lock).
 
-    Linux: the kernel sends SIGKILL when the parent exits (prctl PR_SET_PDEATHSIG). Elsewhere a
-    daemon thread polls the parent's pid once a second.
+    A multiprocessing child watches its parent's sentinel (a pipe that reads EOF when the
+    driver dies, even where the fork server, not the driver, is the OS parent: the fork server
+    itself stays up while any worker lives). Other processes: Linux's PR_SET_PDEATHSIG, else a
+    thread polling the parent's pid.
     """
-    parent = os.getppid()
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    sentinel = getattr(parent, "sentinel", None)
+    if sentinel is not None:
+
+        def watch_sentinel() -> None:
+            from multiprocessing.connection import wait
+
+            wait([sentinel])
+            os._exit(1)
+
+        threading.Thread(target=watch_sentinel, name="melset-parent-watch", daemon=True).start()
+        return
+    ppid = os.getppid()
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
-                if os.getppid() != parent:  # the parent died before the request took hold
+                if os.getppid() != ppid:  # the parent died before the request took hold
                     os._exit(1)
                 return
         except (OSError, AttributeError):
             pass
 
-    def watch() -> None:
-        while os.getppid() == parent:
+    def watch_pid() -> None:
+        while os.getppid() == ppid:
             time.sleep(1.0)
         os._exit(1)
 
-    threading.Thread(target=watch, name="melset-parent-watch", daemon=True).start()
+    threading.Thread(target=watch_pid, name="melset-parent-watch", daemon=True).start()
 
 
 def keep_freed_memory(mmap_threshold: int | None = 32 * 1024 * 1024) -> None:

@@ -6,7 +6,8 @@ worker (Ray's too), and it wraps the worker's task. melset itself never reads th
 
     crash:TEXT                SIGKILL the worker on every path containing TEXT
     crash-once:TEXT:MARKER    only while the file MARKER does not exist (it is created first)
-    hang:TEXT                 sleep for an hour
+    hang:TEXT                 sleep for an hour (with MELSET_FAULT_HANGING=FILE set, first
+                              append the worker's pid to FILE, so a test sees the hang begin)
     enospc:TEXT               fail as a full disk would
 """
 
@@ -34,6 +35,9 @@ def _inject(path: str, spec: str) -> None:
     if kind == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     if kind == "hang":
+        if os.environ.get("MELSET_FAULT_HANGING"):
+            with open(os.environ["MELSET_FAULT_HANGING"], "a") as f:
+                f.write(f"{os.getpid()}\n")
         time.sleep(3600)
 
 

@@ -81,6 +81,9 @@ def _init_bounded(ray, kwargs: dict, address: str | None) -> None:
 
     from melset.errors import UsageError
 
+    if address is None:  # a private instance started here: Ray wants its own start in the main thread
+        ray.init(**kwargs)
+        return
     outcome: list = []
 
     def connect() -> None:
@@ -92,14 +95,14 @@ def _init_bounded(ray, kwargs: dict, address: str | None) -> None:
 
     thread = threading.Thread(target=connect, name="melset-ray-init", daemon=True)
     thread.start()
-    thread.join(CONNECT_TIMEOUT_S if address else None)
+    thread.join(CONNECT_TIMEOUT_S)
     if not outcome:
         raise UsageError(
             f"--ray-address {address}: no Ray cluster answered within {CONNECT_TIMEOUT_S:g} s; "
             "check that the address is the head node's (ray status shows it)"
         )
     if outcome[0] is not None:
-        if address and isinstance(outcome[0], (ConnectionError, TimeoutError, RuntimeError)):
+        if isinstance(outcome[0], (ConnectionError, TimeoutError, RuntimeError)):
             raise UsageError(
                 f"--ray-address {address}: cannot connect to a Ray cluster there ({str(outcome[0]).splitlines()[0]})"
             ) from None

@@ -40,10 +40,11 @@ def keep_busy(
     pending, inflight = iter(tasks), {}
 
     def refill() -> None:
-        for task in pending:
+        while len(inflight) < bound:
+            task = next(pending, None)
+            if task is None:
+                return
             inflight[submit(task)] = (task, 0)
-            if len(inflight) >= bound:
-                break
 
     refill()
     while inflight:
