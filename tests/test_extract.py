@@ -137,7 +137,7 @@ def test_show_writes_a_spectrogram_png(sample_store, tmp_path):
     proc = run_melset("show", sample_store, "--track", "200159", "--png", png, check=False)
     assert proc.returncode == 2 and "has no spectrogram: failed (empty file (0 bytes))" in proc.stderr
     proc = run_melset("show", sample_store, "--track", "123", "--png", png, check=False)
-    assert "track 123 is not in" in proc.stderr
+    assert "there is no track '123' in" in proc.stderr
 
 
 def test_export_seed_pickles_equal_store(sample_store, tmp_path):

@@ -407,8 +407,17 @@ def test_show_draws_with_the_stores_own_axes(tmp_path, monkeypatch):
     assert ticks[labels.index("1024")] == pytest.approx(64 * mel_1024)
     assert figures[0].axes[1].get_ylabel() == "scaled log-mel"
 
-    # a manifest whose recipe was edited by hand: one sentence, never wrong axes
+    # a manifest whose recipe was edited by hand: one sentence, never wrong axes. The store
+    # notices any edit by its manifest's own checksum; an editor who also recomputes that
+    # checksum meets the recipe's own checks.
+    from melset.store import _sealed
+
     manifest = json.loads((out / "manifest.json").read_text())
+    raw = json.loads(json.dumps(manifest))
+    raw["identity"]["recipe"]["n_mels"] = 32
+    (out / "manifest.json").write_text(json.dumps(raw))
+    res = cli("recipe", out)
+    assert res.exit_code == 2 and "manifest.json was changed after melset wrote it" in res.stderr, res.output
     for change, message in [
         (dict(n_mels=32), "is damaged: its recipe makes (32, 500) matrices, mels.npy holds (64, 500)"),
         (dict(fmax=9000.0), "the recorded recipe is not valid: fmax (--fmax) 9000 Hz is above the Nyquist"),
@@ -416,7 +425,7 @@ def test_show_draws_with_the_stores_own_axes(tmp_path, monkeypatch):
     ]:
         edited = json.loads(json.dumps(manifest))
         edited["identity"]["recipe"].update(change)
-        (out / "manifest.json").write_text(json.dumps(edited))
+        (out / "manifest.json").write_text(json.dumps(_sealed(edited)))
         for args in (["recipe", out], ["show", out, "--track", "200/200010.mp3", "--png", tmp_path / "x.png"]):
             res = cli(*args)
             assert res.exit_code == 2 and message in res.stderr and "manifest.json" in res.stderr, res.output
