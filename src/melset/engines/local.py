@@ -40,7 +40,7 @@ def _context():
     # runs (progress bar, pebble's own). spawn where there is no fork.
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["melset.engines.worker", "melset.track"])
+        ctx.set_forkserver_preload(["melset.engines.quiet_start", "melset.engines.worker", "melset.track"])
         return ctx
     return multiprocessing.get_context("spawn")
 
