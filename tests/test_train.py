@@ -186,20 +186,32 @@ def test_training_with_augmentation_is_deterministic_per_seed(sample_store, tmp_
     assert config["model"]["name"] == "CompactCNN" and config["hyperparameters"]["mixup"] == 0.4
 
 
-def test_augmentation_reaches_the_weights(sample_store, tmp_path):
+def test_augmentation_reaches_the_weights():
     """Each augmentation changes what is learned (a switch that did nothing would not)."""
-    base = ("--epochs", "1", "--device", "cpu", "--seed", "1", "--patience", "0", "--quiet", "--crop", "128")
-    plain = ("--freq-mask", "0", "--time-mask", "0", "--mixup", "0", "--label-smoothing", "0", "--schedule", "constant")
-    run_melset("train", sample_store, "--run", tmp_path / "plain", *base, *plain)
-    reference = _weights(tmp_path / "plain")
-    for i, (option, value) in enumerate(
-        (("--freq-mask", "24"), ("--time-mask", "40"), ("--mixup", "0.4"), ("--label-smoothing", "0.2"))
-    ):
-        changed = [v if p != option else value for p, v in zip(plain[::2], plain[1::2])]
-        args = [x for pair in zip(plain[::2], changed) for x in pair]
-        run_melset("train", sample_store, "--run", tmp_path / str(i), *base, *args)
-        w = _weights(tmp_path / str(i))
-        assert not all(torch.equal(reference[k], w[k]) for k in w), option
+    import dataclasses
+
+    from torch.utils.data import TensorDataset
+
+    from melset.model import architecture
+    from melset.train import TrainConfig, fit
+
+    gen = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.rand(12, 1, 32, 96, generator=gen), torch.arange(12) % 3)
+    plain = TrainConfig(
+        epochs=1, batch_size=4, device="cpu", crop=48, freq_mask=0, time_mask=0, mixup=0.0, label_smoothing=0.0
+    )
+
+    def weights(cfg):
+        model, _, _ = fit(data, TensorDataset(data[:0][0], data[:0][1]), architecture("compact", 3), cfg)
+        return model.state_dict()
+
+    reference = weights(plain)
+    everything = dataclasses.replace(plain, freq_mask=8, time_mask=16, mixup=0.4, label_smoothing=0.1)
+    one, two = weights(everything), weights(everything)
+    assert all(torch.equal(one[k], two[k]) for k in one)  # deterministic with every augmentation on
+    for change in ({"freq_mask": 8}, {"time_mask": 16}, {"mixup": 0.4}, {"label_smoothing": 0.2}, {"crop": 64}):
+        w = weights(dataclasses.replace(plain, **change))
+        assert not all(torch.equal(reference[k], w[k]) for k in w), change
 
 
 @pytest.mark.parametrize(
@@ -267,7 +279,7 @@ def test_evaluate_and_predict_average_over_covering_crops(sample_store, tmp_path
     loaded = load_run(str(run), "cpu")
     assert loaded.crop == 256
     mels = np.load(sample_store / "mels.npy", mmap_mode="r")
-    x = np.asarray(mels[:2], dtype=np.float32)
+    x = np.asarray(mels[MelDataset(sample_store).rows[:2]], dtype=np.float32)
     with torch.no_grad():
         crops = covering_crops(torch.from_numpy(x).unsqueeze(1), 256)
         expected = torch.stack([torch.softmax(loaded.model(c), 1) for c in crops]).mean(0).numpy()
