@@ -13,7 +13,7 @@ macro-F1, and training seconds per fold.
 Each fold trains on the other folds' clips the way `melset train` does: one clip per
 genre of them held out as validation to pick the best epoch, the rest for training; the
 fold's own clips are only scored. `--results FILE` keeps finished folds, so an
-interrupted run resumes; `--method NAME=key:value,...` adds a variant of the new defaults
+interrupted run resumes (and `--table-only` prints what it holds); `--method NAME=key:value,...` adds a variant of the new defaults
 (e.g. `--method no-mixup=mixup:0`).
 """
 
@@ -104,6 +104,8 @@ def main() -> None:
     ap.add_argument("--method", action="append", default=[], help="NAME=key:value,... a variant of the new defaults.")
     ap.add_argument("--skip", nargs="*", default=[], help="Methods to leave out (e.g. baseline).")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only-folds", type=int, nargs="*", help="Run only these fold numbers (to split work).")
+    ap.add_argument("--table-only", action="store_true", help="Print the table of --results without training.")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -127,9 +129,11 @@ def main() -> None:
 
     done = json.loads(args.results.read_text()) if args.results and args.results.exists() else []
     have = {(r["method"], r["seed"], r["fold"]) for r in done}
-    for seed in args.seeds:
+    for seed in [] if args.table_only else args.seeds:
         folds = StratifiedKFold(args.folds, shuffle=True, random_state=seed).split(feats, y)
         for fold, (train, test) in enumerate(folds):
+            if args.only_folds is not None and fold not in args.only_folds:
+                continue
             for name, how in methods.items():
                 if (name, seed, fold) in have:
                     continue
@@ -159,14 +163,16 @@ def main() -> None:
                     args.results.write_text(json.dumps(done, indent=1))
 
     print(f"{len(rows)} clips, {n_classes} genres, {args.folds}-fold stratified CV x seeds {args.seeds}\n")
-    print("| method | accuracy | macro-F1 | training s / fold |")
-    print("|---|---|---|---|")
+    print("| method | folds | accuracy | macro-F1 | training s / fold |")
+    print("|---|---|---|---|---|")
     for name in methods:
         rs = [r for r in done if r["method"] == name and r["seed"] in args.seeds]
         if not rs:
             continue
         acc, f1, sec = (np.array([r[k] for r in rs]) for k in ("accuracy", "macro_f1", "seconds"))
-        print(f"| {name} | {acc.mean():.3f} ± {acc.std():.3f} | {f1.mean():.3f} ± {f1.std():.3f} | {sec.mean():.1f} |")
+        print(
+            f"| {name} | {len(rs)} | {acc.mean():.3f} ± {acc.std():.3f} | {f1.mean():.3f} ± {f1.std():.3f} | {sec.mean():.1f} |"
+        )
 
 
 if __name__ == "__main__":
