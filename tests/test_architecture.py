@@ -20,7 +20,7 @@ LAYERS = [
     {"store"},
     {"engines"},
     {"extract"},
-    {"dataset", "export", "plots", "model"},
+    {"dataset", "export", "plots", "model", "augment"},
     {"train"},
     {"report"},
     {"cli", "__main__"},

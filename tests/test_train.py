@@ -110,7 +110,11 @@ def test_separable_timbres_reach_high_validation_accuracy(tmp_path):
 @needs_shared
 def test_fma_mini_training_evaluate_predict(mini_store, tmp_path):
     run = tmp_path / "run"
-    run_melset("train", mini_store, "--run", run, "--epochs", "40", "--lr", "3e-3", "--patience", "100", "--quiet")
+    plain = ("--model", "baseline", "--crop", "0", "--freq-mask", "0", "--time-mask", "0", "--mixup", "0")
+    plain += ("--label-smoothing", "0", "--schedule", "constant")  # training metrics without augmentation noise
+    run_melset(
+        "train", mini_store, "--run", run, "--epochs", "40", "--lr", "3e-3", "--patience", "100", "--quiet", *plain
+    )
     for name in ("model.pt", "metrics.json", "curves.png", "config.json"):
         assert (run / name).exists()
     metrics = json.loads((run / "metrics.json").read_text())
@@ -167,3 +171,136 @@ def test_training_is_deterministic_on_cpu(sample_store, tmp_path):
     sa = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
     sb = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _weights(run):
+    return torch.load(run / "model.pt", weights_only=True)
+
+
+def test_training_with_augmentation_is_deterministic_per_seed(sample_store, tmp_path):
+    """Crops, masks, mixup, label smoothing and the schedule all draw from the seed's generators."""
+    opts = ("--epochs", "2", "--device", "cpu", "--crop", "128", "--freq-mask", "24", "--time-mask", "40")
+    opts += ("--mixup", "0.4", "--label-smoothing", "0.1", "--schedule", "cosine", "--patience", "0", "--quiet")
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        run_melset("train", sample_store, "--run", tmp_path / name, "--seed", seed, *opts)
+    a, b, c = (_weights(tmp_path / n) for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the seed matters
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["model"]["name"] == "CompactCNN" and config["hyperparameters"]["mixup"] == 0.4
+
+
+def test_augmentation_reaches_the_weights():
+    """Each augmentation changes what is learned (a switch that did nothing would not)."""
+    import dataclasses
+
+    from torch.utils.data import TensorDataset
+
+    from melset.model import architecture
+    from melset.train import TrainConfig, fit
+
+    gen = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.rand(12, 1, 32, 96, generator=gen), torch.arange(12) % 3)
+    plain = TrainConfig(
+        epochs=1, batch_size=4, device="cpu", crop=48, freq_mask=0, time_mask=0, mixup=0.0, label_smoothing=0.0
+    )
+
+    def weights(cfg):
+        model, _, _ = fit(data, TensorDataset(data[:0][0], data[:0][1]), architecture("compact", 3), cfg)
+        return model.state_dict()
+
+    reference = weights(plain)
+    everything = dataclasses.replace(plain, freq_mask=8, time_mask=16, mixup=0.4, label_smoothing=0.1)
+    one, two = weights(everything), weights(everything)
+    assert all(torch.equal(one[k], two[k]) for k in one)  # deterministic with every augmentation on
+    for change in ({"freq_mask": 8}, {"time_mask": 16}, {"mixup": 0.4}, {"label_smoothing": 0.2}, {"crop": 64}):
+        w = weights(dataclasses.replace(plain, **change))
+        assert not all(torch.equal(reference[k], w[k]) for k in w), change
+
+
+@pytest.mark.parametrize(
+    "option, value, words",
+    [
+        ("--crop", "-1", "--crop must be"),
+        ("--crop", "8", "--crop must be 0"),
+        ("--freq-mask", "-3", "--freq-mask must be"),
+        ("--time-mask", "-3", "--time-mask must be"),
+        ("--mixup", "-0.5", "--mixup must be"),
+        ("--mixup", "nan", "--mixup must be"),
+        ("--label-smoothing", "1", "--label-smoothing must be"),
+        ("--weight-decay", "-1", "--weight-decay must be"),
+        ("--lr", "0", "--lr must be"),
+        ("--lr", "inf", "--lr must be"),
+        ("--epochs", "0", "--epochs must be"),
+        ("--batch-size", "-4", "--batch-size must be"),
+        ("--patience", "-1", "--patience must be"),
+        ("--model", "resnet[9]", "'resnet[9]' is not one of"),
+        ("--schedule", "onecycle", "'onecycle' is not one of"),
+    ],
+)
+def test_bad_training_options_are_refused_in_one_sentence(sample_store, tmp_path, option, value, words):
+    proc = run_melset("train", sample_store, "--run", tmp_path / "run", option, value, "--quiet", check=False)
+    assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
+
+
+def test_crops_cover_the_window_and_keep_shapes():
+    from melset.augment import covering_crops, crop_starts, mask_, mixup, random_crops
+
+    assert crop_starts(1024, 256) == [0, 256, 512, 768]
+    assert crop_starts(1000, 256) == [0, 248, 496, 744]  # evenly spaced, the last ends at the last frame
+    assert crop_starts(1024, 0) == [0] and crop_starts(200, 256) == [0]
+    x = torch.arange(2 * 3 * 1000, dtype=torch.float32).reshape(2, 1, 3, 1000)
+    crops = covering_crops(x, 256)
+    assert crops.shape == (4, 2, 1, 3, 256)
+    covered = torch.zeros(1000, dtype=torch.bool)
+    for c, s in zip(crops, crop_starts(1000, 256)):
+        assert torch.equal(c, x[..., s : s + 256])
+        covered[s : s + 256] = True
+    assert covered.all()
+    assert covering_crops(x, 0).shape == (1, 2, 1, 3, 1000)
+
+    gen = torch.Generator().manual_seed(0)
+    r = random_crops(x, 100, gen)
+    assert r.shape == (2, 1, 3, 100)
+    for i in range(2):  # each item's crop is a contiguous window of its own frames
+        start = int(r[i, 0, 0, 0] - x[i, 0, 0, 0])
+        assert torch.equal(r[i], x[i, ..., start : start + 100])
+
+    m = mask_(torch.rand(4, 1, 128, 256, generator=gen), 16, 32, gen)
+    assert m.shape == (4, 1, 128, 256)
+    y = torch.tensor([0, 1, 2, 3])
+    mixed, ya, yb, lam = mixup(torch.rand(4, 1, 8, 8, generator=gen), y, 0.4, gen)
+    assert mixed.shape == (4, 1, 8, 8) and 0.5 <= lam <= 1 and sorted(yb.tolist()) == [0, 1, 2, 3]
+
+
+def test_evaluate_and_predict_average_over_covering_crops(sample_store, tmp_path):
+    run = tmp_path / "run"
+    run_melset("train", sample_store, "--run", run, "--epochs", "1", "--crop", "256", "--device", "cpu", "--quiet")
+    from melset.augment import covering_crops
+    from melset.train import load_run
+
+    loaded = load_run(str(run), "cpu")
+    assert loaded.crop == 256
+    mels = np.load(sample_store / "mels.npy", mmap_mode="r")
+    x = np.asarray(mels[MelDataset(sample_store).rows[:2]], dtype=np.float32)
+    with torch.no_grad():
+        crops = covering_crops(torch.from_numpy(x).unsqueeze(1), 256)
+        expected = torch.stack([torch.softmax(loaded.model(c), 1) for c in crops]).mean(0).numpy()
+        single = torch.softmax(loaded.model(torch.from_numpy(x).unsqueeze(1)[..., :256]), 1).numpy()
+    got = loaded.probabilities(x)
+    assert got.shape == (2, len(loaded.classes)) and np.allclose(got, expected, atol=1e-6)
+    assert not np.allclose(got, single, atol=1e-6)
+    report = json.loads(run_melset("evaluate", run, "--store", sample_store, "--split", "training", "--json").stdout)
+    assert report["n"] >= 1 and 0 <= report["accuracy"] <= 1
+
+
+def test_baseline_model_stays_available(sample_store, tmp_path):
+    run = tmp_path / "run"
+    run_melset("train", sample_store, "--run", run, "--model", "baseline", "--crop", "0", "--epochs", "1", "--quiet")
+    config = json.loads((run / "config.json").read_text())
+    from melset.train import load_run
+
+    model = load_run(str(run), "cpu").model
+    assert config["model"]["name"] == type(model).__name__ == "MelCNN"
+    assert config["model"]["parameters"] == model.n_parameters() < 100_000

@@ -735,16 +735,80 @@ def _needs_torch() -> None:
 @click.option("--device", type=_DEVICE, default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option(
+    "--model",
+    type=click.Choice(["compact", "baseline"]),
+    default="compact",
+    show_default=True,
+    help="compact: the CNN with a frequency-aware head; baseline: the original MelCNN.",
+)
+@click.option(
+    "--crop",
+    type=int,
+    default=256,
+    show_default=True,
+    help="Frames per random training crop (scores average over crops covering the window); 0 = whole window.",
+)
+@click.option(
+    "--freq-mask", type=int, default=16, show_default=True, help="SpecAugment: mels per masked band (0 = off)."
+)
+@click.option(
+    "--time-mask", type=int, default=32, show_default=True, help="SpecAugment: frames per masked span (0 = off)."
+)
+@click.option("--mixup", type=float, default=0.2, show_default=True, help="Mixup Beta alpha (0 = off).")
+@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
+@click.option("--weight-decay", type=float, default=1e-2, show_default=True, help="AdamW weight decay.")
+@click.option(
+    "--schedule",
+    type=click.Choice(["cosine", "constant"]),
+    default="cosine",
+    show_default=True,
+    help="Learning rate: cosine decay after a 10% warm-up, or constant.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --run.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(store_dir, run_dir, epochs, batch_size, lr, patience, device, seed, workers, overwrite, quiet):
-    """Train the baseline CNN on a store (training split; best epoch on validation)."""
+def train(
+    store_dir,
+    run_dir,
+    epochs,
+    batch_size,
+    lr,
+    patience,
+    device,
+    seed,
+    workers,
+    model,
+    crop,
+    freq_mask,
+    time_mask,
+    mixup,
+    label_smoothing,
+    weight_decay,
+    schedule,
+    overwrite,
+    quiet,
+):
+    """Train a genre classifier on a store (training split; best epoch on validation)."""
     _needs_torch()
     from melset.train import TrainConfig, check_config
     from melset.train import train as run_train
 
     cfg = TrainConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, device=device, seed=seed, num_workers=workers
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        patience=patience,
+        device=device,
+        seed=seed,
+        num_workers=workers,
+        model=model,
+        crop=crop,
+        freq_mask=freq_mask,
+        time_mask=time_mask,
+        mixup=mixup,
+        label_smoothing=label_smoothing,
+        schedule=schedule,
     )
     check_config(cfg)
     store = _open(store_dir)

@@ -20,25 +20,27 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
+from melset.augment import covering_crops, mask_, mixup, random_crops
 from melset.dataset import MelDataset, split_rows
 from melset.errors import MissingDependency, RecipeError, RunError, UsageError
-from melset.model import Architecture, MelCNN
+from melset.model import MODELS, Architecture, MelCNN, architecture, build
 from melset.recipe import Recipe, feature_difference
 from melset.store import Store
 from melset.system import keep_freed_memory, silenced_stderr, strict_json, versions
 from melset.vocab import OK, TEST, TRACK_ID, TRAINING, VALIDATION
 
-# What a run folder holds; --overwrite replaces these and nothing else.
 RUN_FILES = ("model.pt", "config.json", "metrics.json", "curves.png")
-# Recipe parameters that may differ between a run and the data it scores: float16 or float32
-# storage only rounds the same matrices.
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters of one training run (recorded in its config.json)."""
+    """Hyper-parameters of one training run (recorded in its config.json).
+
+    The defaults are measured against the original recipe (`baseline_config`) by
+    benchmarks/model_quality.py, 5-fold cross-validation on GTZAN clips; README.md has the table.
+    """
 
     epochs: int = 30
     batch_size: int = 16
@@ -46,24 +48,61 @@ class TrainConfig:
     weight_decay: float = 1e-2
     device: str = "auto"
     seed: int = 0
-    patience: int = 10  # epochs without a better validation score before stopping
+    patience: int = 10  # epochs without a better validation score before stopping; 0: at the first such epoch
     num_workers: int = 0
+    model: str = "compact"  # one of melset.model.MODELS
+    crop: int = 256  # frames per random training crop; 0 = the whole stored window
+    freq_mask: int = 16  # SpecAugment: up to this many mels per band, two bands; 0 = off
+    time_mask: int = 32  # SpecAugment: up to this many frames per span, two spans; 0 = off
+    mixup: float = 0.2  # Beta(alpha, alpha) mixing weight; 0 = off
+    label_smoothing: float = 0.1
+    schedule: str = "cosine"  # one of SCHEDULES
+
+    def check(self) -> None:
+        """Raise UsageError naming the first option whose value cannot work."""
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size}
+        for name, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be a whole number of at least 1, not {value!r}")
+        non_negative = {
+            "patience": self.patience,
+            "workers": self.num_workers,
+            "crop": self.crop,
+            "freq_mask": self.freq_mask,
+            "time_mask": self.time_mask,
+        }
+        for name, value in non_negative.items():
+            if not isinstance(value, int) or value < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be a whole number of at least 0, not {value!r}")
+        if self.crop and self.crop < 16:
+            raise UsageError(f"--crop must be 0 (the whole window) or at least 16 frames, not {self.crop}")
+        if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
+            raise UsageError(f"--lr must be a learning rate in (0, 1], not {self.lr}")
+        if not (math.isfinite(self.weight_decay) and 0 <= self.weight_decay <= 1):
+            raise UsageError(f"--weight-decay must be in [0, 1], not {self.weight_decay}")
+        if not (math.isfinite(self.mixup) and 0 <= self.mixup <= 10):
+            raise UsageError(f"--mixup must be a Beta alpha in [0, 10] (0 turns it off), not {self.mixup}")
+        if not (math.isfinite(self.label_smoothing) and 0 <= self.label_smoothing < 1):
+            raise UsageError(f"--label-smoothing must be in [0, 1), not {self.label_smoothing}")
+        if self.model not in MODELS:
+            raise UsageError(f"--model must be one of {', '.join(MODELS)}, not {self.model!r}")
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"--schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+
+
+SCHEDULES = ("constant", "cosine")
+WARMUP = 0.1  # share of the steps the cosine schedule warms up over
+
+
+def baseline_config(**changes) -> TrainConfig:
+    """The original recipe: the baseline CNN on whole windows, no augmentation, constant learning rate."""
+    old = dict(model="baseline", crop=0, freq_mask=0, time_mask=0, mixup=0.0, label_smoothing=0.0, schedule="constant")
+    return TrainConfig(**{**old, **changes})
 
 
 def check_config(cfg: TrainConfig) -> None:
-    """Refuse hyper-parameters that cannot train, before any work. Raises UsageError."""
-    if not isinstance(cfg.epochs, int) or cfg.epochs < 1:
-        raise UsageError(f"--epochs must be at least 1, not {cfg.epochs}")
-    if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, not {cfg.batch_size}")
-    if not (isinstance(cfg.lr, int | float) and math.isfinite(cfg.lr) and cfg.lr > 0):
-        raise UsageError(f"--lr must be a positive finite number, not {cfg.lr}")
-    if not (isinstance(cfg.weight_decay, int | float) and math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
-        raise UsageError(f"the weight decay must be a finite number >= 0, not {cfg.weight_decay}")
-    if not isinstance(cfg.patience, int) or cfg.patience < 0:
-        raise UsageError(f"--patience must be 0 or more, not {cfg.patience}")
-    if not isinstance(cfg.num_workers, int) or cfg.num_workers < 0:
-        raise UsageError(f"--workers must be 0 or more, not {cfg.num_workers}")
+    """Refuse hyper-parameters that cannot train, and a device that is not there, before any work. Raises UsageError."""
+    cfg.check()
     pick_device(cfg.device)
 
 
@@ -147,39 +186,94 @@ def check_training_data(store: Store, train_set: MelDataset, val_set: MelDataset
     return warnings
 
 
-def _epoch(model, loader, device, optimizer=None, multi_label: bool = False) -> tuple[float, float]:
-    """One pass; trains when an optimizer is given. Returns (mean loss, accuracy).
+def crop_probabilities(model: nn.Module, x: torch.Tensor, crop: int, multi_label: bool = False) -> torch.Tensor:
+    """Probabilities averaged over the `covering_crops` of each item (the whole input when crop is 0):
+    softmax over genres, or a sigmoid per genre for a multi-label model."""
+    crops = covering_crops(x, crop)
+    link = torch.sigmoid if multi_label else (lambda logits: torch.softmax(logits, dim=1))
+    return torch.stack([link(model(c)) for c in crops]).mean(dim=0)
 
-    Multi-label: binary cross-entropy on the logits (sigmoid outputs), and "accuracy" is the
-    share of tracks whose top-scored genre is one of theirs (precision at 1).
-    """
-    model.train(optimizer is not None)
-    loss_fn = nn.BCEWithLogitsLoss(reduction="sum") if multi_label else nn.CrossEntropyLoss(reduction="sum")
+
+def _loss(logits: torch.Tensor, y: torch.Tensor, smoothing: float, multi_label: bool) -> torch.Tensor:
+    """Cross-entropy (one genre) or binary cross-entropy per genre (multi-hot y), with label smoothing."""
+    if multi_label:
+        target = y * (1.0 - smoothing) + 0.5 * smoothing
+        return nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="sum") / len(y)
+    return nn.functional.cross_entropy(logits, y, label_smoothing=smoothing)
+
+
+def _hits(scores: torch.Tensor, y: torch.Tensor, multi_label: bool) -> int:
+    """Correct top guesses: the class, or (multi-label) one of the track's genres (precision at 1)."""
+    top = scores.argmax(1)
+    if multi_label:
+        return int(y.gather(1, top[:, None]).sum())
+    return int((top == y).sum())
+
+
+def _train_epoch(
+    model, loader, device, optimizer, scheduler, cfg: TrainConfig, gen: torch.Generator, multi_label=False
+):
+    """One training pass with crops, masks, mixup and label smoothing. Returns (mean loss, accuracy)."""
+    model.train()
     total, correct, n = 0.0, 0, 0
-    with torch.set_grad_enabled(optimizer is not None):
+    for x, y in loader:
+        x = random_crops(x, cfg.crop, gen)
+        if cfg.freq_mask or cfg.time_mask:
+            x = mask_(x.clone(), cfg.freq_mask, cfg.time_mask, gen)
+        x, y_a, y_b, lam = mixup(x, y, cfg.mixup, gen)
+        x, y_a, y_b = x.to(device), y_a.to(device), y_b.to(device)
+        logits = model(x)
+        loss = lam * _loss(logits, y_a, cfg.label_smoothing, multi_label)
+        if lam < 1.0:
+            loss = loss + (1 - lam) * _loss(logits, y_b, cfg.label_smoothing, multi_label)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.item() * len(y_a)
+        correct += _hits(logits, y_a, multi_label)
+        n += len(y_a)
+    return (total / n, correct / n) if n else (math.nan, math.nan)
+
+
+def _eval_epoch(model, loader, device, crop: int, multi_label: bool = False) -> tuple[float, float]:
+    """Loss of the crop-averaged probabilities (negative log-likelihood; binary per genre when
+    multi-label) and accuracy, in eval mode."""
+    model.eval()
+    total, correct, n = 0.0, 0, 0
+    with torch.no_grad():
         for x, y in loader:
             x, y = x.to(device), y.to(device)
-            logits = model(x)
-            loss = loss_fn(logits, y)
-            if optimizer is not None:
-                optimizer.zero_grad()
-                (loss / len(y)).backward()
-                optimizer.step()
-            total += loss.item()
+            probs = crop_probabilities(model, x, crop, multi_label)
             if multi_label:
-                correct += int(y.gather(1, logits.argmax(1, keepdim=True)).sum())
+                p = probs.clamp(1e-7, 1 - 1e-7)
+                total += float(nn.functional.binary_cross_entropy(p, y.float(), reduction="sum")) / y.shape[1]
             else:
-                correct += int((logits.argmax(1) == y).sum())
+                total += float(nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), y, reduction="sum"))
+            correct += _hits(probs, y, multi_label)
             n += len(y)
     return (total / n, correct / n) if n else (math.nan, math.nan)
 
 
-def recalibrate_batchnorm(model: nn.Module, loader: DataLoader, device: torch.device, max_batches: int = 64) -> None:
+def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm = max(1, round(WARMUP * total))
+    if cfg.schedule == "constant":
+        return lambda step: 1.0
+    return lambda step: (
+        (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+    )
+
+
+def recalibrate_batchnorm(
+    model: nn.Module, loader: DataLoader, device: torch.device, max_batches: int = 64, crop: int = 0
+) -> None:
     """Recompute BatchNorm's running statistics for the current weights ("precise BN").
 
     The running averages lag behind weights that are still moving, and on small data the
     model then scores far worse in eval mode than in training; a forward pass over (up to
-    max_batches of) the training data with a cumulative average fixes them.
+    max_batches of) the training data with a cumulative average fixes them. With `crop`,
+    the statistics are those of the covering crops the model is scored on (one per item).
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
@@ -191,9 +285,99 @@ def recalibrate_batchnorm(model: nn.Module, loader: DataLoader, device: torch.de
         for i, (x, _) in enumerate(loader):
             if i >= max_batches:
                 break
-            model(x.to(device))
+            crops = covering_crops(x, crop)
+            model(crops[i % len(crops)].to(device))  # one crop per item, taking turns along the window
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
+
+
+MODEL_NAMES = {"baseline": "MelCNN", "compact": "CompactCNN"}
+
+
+def fit(
+    train_set: Dataset,
+    val_set: Dataset,
+    arch: Architecture,
+    cfg: TrainConfig,
+    on_epoch: Callable[[dict], None] | None = None,
+    on_best: Callable[[nn.Module], None] | None = None,
+    multi_label: bool = False,
+) -> tuple[MelCNN, list[dict], int]:
+    """Train a network on (x [1, n_mels, n_frames], class) items; keep the best epoch on validation.
+
+    Every random draw (initial weights, dropout, shuffling, crops, masks, mixup) comes from
+    generators seeded with ``cfg.seed``, so on the CPU the same inputs give the same weights.
+
+    Parameters
+    ----------
+    train_set, val_set : torch Dataset
+        Training and validation items; an empty validation set selects on training loss.
+    arch : Architecture
+        The network to build.
+    cfg : TrainConfig
+        Hyper-parameters, device and seed.
+    on_epoch : callable, optional
+        Called with each epoch's metrics row as it ends.
+    on_best : callable, optional
+        Called with the model whenever an epoch is the best so far.
+    multi_label : bool
+        Targets are multi-hot rows: sigmoid outputs and binary cross-entropy.
+
+    Returns
+    -------
+    (model, history, best_epoch)
+        The model holding the best epoch's weights, the metrics rows, the best epoch.
+    """
+    check_config(cfg)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    device = pick_device(cfg.device)
+    model = build(arch).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    augment_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    train_loader = DataLoader(
+        train_set, batch_size=cfg.batch_size, shuffle=True, generator=gen, num_workers=cfg.num_workers
+    )
+    val_loader = DataLoader(val_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, len(train_loader)))
+
+    history, best, best_key, best_state, since_best = [], 0, None, None, 0
+    for epoch in range(1, cfg.epochs + 1):
+        start = time.perf_counter()
+        train_loss, train_acc = _train_epoch(
+            model, train_loader, device, optimizer, scheduler, cfg, augment_gen, multi_label
+        )
+        recalibrate_batchnorm(model, train_loader, device, crop=cfg.crop)
+        val_loss, val_acc = (
+            _eval_epoch(model, val_loader, device, cfg.crop, multi_label) if len(val_set) else (math.nan, math.nan)
+        )
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
+            "val_loss": None if math.isnan(val_loss) else val_loss,
+            "val_accuracy": None if math.isnan(val_acc) else val_acc,
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        history.append(row)
+        # best: highest validation accuracy, then lowest validation loss (training loss without validation)
+        key = (val_acc, -val_loss) if len(val_set) else (train_acc, -train_loss)
+        if best_key is None or key > best_key:
+            best_key, best, since_best = key, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if on_best:
+                on_best(model)
+        else:
+            since_best += 1
+        if on_epoch:
+            on_epoch(row)
+        if since_best and since_best >= cfg.patience:  # patience 0: stop at the first epoch without progress
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, history, best
 
 
 def train(
@@ -204,7 +388,7 @@ def train(
     overwrite: bool = False,
     on_warning: Callable[[str], None] | None = None,
 ) -> dict:
-    """Train the baseline CNN on a store's training split; keep the best epoch on validation.
+    """Train a CNN on a store's training split; keep the best epoch on validation.
 
     Parameters
     ----------
@@ -248,18 +432,10 @@ def train(
         if on_warning:
             on_warning(w)
     keep_freed_memory(None)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
     multi = store.multi_label
-    arch = Architecture(n_classes=len(store.classes))
-    model = MelCNN(arch).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    train_loader = DataLoader(
-        train_set, batch_size=cfg.batch_size, shuffle=True, generator=gen, num_workers=cfg.num_workers
-    )
-    val_loader = DataLoader(val_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    arch = architecture(cfg.model, len(store.classes))
+    with torch.random.fork_rng(devices=[]):
+        n_parameters = build(arch).n_parameters()
 
     config = {
         "store": store.root,
@@ -268,7 +444,7 @@ def train(
         "classes": store.classes,
         "labels": store.label_kind,
         "multi_label": multi,
-        "model": {"name": "MelCNN", **arch.to_dict(), "parameters": model.n_parameters()},
+        "model": {"name": MODEL_NAMES[arch.kind], **arch.to_dict(), "parameters": n_parameters},
         "hyperparameters": asdict(cfg),
         "seed": cfg.seed,
         "device": str(device),
@@ -278,32 +454,10 @@ def train(
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         f.write(strict_json(config))
 
-    history, best, best_key, since_best = [], None, None, 0
-    for epoch in range(1, cfg.epochs + 1):
-        start = time.perf_counter()
-        train_loss, train_acc = _epoch(model, train_loader, device, optimizer, multi)
-        recalibrate_batchnorm(model, train_loader, device)
-        val_loss, val_acc = _epoch(model, val_loader, device, None, multi) if len(val_set) else (math.nan, math.nan)
-        row = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_accuracy": train_acc,
-            "val_loss": None if math.isnan(val_loss) else val_loss,
-            "val_accuracy": None if math.isnan(val_acc) else val_acc,
-            "seconds": round(time.perf_counter() - start, 3),
-        }
-        history.append(row)
-        # best: highest validation accuracy, then lowest validation loss (training loss without validation)
-        key = (val_acc, -val_loss) if len(val_set) else (train_acc, -train_loss)
-        if best_key is None or key > best_key:
-            best_key, best, since_best = key, epoch, 0
-            torch.save(model.state_dict(), os.path.join(run_dir, "model.pt"))
-        else:
-            since_best += 1
-        if on_epoch:
-            on_epoch(row)
-        if since_best and since_best >= cfg.patience:  # patience 0: stop at the first epoch without progress
-            break
+    def save(model: nn.Module) -> None:
+        torch.save(model.state_dict(), os.path.join(run_dir, "model.pt"))
+
+    _, history, best = fit(train_set, val_set, arch, cfg, on_epoch=on_epoch, on_best=save, multi_label=multi)
     metrics = {
         "epochs": history,
         "best_epoch": best,
@@ -315,7 +469,7 @@ def train(
     curves_png(
         history,
         os.path.join(run_dir, "curves.png"),
-        title=f"MelCNN on {os.path.basename(store.root)}",
+        title=f"{MODEL_NAMES[arch.kind]} on {os.path.basename(store.root)}",
         multi_label=multi,
     )
     return metrics
@@ -342,12 +496,17 @@ class Run:
     def multi_label(self) -> bool:
         return bool(self.config.get("multi_label", False))
 
+    @property
+    def crop(self) -> int:
+        """Frames per crop the model was trained on (0: whole windows)."""
+        return int(self.config["hyperparameters"].get("crop", 0))
+
     def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """x: (batch, n_mels, n_frames) matrices -> (batch, n_classes) softmax (sigmoid per genre when multi-label)."""
+        """x: (batch, n_mels, n_frames) matrices -> (batch, n_classes) softmax (a sigmoid per genre
+        when multi-label), averaged over the covering crops the model was trained on."""
         with torch.no_grad():
             t = torch.from_numpy(np.array(x, dtype=np.float32)).unsqueeze(1).to(self.device)
-            logits = self.model(t)
-            return (torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=1)).cpu().numpy()
+            return crop_probabilities(self.model, t, self.crop, self.multi_label).cpu().numpy()
 
 
 def load_run(run_dir: str, device: str = "auto") -> Run:
@@ -377,7 +536,7 @@ def load_run(run_dir: str, device: str = "auto") -> Run:
     if arch.n_classes != len(classes):
         raise RunError(f"{config_path}: the model has {arch.n_classes} outputs for {len(classes)} classes")
     dev = pick_device(device)
-    model = MelCNN(arch)
+    model = build(arch)
     try:
         model.load_state_dict(torch.load(model_path, map_location=dev, weights_only=True))
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a damaged file
