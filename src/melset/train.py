@@ -247,7 +247,7 @@ def _eval_epoch(model, loader, device, crop: int, multi_label: bool = False) -> 
             probs = crop_probabilities(model, x, crop, multi_label)
             if multi_label:
                 p = probs.clamp(1e-7, 1 - 1e-7)
-                total += float(nn.functional.binary_cross_entropy(p, y.float(), reduction="sum")) / y.shape[1]
+                total += float(nn.functional.binary_cross_entropy(p, y.float(), reduction="sum"))
             else:
                 total += float(nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), y, reduction="sum"))
             correct += _hits(probs, y, multi_label)
@@ -499,7 +499,7 @@ class Run:
     @property
     def crop(self) -> int:
         """Frames per crop the model was trained on (0: whole windows)."""
-        return int(self.config["hyperparameters"].get("crop", 0))
+        return int(self.config.get("hyperparameters", {}).get("crop", 0))
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """x: (batch, n_mels, n_frames) matrices -> (batch, n_classes) softmax (a sigmoid per genre
