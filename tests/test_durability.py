@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import make_collection, melset_cmd, run_melset, store_bytes
+from conftest import fault_env, make_collection, melset_cmd, run_melset, store_bytes
 from melset.store import read_journal
 
 pytestmark = pytest.mark.slow  # whole commands end to end
@@ -28,7 +28,9 @@ def _committed(out) -> int:
 def kill_at_random_moments(args, out, kills: int, seed: int, n_tracks: int) -> list[int]:
     """Start `melset *args` and SIGKILL its whole process group, `kills` times in a row, each
     time once the journal shows a random number of new rows (0: as soon as the store exists).
-    Timed by observed progress, never by the clock, so it kills mid-run on a loaded machine too.
+    Timed by observed progress, never by the clock, so it kills mid-run on a loaded machine too;
+    every track is slowed down a little (fault injection `slow:`), so that on an idle machine
+    the rows still arrive a few per commit instead of the whole rest of the run in one.
     Returns how many rows were committed after each kill."""
     rng = random.Random(seed)
     step = max(1, (n_tracks - 2) // kills)
@@ -37,7 +39,11 @@ def kill_at_random_moments(args, out, kills: int, seed: int, n_tracks: int) -> l
         before = _committed(out)
         target = min(n_tracks - 1, before + rng.randint(0, step))
         proc = subprocess.Popen(
-            melset_cmd(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            melset_cmd(*args),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env=fault_env("slow:0.1"),
         )
         deadline = time.monotonic() + 300  # only a guard against a run that never progresses
         while proc.poll() is None:

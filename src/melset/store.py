@@ -952,6 +952,7 @@ def _read_classes(root: str, manifest: dict[str, Any]) -> list[str]:
 
 
 def _read_tracks(root: str, manifest: dict[str, Any]) -> pd.DataFrame:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = os.path.join(root, TRACKS)
@@ -965,7 +966,9 @@ def _read_tracks(root: str, manifest: dict[str, Any]) -> pd.DataFrame:
     if manifest["state"] in FINISHED_STATES and manifest.get(CHECKSUMS, {}).get(TRACKS) != _sha256(data):
         raise StoreError(f"{path} was changed after melset wrote it (its checksum does not match); {_AGAIN}")
     try:
-        table = pq.read_table(io.BytesIO(data)).to_pandas()
+        # an Arrow buffer, one thread: pyarrow's reader threads reading a Python file object
+        # can abort or hang the interpreter at exit (apache/arrow#34314, #50482)
+        table = pq.read_table(pa.BufferReader(data), use_threads=False).to_pandas()
     except Exception as exc:  # pyarrow raises many kinds for a damaged file
         raise StoreError(f"{path} is not a readable Parquet file ({str(exc).splitlines()[0][:80]}); {_AGAIN}") from None
     if list(table.columns) != list(TRACK_COLUMNS) or len(table) != manifest["rows"]:
@@ -1231,7 +1234,7 @@ def repair(root: str | os.PathLike) -> Repair:
         try:
             import pandas as pd
 
-            base = pd.read_parquet(os.path.join(root, TRACKS), columns=list(CATALOG_COLUMNS))
+            base = pd.read_parquet(os.path.join(root, TRACKS), columns=list(CATALOG_COLUMNS), use_threads=False)
         except Exception:  # pyarrow raises many kinds; the next extract writes it again from the catalog
             base = None
         if base is not None and len(base) == n:

@@ -9,6 +9,7 @@ worker (Ray's too), and it wraps the worker's task. melset itself never reads th
     hang:TEXT                 sleep for an hour (with MELSET_FAULT_HANGING=FILE set, first
                               append the worker's pid to FILE, so a test sees the hang begin)
     enospc:TEXT               fail as a full disk would
+    slow:SECONDS              every track takes SECONDS longer (kill loops land mid-run on a fast machine)
 """
 
 import os
@@ -22,6 +23,9 @@ def _inject(path: str, spec: str) -> None:
     import time
 
     kind, _, rest = spec.partition(":")
+    if kind == "slow":
+        time.sleep(float(rest))
+        return
     needle, _, marker = rest.partition(":")
     if not needle or needle not in path:
         return

@@ -27,7 +27,7 @@ def catalog(path: str | os.PathLike, root: str | os.PathLike | None = None) -> C
     root = os.path.abspath(os.fspath(root)) if root else os.path.dirname(path)
     try:
         if path.lower().endswith((".parquet", ".pq")):
-            df = pd.read_parquet(path)
+            df = pd.read_parquet(path, use_threads=False)  # no reader threads left to abort at exit
         else:
             df = pd.read_csv(path, encoding="utf-8-sig", dtype=str, keep_default_na=False)
     except FileNotFoundError:
