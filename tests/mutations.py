@@ -81,8 +81,8 @@ MUTATIONS = [
     Mutation(
         "--decoder ignored (command line)",
         "src/melset/cli.py",
-        "Recipe(dtype=dtype, on_short=on_short, decoder=decoder)",
-        "Recipe(dtype=dtype, on_short=on_short)",
+        "_recipe(recipe_file, dtype=dtype, on_short=on_short, decoder=decoder, **recipe_values)",
+        "_recipe(recipe_file, dtype=dtype, on_short=on_short, **recipe_values)",
         (f"{T_CLI}::test_decoder_option_chooses_the_backend",),
     ),
     Mutation(
@@ -183,8 +183,8 @@ MUTATIONS = [
     Mutation(
         "training options not checked",
         "src/melset/train.py",
-        "    if not isinstance(cfg.epochs, int) or cfg.epochs < 1:",
-        "    if False:",
+        "            if not isinstance(value, int) or value < 1:",
+        "            if False:",
         (f"{T_CLI}::test_train_option_ranges",),
     ),
 ]

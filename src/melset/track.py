@@ -79,8 +79,11 @@ def value_range(recipe: Recipe) -> tuple[float, float]:
 def out_of_range(mel: np.ndarray, recipe: Recipe) -> str | None:
     """What is wrong with a computed matrix (already in the store's dtype), in words, or None
     when every value is finite and within the recipe's range."""
+    stored = mel.dtype
+    if stored == np.float16:
+        mel = mel.astype(np.float32)  # exact, and numpy's float16 reductions are ~20x slower (1.4 ms a clip)
     if not np.isfinite(mel).all():
-        return f"has {int(mel.size - np.isfinite(mel).sum())} NaN or infinite values in {mel.dtype}"
+        return f"has {int(mel.size - np.isfinite(mel).sum())} NaN or infinite values in {stored}"
     lo, hi = value_range(recipe)
     low, high = float(mel.min()), float(mel.max())
     if low < lo - _RANGE_SLACK or high > hi + _RANGE_SLACK:
