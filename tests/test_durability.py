@@ -87,6 +87,7 @@ def test_ctrl_c_saves_finished_rows_and_says_how_to_resume(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        env=fault_env("slow:0.1"),  # slow enough that an idle machine does not finish before the Ctrl-C
     )
     deadline = time.monotonic() + 300  # only a guard against a run that never progresses
     while proc.poll() is None and _committed(out) < 8:
