@@ -283,8 +283,12 @@ def test_second_writer_is_refused_and_nothing_is_corrupted(tmp_path):
     tracks, audio_dir = make_collection(tmp_path / "c", 40)
     clean, out = tmp_path / "clean", tmp_path / "busy"
     run_melset(*_args(tracks, audio_dir, clean))
-    first = subprocess.Popen(
-        melset_cmd(*_args(tracks, audio_dir, out)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    first = subprocess.Popen(  # slowed a little, so that it still holds the store when the second comes
+        melset_cmd(*_args(tracks, audio_dir, out)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=fault_env("slow:0.2"),
     )
     deadline = time.monotonic() + 60
     while not (out / "journal.jsonl").exists() and time.monotonic() < deadline:
