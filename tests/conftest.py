@@ -40,6 +40,23 @@ def fault_env(spec: str, base: dict | None = None) -> dict[str, str]:
     return env
 
 
+def sample_extract(out, *extra) -> list:
+    """`melset extract` arguments for the shipped sample (subset large: every row kind) into `out`."""
+    return [
+        "extract",
+        "--tracks",
+        SAMPLE_TRACKS,
+        "--audio",
+        SAMPLE_AUDIO,
+        "--subset",
+        "large",
+        "--quiet",
+        "--out",
+        out,
+        *extra,
+    ]
+
+
 def melset_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "melset", *map(str, args)]
 
@@ -78,20 +95,7 @@ def notebook_matrix(path: str) -> np.ndarray | None:
 def sample_store(tmp_path_factory) -> Path:
     """The shipped sample extracted once (subset large: every row kind)."""
     out = tmp_path_factory.mktemp("sample") / "store"
-    run_melset(
-        "extract",
-        "--tracks",
-        SAMPLE_TRACKS,
-        "--audio",
-        SAMPLE_AUDIO,
-        "--out",
-        out,
-        "--subset",
-        "large",
-        "--quiet",
-        "--workers",
-        "2",
-    )
+    run_melset(*sample_extract(out, "--workers", "2"))
     return out
 
 

@@ -18,7 +18,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 import melset
-from conftest import ROOT, SAMPLE_AUDIO, SAMPLE_TRACKS, fault_env, melset_cmd, run_melset, write_audio
+from conftest import ROOT, SAMPLE_AUDIO, SAMPLE_TRACKS, fault_env, melset_cmd, run_melset, sample_extract, write_audio
 from melset.cli import main
 from melset.recipe import Recipe
 
@@ -242,20 +242,7 @@ def _run_group(args, env=None, deadline: float = 90.0) -> subprocess.CompletedPr
 def test_timeout_value_is_the_one_given(tmp_path):
     out = tmp_path / "store"
     proc = _run_group(
-        (
-            "extract",
-            "--tracks",
-            SAMPLE_TRACKS,
-            "--audio",
-            SAMPLE_AUDIO,
-            "--out",
-            out,
-            "--quiet",
-            "--timeout",
-            "2",
-            "--subset",
-            "large",
-        ),
+        sample_extract(out, "--timeout", "2"),
         env=fault_env("hang:200036"),
         deadline=60,
     )

@@ -7,26 +7,13 @@ import pytest
 
 import pandas as pd
 
-from conftest import SAMPLE_AUDIO, SAMPLE_TRACKS, fault_env, run_melset, store_bytes
+from conftest import fault_env, run_melset, sample_extract, store_bytes
 
 pytestmark = pytest.mark.slow  # whole commands end to end
 
 
 def _extract(out, *extra, env=None):
-    return run_melset(
-        "extract",
-        "--tracks",
-        SAMPLE_TRACKS,
-        "--audio",
-        SAMPLE_AUDIO,
-        "--out",
-        out,
-        "--subset",
-        "large",
-        "--quiet",
-        *extra,
-        env=env,
-    )
+    return run_melset(*sample_extract(out, *extra), env=env)
 
 
 def test_worker_killed_once_is_retried_and_nothing_lost(tmp_path, sample_store):

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SAMPLE_AUDIO, SAMPLE_TRACKS, run_melset, store_bytes
+from conftest import SAMPLE_AUDIO, SAMPLE_TRACKS, run_melset, sample_extract, store_bytes
 
 pytestmark = pytest.mark.slow  # whole commands end to end
 
@@ -45,18 +45,7 @@ def test_manifest_says_how_the_store_was_made(sample_store):
 
 def test_rerun_skips_finished_work_and_keeps_bytes(sample_store):
     before = store_bytes(sample_store)
-    proc = run_melset(
-        "extract",
-        "--tracks",
-        SAMPLE_TRACKS,
-        "--audio",
-        SAMPLE_AUDIO,
-        "--out",
-        sample_store,
-        "--subset",
-        "large",
-        "--quiet",
-    )
+    proc = run_melset(*sample_extract(sample_store))
     assert "0 processed" in proc.stdout and "16 already done" in proc.stdout
     assert store_bytes(sample_store) == before
 
@@ -168,20 +157,7 @@ def test_export_seed_pickles_equal_store(sample_store, tmp_path):
 @pytest.mark.parametrize("mode", ["skip", "pad"])
 def test_on_short(tmp_path, mode):
     out = tmp_path / mode
-    run_melset(
-        "extract",
-        "--tracks",
-        SAMPLE_TRACKS,
-        "--audio",
-        SAMPLE_AUDIO,
-        "--out",
-        out,
-        "--subset",
-        "large",
-        "--on-short",
-        mode,
-        "--quiet",
-    )
+    run_melset(*sample_extract(out, "--on-short", mode))
     t = pd.read_parquet(out / "tracks.parquet").set_index("track_id")
     mels = np.load(out / "mels.npy")
     row = t.index.get_loc(200112)
