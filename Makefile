@@ -11,7 +11,7 @@ DEMO := demo-out
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[test,train,ray,av,hf,wds]'
+	$(PIP) install --quiet -e '.[test,train,ray,av,hf,wds,fast]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -40,7 +40,26 @@ def test_window_equals_scipy_periodic_hann():
     )
 
 
-def test_mel_power_equals_librosa_on_kept_frames(folk):
+@pytest.fixture(params=["ducc0", "scipy"])
+def fft_backend(request, monkeypatch):
+    """Each FFT library melset can use (ducc0 from the `fast` extra, else scipy.fft)."""
+    if request.param == "scipy":
+        monkeypatch.setattr(features, "ducc0", None)
+    elif features.ducc0 is None:
+        pytest.skip("ducc0 is not installed (the `fast` extra)")
+    assert features.fft_backend() == request.param
+    return request.param
+
+
+def test_rfft_columns_equals_numpy_fft(fft_backend, folk):
+    frames = np.lib.stride_tricks.sliding_window_view(folk[: 2048 * 64], 2048)[::512].T.astype(np.float32)
+    ours = features.rfft_columns(np.ascontiguousarray(frames))
+    assert ours.dtype == np.complex64 and ours.shape == (1025, frames.shape[1])
+    ref = np.fft.rfft(frames.astype(np.float64), axis=0)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-6 * np.abs(ref).max())
+
+
+def test_mel_power_equals_librosa_on_kept_frames(folk, fft_backend):
     ref = librosa.feature.melspectrogram(y=folk, sr=22050, n_mels=128)
     ours = features.mel_power(folk, R)
     assert ours.shape == (128, 1024)

@@ -292,27 +292,23 @@ def extract(
 ):
     """Compute log-mel spectrograms for a collection into a store (the notebook's recipe unless told)."""
     from melset.engines import make_engine
-    from melset.extract import check_options
+    from melset.engines.options import check_engine_options
 
     inputs = dict(audio=audio_dir, tracks=tracks_csv, manifest=manifest_file, subset=subset, limit=limit)
     options = dict(overwrite=overwrite, retry_failed=retry_failed, labels=label_kind)
     signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: finished rows are committed
     try:
         recipe = _recipe(recipe_file, dtype=dtype, on_short=on_short, decoder=decoder, **recipe_values)
-        check_options(
-            **inputs,
-            layout=layout,
-            workers=workers,
-            timeout=timeout,
-            decoder=decoder,
-            engine=engine,
-            ray_address=ray_address,
-        )
-        # layout=None: open_catalog chooses it again, and says why in the store's manifest
-        inputs["layout"] = layout
-        # Started first: workers import and warm up while the metadata is read.
+        check_engine_options(engine, workers, timeout, ray_address)
+        if engine == "ray":  # joining a cluster takes seconds: the inputs are checked first
+            _check_inputs(inputs, layout, decoder)
+        # Local workers start before the metadata libraries are even imported: their warm-up
+        # (numpy, scipy, the decoders) overlaps the driver's (pandas) and the metadata read.
         with make_engine(engine, workers=workers, timeout=timeout, address=ray_address) as eng:
-            summary = _extract(eng, recipe, inputs, out_dir, options, quiet)
+            if engine != "ray":
+                _check_inputs(inputs, layout, decoder)
+            # layout=None: open_catalog chooses it again, and says why in the store's manifest
+            summary = _extract(eng, recipe, {**inputs, "layout": layout}, out_dir, options, quiet)
     except MelsetError as exc:
         _fail(str(exc))
     except KeyboardInterrupt as exc:
@@ -334,6 +330,12 @@ class _Terminated(KeyboardInterrupt):
 def _terminated(signum, frame) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the clean-up must not be cut short
     raise _Terminated()
+
+
+def _check_inputs(inputs: dict, layout: str | None, decoder: str) -> None:
+    from melset.extract import check_options
+
+    check_options(**inputs, layout=layout, decoder=decoder)
 
 
 def _extract(engine, recipe, inputs, out_dir, options, quiet):

@@ -132,6 +132,7 @@ def versions() -> dict[str, str]:
         "melset",
         "numpy",
         "scipy",
+        "ducc0",  # listed when installed: then it computes the FFTs, not scipy
         "soundfile",
         "libsndfile",
         "soxr",
@@ -168,19 +169,10 @@ def check_options(
     """
     from melset.catalog import choose_layout
     from melset.catalog.fma import SUBSETS
-    from melset.engines.dispatch import default_workers
+    from melset.engines.options import check_engine_options
     from melset.errors import MetadataError, MissingDependency, UsageError
 
-    if workers is not None:
-        most = 4 * default_workers() if engine == "local" else None
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1 or (most and workers > most):
-            raise UsageError(
-                f"--workers must be a whole number from 1 to {most} (4 per core), not {workers!r}"
-                if most
-                else f"--workers must be a whole number of at least 1, not {workers!r}"
-            )
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
-        raise UsageError(f"--timeout must be a finite number of seconds above 0, not {timeout!r}")
+    check_engine_options(engine, workers, timeout, ray_address)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise UsageError(f"--limit must be a whole number of at least 1, not {limit!r}")
     if subset not in SUBSETS:
@@ -203,10 +195,6 @@ def check_options(
             import av  # noqa: F401
         except ImportError:
             raise MissingDependency("--decoder av needs PyAV (FFmpeg): pip install 'melset[av]'") from None
-    if engine == "ray" and (ray_address or os.environ.get("RAY_ADDRESS")):
-        from melset.engines.cluster import check_address
-
-        check_address(ray_address or os.environ["RAY_ADDRESS"])
     return choose_layout(layout, tracks, manifest, audio)
 
 
