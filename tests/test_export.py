@@ -193,3 +193,22 @@ def test_store_without_ok_rows_is_refused_not_exported_empty(tmp_path):
         assert p.returncode == 2 and "has no ok row" in p.stderr and "Traceback" not in p.stderr, p.stderr
         assert not (tmp_path / fmt).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["audio", "s"]  # no work folder left behind
+
+
+def test_seed_pickles_replace_an_earlier_export_and_leave_other_folders_alone(sample_store, tmp_path):
+    store = Store(sample_store)
+    to = tmp_path / "nb"
+    exports.seed_pickles(store, to)
+    ok = sorted(p.name for p in (to / "pickles").iterdir())
+    assert len(ok) == len(store.ok_rows())
+    stale = to / "pickles" / "999999.pickle"  # a row that was ok in an earlier export, failed now
+    stale.write_bytes((to / "pickles" / ok[0]).read_bytes())
+    exports.seed_pickles(store, to)
+    assert sorted(p.name for p in (to / "pickles").iterdir()) == ok
+    (tmp_path / "notebook").mkdir()
+    (tmp_path / "notebook" / "y.pickle").write_bytes(b"the user's own")
+    with pytest.raises(UsageError, match="not empty and holds no melset export"):
+        exports.seed_pickles(store, tmp_path / "notebook")
+    assert (tmp_path / "notebook" / "y.pickle").read_bytes() == b"the user's own"
+    with pytest.raises(UsageError, match="holds a seed-pickles export"):
+        exports.webdataset(store, to)

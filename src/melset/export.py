@@ -10,7 +10,7 @@ store split, written from a generator in bounded memory.
 webdataset: tar shards `DIR/<split>-NNNNNN.tar` that the `webdataset` library streams; each
 sample is `<key>.npy` (the matrix, `np.save` bytes) and `<key>.json`. Same store, same bytes.
 
-Both write only ok rows, and leave `DIR/melset-export.json` so that exporting again into
+Each writes only ok rows, and leaves `DIR/melset-export.json` so that exporting again into
 the same folder replaces the earlier export (and nothing else).
 """
 
@@ -50,26 +50,42 @@ LABEL, GENRE = "label", "genre"
 
 
 def seed_pickles(store: Store, to: str | os.PathLike) -> dict[str, int]:
-    """Write P/pickles/NNNNNN.pickle (ok rows, float64), P/y.pickle and P/classlabels.pickle."""
-    to = os.fspath(to)
-    os.makedirs(os.path.join(to, "pickles"), exist_ok=True)
-    ids = store.tracks[TRACK_ID].tolist()
-    n = 0
-    for row in store.ok_rows():
-        x = store.row(row).astype(np.float64)  # checked against its checksum
-        # ndarray.dump, as the notebook calls it: pickle protocol 2 of the array
-        x.dump(os.path.join(to, "pickles", f"{export_name(ids[row])}.pickle"))
-        n += 1
-    classes = np.array(store.classes)
-    y = {}
-    for row, genre in enumerate(store.tracks[GENRE_TOP].tolist()):
-        if isinstance(genre, str):
-            y[export_name(ids[row])] = np.asarray(store.labels[row], dtype=np.int64)
-    with open(os.path.join(to, "y.pickle"), "wb") as f:
-        pickle.dump(y, f, protocol=pickle.HIGHEST_PROTOCOL)
-    with open(os.path.join(to, "classlabels.pickle"), "wb") as f:
-        pickle.dump(classes, f)
-    return {"pickles": n, "labels": len(y), "classes": len(classes)}
+    """Write P/pickles/NNNNNN.pickle (ok rows, float64), P/y.pickle and P/classlabels.pickle.
+
+    `to` is a new or empty folder, or an earlier seed-pickles export: it is replaced once the
+    new export is complete, so no pickle of a row that is no longer ok stays behind. Raises
+    UsageError when `to` cannot take the export.
+    """
+    to = prepare_target(to, SEED_PICKLES, store)
+    parent = os.path.dirname(to)
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".melset-pickles-", dir=parent)
+    try:
+        os.mkdir(os.path.join(work, "pickles"))
+        ids = store.tracks[TRACK_ID].tolist()
+        n = 0
+        for row in store.ok_rows():
+            x = store.row(row).astype(np.float64)  # checked against its checksum
+            # ndarray.dump, as the notebook calls it: pickle protocol 2 of the array
+            x.dump(os.path.join(work, "pickles", f"{export_name(ids[row])}.pickle"))
+            n += 1
+        classes = np.array(store.classes)
+        y = {}
+        for row, genre in enumerate(store.tracks[GENRE_TOP].tolist()):
+            if isinstance(genre, str):
+                y[export_name(ids[row])] = np.asarray(store.labels[row], dtype=np.int64)
+        with open(os.path.join(work, "y.pickle"), "wb") as f:
+            pickle.dump(y, f, protocol=pickle.HIGHEST_PROTOCOL)
+        with open(os.path.join(work, "classlabels.pickle"), "wb") as f:
+            pickle.dump(classes, f)
+        counts = {"pickles": n, "labels": len(y), "classes": len(classes)}
+        with open(os.path.join(work, MARKER), "wb") as f:
+            f.write(_marker(store, SEED_PICKLES, {"all": n}))
+        os.chmod(work, 0o755)  # mkdtemp made it private
+        _swap_in(work, to)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return counts
 
 
 def export_name(track_id) -> str:

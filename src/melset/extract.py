@@ -22,7 +22,7 @@ from melset.catalog import Catalog
 from melset.engines import Engine
 from melset.errors import StoreError, UsageError
 from melset.recipe import Recipe
-from melset.store import DISK_FULL, StoreWriter, disk_full_message, now_iso
+from melset.store import DISK_FULL, StoreWriter, disk_full_message, now_iso, read_manifest
 from melset.vocab import CATALOG_COLUMNS, FAILED, GENRE_TOP, LABEL_KINDS, MANIFEST, MISSING, OK, PATH, TRACK_ID
 
 COMMIT_EVERY_S = 0.5
@@ -91,13 +91,12 @@ def label_matrix(catalog: Catalog, kind: str = GENRE_TOP) -> tuple[np.ndarray, l
 
 def _check_label_kind(out: str | os.PathLike, kind: str, overwrite: bool) -> None:
     """Refuse, in words, to resume a store made with another --labels."""
-    import json
-
+    if not os.path.exists(os.path.join(out, MANIFEST)):
+        return  # no store there yet
     try:
-        with open(os.path.join(out, MANIFEST), encoding="utf-8") as f:
-            stored = json.load(f).get("labels", GENRE_TOP)
-    except (OSError, ValueError, AttributeError):
-        return  # no store there yet, or a damaged one: StoreWriter says what to do
+        stored = read_manifest(os.fspath(out)).get("labels", GENRE_TOP)
+    except StoreError:
+        return  # a damaged store: StoreWriter.open says what to do with it
     if stored != kind and not overwrite:
         raise StoreError(
             f"{os.path.abspath(out)} holds a store labelled with --labels {stored}; run with --labels {stored} to resume it, "
