@@ -20,6 +20,7 @@ LAYERS = [
     {"store"},
     {"engines"},
     {"extract"},
+    {"train_config"},
     {"dataset", "export", "plots", "model", "augment"},
     {"train"},
     {"report"},

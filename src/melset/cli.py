@@ -30,6 +30,7 @@ from melset import __version__
 from melset.errors import MelsetError, MissingDependency, UsageError
 from melset.recipe import DECODERS, DTYPES, ON_SHORT, SCALINGS, Recipe, recipe_from_options
 from melset.system import strict_json
+from melset.train_config import MODELS, SCHEDULES, TrainConfig
 from melset.vocab import (
     ERROR,
     FAILED,
@@ -711,6 +712,9 @@ def repair(store_dir):
     say("run the same `melset extract` command again to rebuild them")
 
 
+_TRAIN = TrainConfig()  # the defaults each train option shows
+
+
 def _needs_torch() -> None:
     try:
         import torch  # noqa: F401
@@ -724,46 +728,54 @@ def _needs_torch() -> None:
 @main.command()
 @click.argument("store_dir", type=click.Path())
 @click.option("--run", "run_dir", type=click.Path(), required=True, help="Folder for the run (model, metrics, curves).")
-@click.option("--epochs", type=int, default=30, show_default=True, help="At least 1.")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="At least 1.")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="AdamW learning rate (> 0).")
+@click.option("--epochs", type=int, default=_TRAIN.epochs, show_default=True, help="At least 1.")
+@click.option("--batch-size", type=int, default=_TRAIN.batch_size, show_default=True, help="At least 1.")
+@click.option("--lr", type=float, default=_TRAIN.lr, show_default=True, help="AdamW learning rate (> 0).")
 @click.option(
     "--patience",
     type=int,
-    default=10,
+    default=_TRAIN.patience,
     show_default=True,
     help="Stop after this many epochs without a better validation score (0 or more).",
 )
 @click.option("--device", type=_DEVICE, default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--seed", type=int, default=_TRAIN.seed, show_default=True)
+@click.option("--workers", type=int, default=_TRAIN.num_workers, show_default=True, help="DataLoader worker processes.")
 @click.option(
     "--model",
-    type=click.Choice(["compact", "baseline"]),
-    default="compact",
+    type=click.Choice(MODELS),
+    default=_TRAIN.model,
     show_default=True,
     help="compact: the CNN with a frequency-aware head; baseline: the original MelCNN.",
 )
 @click.option(
     "--crop",
     type=int,
-    default=256,
+    default=_TRAIN.crop,
     show_default=True,
     help="Frames per random training crop (scores average over crops covering the window); 0 = whole window.",
 )
 @click.option(
-    "--freq-mask", type=int, default=16, show_default=True, help="SpecAugment: mels per masked band (0 = off)."
+    "--freq-mask",
+    type=int,
+    default=_TRAIN.freq_mask,
+    show_default=True,
+    help="SpecAugment: mels per masked band (0 = off).",
 )
 @click.option(
-    "--time-mask", type=int, default=32, show_default=True, help="SpecAugment: frames per masked span (0 = off)."
+    "--time-mask",
+    type=int,
+    default=_TRAIN.time_mask,
+    show_default=True,
+    help="SpecAugment: frames per masked span (0 = off).",
 )
-@click.option("--mixup", type=float, default=0.2, show_default=True, help="Mixup Beta alpha (0 = off).")
-@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
-@click.option("--weight-decay", type=float, default=1e-2, show_default=True, help="AdamW weight decay.")
+@click.option("--mixup", type=float, default=_TRAIN.mixup, show_default=True, help="Mixup Beta alpha (0 = off).")
+@click.option("--label-smoothing", type=float, default=_TRAIN.label_smoothing, show_default=True)
+@click.option("--weight-decay", type=float, default=_TRAIN.weight_decay, show_default=True, help="AdamW weight decay.")
 @click.option(
     "--schedule",
-    type=click.Choice(["cosine", "constant"]),
-    default="cosine",
+    type=click.Choice(SCHEDULES),
+    default=_TRAIN.schedule,
     show_default=True,
     help="Learning rate: cosine decay after a 10% warm-up, or constant.",
 )
@@ -792,7 +804,7 @@ def train(
 ):
     """Train a genre classifier on a store (training split; best epoch on validation)."""
     _needs_torch()
-    from melset.train import TrainConfig, check_config
+    from melset.train import check_config
     from melset.train import train as run_train
 
     cfg = TrainConfig(

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-MODELS = ("baseline", "compact")
+from melset.train_config import MODELS
 
 
 @dataclass(frozen=True)
