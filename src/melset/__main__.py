@@ -1,5 +1,5 @@
 """`python -m melset` runs the command line."""
 
-from melset.cli import main
+from melset.cli import run
 
-main(prog_name="melset")
+run()

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import scipy.fft
 import scipy.sparse
 
 try:  # the `fast` extra: ~1.3 ms less per clip than scipy's pocketfft on this recipe's frames
@@ -112,6 +111,8 @@ def fft_backend() -> str:
 def rfft_columns(x: np.ndarray) -> np.ndarray:
     """Unnormalised real FFT of every column of float32 `x` (complex64), single-threaded."""
     if ducc0 is None:
+        import scipy.fft  # here, not at the top: importing it costs a worker ~0.3 s of start-up
+
         return scipy.fft.rfft(x, axis=0, workers=1)
     return ducc0.fft.r2c(x, axes=(0,), nthreads=1)
 

@@ -40,7 +40,9 @@ def _context():
     # runs (progress bar, pebble's own). spawn where there is no fork.
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["melset.engines.quiet_start", "melset.engines.worker", "melset.track"])
+        # soundfile and soxr too: melset.audio imports them on first use, which would be once per worker
+        preload = ["melset.engines.quiet_start", "melset.engines.worker", "melset.track", "soundfile", "soxr"]
+        ctx.set_forkserver_preload(preload)
         return ctx
     return multiprocessing.get_context("spawn")
 
