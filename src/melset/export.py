@@ -16,6 +16,7 @@ the same folder replaces the earlier export (and nothing else).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -56,11 +57,7 @@ def seed_pickles(store: Store, to: str | os.PathLike) -> dict[str, int]:
     new export is complete, so no pickle of a row that is no longer ok stays behind. Raises
     UsageError when `to` cannot take the export.
     """
-    to = prepare_target(to, SEED_PICKLES, store)
-    parent = os.path.dirname(to)
-    os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".melset-pickles-", dir=parent)
-    try:
+    with _export_folder(store, to, SEED_PICKLES) as work:
         os.mkdir(os.path.join(work, "pickles"))
         ids = store.tracks[TRACK_ID].tolist()
         n = 0
@@ -78,14 +75,8 @@ def seed_pickles(store: Store, to: str | os.PathLike) -> dict[str, int]:
             pickle.dump(y, f, protocol=pickle.HIGHEST_PROTOCOL)
         with open(os.path.join(work, "classlabels.pickle"), "wb") as f:
             pickle.dump(classes, f)
-        counts = {"pickles": n, "labels": len(y), "classes": len(classes)}
-        with open(os.path.join(work, MARKER), "wb") as f:
-            f.write(_marker(store, SEED_PICKLES, {"all": n}))
-        os.chmod(work, 0o755)  # mkdtemp made it private
-        _swap_in(work, to)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return counts
+        _write_marker(work, store, SEED_PICKLES, {"all": n})
+    return {"pickles": n, "labels": len(y), "classes": len(classes)}
 
 
 def export_name(track_id) -> str:
@@ -180,7 +171,24 @@ def _swap_in(tmp: str, to: str) -> None:
         shutil.rmtree(old)
 
 
-def _marker(store: Store, fmt: str, counts: dict[str, int], extra: dict | None = None) -> bytes:
+@contextlib.contextmanager
+def _export_folder(store: Store, to: str | os.PathLike, fmt: str) -> Iterator[str]:
+    """A hidden folder beside `to` (checked by `prepare_target`) to write a `fmt` export into;
+    it replaces `to` when the block ends without error, and is removed otherwise."""
+    to = prepare_target(to, fmt, store)
+    parent = os.path.dirname(to)
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=f".melset-{fmt}-", dir=parent)
+    try:
+        yield work
+        os.chmod(work, 0o755)  # mkdtemp made it private
+        _swap_in(work, to)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _write_marker(folder: str, store: Store, fmt: str, counts: dict[str, int], extra: dict | None = None) -> None:
+    """DIR/melset-export.json: the format, the store and what was written per split."""
     obj = {
         "format": fmt,
         "store": store.root,
@@ -190,7 +198,8 @@ def _marker(store: Store, fmt: str, counts: dict[str, int], extra: dict | None =
         "splits": counts,
         **(extra or {}),
     }
-    return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
+    with open(os.path.join(folder, MARKER), "w", encoding="utf-8") as f:
+        f.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 # -- Hugging Face datasets --------------------------------------------------------------------------
@@ -246,36 +255,31 @@ def hf(store: Store, to: str | os.PathLike) -> dict[str, int]:
         The store has no ok row.
     """
     datasets = _import("datasets", "hf")
-    to = prepare_target(to, HF, store)
-    features = hf_features(store)
-    splits = _nonempty_splits(store, HF)
-    parent = os.path.dirname(to)
-    os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".melset-hf-", dir=parent)
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        parts = {}
-        for name, rows in splits.items():
-            parts[name] = datasets.Dataset.from_generator(
-                _hf_rows,
-                features=features,
-                gen_kwargs={"root": store.root, "rows": [int(r) for r in rows]},
-                cache_dir=os.path.join(work, "cache"),
-                fingerprint=f"melset-{store.manifest.get('store_id')}-{name}",
-                writer_batch_size=HF_WRITER_BATCH,
-            )
-        out = os.path.join(work, "out")
-        datasets.DatasetDict(parts).save_to_disk(out)
-        counts = {name: len(ds) for name, ds in parts.items()}
-        with open(os.path.join(out, MARKER), "wb") as f:
-            f.write(_marker(store, HF, counts))
-        del parts
-        _swap_in(out, to)
+        with _export_folder(store, to, HF) as out:
+            features = hf_features(store)
+            splits = _nonempty_splits(store, HF)
+            # datasets' Arrow cache beside the export, not in it
+            with tempfile.TemporaryDirectory(prefix=".melset-hf-cache-", dir=os.path.dirname(out)) as cache:
+                parts = {}
+                for name, rows in splits.items():
+                    parts[name] = datasets.Dataset.from_generator(
+                        _hf_rows,
+                        features=features,
+                        gen_kwargs={"root": store.root, "rows": [int(r) for r in rows]},
+                        cache_dir=cache,
+                        fingerprint=f"melset-{store.manifest.get('store_id')}-{name}",
+                        writer_batch_size=HF_WRITER_BATCH,
+                    )
+                datasets.DatasetDict(parts).save_to_disk(out)
+                counts = {name: len(ds) for name, ds in parts.items()}
+                del parts
+            _write_marker(out, store, HF, counts)
     finally:
         if bars:
             datasets.enable_progress_bars()
-        shutil.rmtree(work, ignore_errors=True)
     return counts
 
 
@@ -326,11 +330,7 @@ def webdataset(store: Store, to: str | os.PathLike, shard_size: int = DEFAULT_SH
     """
     if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
         raise UsageError(f"--shard-size must be a whole number of samples, at least 1, not {shard_size!r}")
-    to = prepare_target(to, WEBDATASET, store)
-    parent = os.path.dirname(to)
-    os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".melset-wds-", dir=parent)
-    try:
+    with _export_folder(store, to, WEBDATASET) as work:
         counts, shards = {}, {}
         names = store.classes
         for split, rows in _nonempty_splits(store, WEBDATASET).items():
@@ -353,12 +353,7 @@ def webdataset(store: Store, to: str | os.PathLike, shard_size: int = DEFAULT_SH
                         body = json.dumps(rec, ensure_ascii=False, sort_keys=True).encode()
                         _tar_member(tar, f"{key}.json", body)
                 shards[split] += 1
-        with open(os.path.join(work, MARKER), "wb") as f:
-            f.write(_marker(store, WEBDATASET, counts, {"shards": shards, "shard_size": int(shard_size)}))
-        os.chmod(work, 0o755)  # mkdtemp made it private
-        _swap_in(work, to)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        _write_marker(work, store, WEBDATASET, counts, {"shards": shards, "shard_size": int(shard_size)})
     return counts
 
 
