@@ -27,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from melset import __version__
+from melset.engines import ENGINES
 from melset.errors import MelsetError, MissingDependency, UsageError
 from melset.recipe import DECODERS, DTYPES, ON_SHORT, SCALINGS, Recipe, recipe_from_options
 from melset.system import strict_json
@@ -265,7 +266,7 @@ def run() -> None:
 )
 @click.option(
     "--engine",
-    type=click.Choice(["local", "ray"]),
+    type=click.Choice(ENGINES),
     default="local",
     show_default=True,
     help="local processes, or a Ray cluster (melset[ray]).",
@@ -761,7 +762,7 @@ def _needs_torch() -> None:
     show_default=True,
     help="Stop after this many epochs without a better validation score (0 or more).",
 )
-@click.option("--device", type=_DEVICE, default="auto", show_default=True)
+@click.option("--device", type=_DEVICE, default=_TRAIN.device, show_default=True)
 @click.option("--seed", type=int, default=_TRAIN.seed, show_default=True)
 @click.option("--workers", type=int, default=_TRAIN.num_workers, show_default=True, help="DataLoader worker processes.")
 @click.option(

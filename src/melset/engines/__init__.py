@@ -1,5 +1,4 @@
-"""Engines run the recipe over many tracks, `local` processes or a `ray` cluster: started early (workers
-warm up while the driver reads metadata), they take (row, path) tasks and yield results as they finish."""
+"""Engines run the recipe over many tracks, started early: (row, path) tasks in, results out as they finish."""
 
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ if TYPE_CHECKING:
 
 Task = tuple[int, str]  # (row in the store, audio path)
 Done = tuple[int, "TrackResult", "int | None"]  # (row, result, crc32 of the row when a worker wrote it)
+ENGINES = ("local", "ray")
 Idle = Callable[[], None]  # called while no result arrives (the driver commits finished rows then)
 
 
@@ -28,9 +28,9 @@ class Engine(Protocol):
 
 
 def make_engine(name: str, workers: int | None = None, timeout: float = 120.0, address: str | None = None) -> Engine:
-    """An engine by name: "local" (processes on this machine) or "ray" (melset[ray])."""
-    if name not in ("local", "ray"):
-        raise ValueError(f"unknown engine {name!r} (local or ray)")
+    """An engine by name, one of ENGINES: "local" (processes on this machine) or "ray" (melset[ray])."""
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine {name!r} (one of {ENGINES})")
     if name == "ray":
         from melset.engines.cluster import RayEngine
 

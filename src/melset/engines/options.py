@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 
+from melset.engines import ENGINES
 from melset.engines.dispatch import default_workers
 from melset.errors import UsageError
 
@@ -12,8 +13,8 @@ from melset.errors import UsageError
 def check_engine_options(engine: str, workers: int | None, timeout: float, address: str | None = None) -> None:
     """Refuse engine options that cannot work, in one sentence naming the option (UsageError),
     before any process starts; a Ray address is tried (bounded) when one is given."""
-    if engine not in ("local", "ray"):
-        raise UsageError(f"--engine must be local or ray, not {engine!r}")
+    if engine not in ENGINES:
+        raise UsageError(f"--engine must be {' or '.join(ENGINES)}, not {engine!r}")
     if workers is not None:
         most = 4 * default_workers() if engine == "local" else None
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1 or (most and workers > most):
