@@ -227,9 +227,6 @@ def recalibrate_batchnorm(
         m.momentum = momentum
 
 
-MODEL_NAMES = {"baseline": "MelCNN", "compact": "CompactCNN"}
-
-
 def fit(
     train_set: Dataset,
     val_set: Dataset,
@@ -370,8 +367,9 @@ def train(
     keep_freed_memory(None)
     multi = store.multi_label
     arch = architecture(cfg.model, len(store.classes))
-    with torch.random.fork_rng(devices=[]):
-        n_parameters = build(arch).n_parameters()
+    with torch.random.fork_rng(devices=[]):  # a network only to describe; fit builds its own from the seed
+        described = build(arch)
+    model_name = type(described).__name__
 
     config = {
         "store": store.root,
@@ -380,7 +378,7 @@ def train(
         "classes": store.classes,
         "labels": store.label_kind,
         "multi_label": multi,
-        "model": {"name": MODEL_NAMES[arch.kind], **arch.to_dict(), "parameters": n_parameters},
+        "model": {"name": model_name, **arch.to_dict(), "parameters": described.n_parameters()},
         "hyperparameters": asdict(cfg),
         "seed": cfg.seed,
         "device": str(device),
@@ -405,7 +403,7 @@ def train(
     curves_png(
         history,
         os.path.join(run_dir, "curves.png"),
-        title=f"{MODEL_NAMES[arch.kind]} on {os.path.basename(store.root)}",
+        title=f"{model_name} on {os.path.basename(store.root)}",
         multi_label=multi,
     )
     return metrics
