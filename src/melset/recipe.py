@@ -61,28 +61,27 @@ FEATURE_KEYS = ("sample_rate", "n_mels", "n_fft", "hop_length", "n_frames", "fmi
 # -- the mel scale (librosa's defaults: Slaney, htk=False) -------------------------------------
 
 
+# Slaney's scale: linear below 1 kHz (200/3 Hz a mel), logarithmic above (a factor 6.4 per 27 mels)
+_F_SP = 200.0 / 3
+_MIN_LOG_HZ = 1000.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
+_LOGSTEP = np.log(6.4) / 27.0
+
+
 def hz_to_mel(freqs: np.ndarray | float) -> np.ndarray:
     """Slaney's auditory-toolbox mel scale (librosa's default, htk=False)."""
     freqs = np.asanyarray(freqs, dtype=np.float64)
-    f_sp = 200.0 / 3
-    mels = freqs / f_sp
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    log_t = freqs >= min_log_hz
-    return np.where(log_t, min_log_mel + np.log(np.maximum(freqs, min_log_hz) / min_log_hz) / logstep, mels)
+    log_t = freqs >= _MIN_LOG_HZ
+    return np.where(
+        log_t, _MIN_LOG_MEL + np.log(np.maximum(freqs, _MIN_LOG_HZ) / _MIN_LOG_HZ) / _LOGSTEP, freqs / _F_SP
+    )
 
 
 def mel_to_hz(mels: np.ndarray | float) -> np.ndarray:
     """Inverse of `hz_to_mel`."""
     mels = np.asanyarray(mels, dtype=np.float64)
-    f_sp = 200.0 / 3
-    freqs = f_sp * mels
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    log_t = mels >= min_log_mel
-    return np.where(log_t, min_log_hz * np.exp(logstep * (mels - min_log_mel)), freqs)
+    log_t = mels >= _MIN_LOG_MEL
+    return np.where(log_t, _MIN_LOG_HZ * np.exp(_LOGSTEP * (mels - _MIN_LOG_MEL)), _F_SP * mels)
 
 
 def mel_frequencies(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
