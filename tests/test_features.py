@@ -101,7 +101,8 @@ def test_digital_silence_and_dc_offset_give_no_nan():
     for y in (np.zeros(R.samples_needed, np.float32), np.full(R.samples_needed, 0.25, np.float32)):
         x = features.log_mel(y, R)
         assert x.shape == (128, 1024) and np.isfinite(x).all()
-        assert x.min() >= 0.0 and x.max() <= 1.0
+        # MinMaxScaler's float32 arithmetic (ours and scikit-learn's) may land an ulp past 1
+        assert x.min() >= 0.0 and x.max() <= 1.0 + 2 * np.finfo(np.float32).eps
 
 
 def test_decode_equals_librosa_load_on_needed_prefix():

@@ -120,8 +120,12 @@ def rfft_columns(x: np.ndarray) -> np.ndarray:
 def power_to_db(S: np.ndarray, amin: float = 1e-10, top_db: float | None = 80.0) -> np.ndarray:
     """librosa.power_to_db(S, ref=np.max, amin, top_db) in S's dtype."""
     ref = np.maximum(amin, S.max())
-    log_spec = 10.0 * np.log10(np.maximum(amin, S))
-    log_spec -= 10.0 * np.log10(ref)
+    # 10 log10(x) as (10 / ln 10) ln(x): numpy's float32 log is vectorised, log10 is not
+    # (0.3 vs 1.5 ms a clip); the two differ by an ulp or two of the dB value.
+    log_spec = np.maximum(S, S.dtype.type(amin))
+    np.log(log_spec, out=log_spec)
+    log_spec *= S.dtype.type(10.0 / np.log(10.0))
+    log_spec -= S.dtype.type(10.0 * np.log10(ref))
     if top_db is not None:
         np.maximum(log_spec, log_spec.max() - top_db, out=log_spec)
     return log_spec

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from melset import audio, features
 from melset.recipe import Recipe
 from melset.vocab import FAILED, MISSING, OK, TOO_SHORT
 
@@ -32,6 +31,9 @@ class TrackResult:
 
 def process(path: str | os.PathLike, recipe: Recipe) -> TrackResult:
     """Run the recipe on one file. Never raises for a bad file."""
+    # here, not at the top: the driver unpickles TrackResults and needs neither
+    from melset import audio, features
+
     try:
         decoded = audio.decode(path, recipe.sample_rate, recipe.input_frames_needed, recipe.decoder)
     except FileNotFoundError:
@@ -97,6 +99,8 @@ def whole_track(path: str | os.PathLike, recipe: Recipe) -> np.ndarray:
     Window w holds frames [w * n_frames, (w + 1) * n_frames) of the file's centred STFT,
     each scaled on its own as the recipe scales one clip. Raises audio.AudioError.
     """
+    from melset import audio, features
+
     decoded = audio.decode(path, recipe.sample_rate, None, recipe.decoder)
     y = decoded.samples
     total = features.n_centred_frames(len(y), recipe.hop_length, recipe.n_fft)

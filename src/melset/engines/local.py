@@ -41,7 +41,8 @@ def _context():
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
         # soundfile and soxr too: melset.audio imports them on first use, which would be once per worker
-        preload = ["melset.engines.quiet_start", "melset.engines.worker", "melset.track", "soundfile", "soxr"]
+        preload = ["melset.engines.quiet_start", "melset.engines.worker", "melset.audio", "melset.features"]
+        preload += ["melset.track", "soundfile", "soxr"]
         ctx.set_forkserver_preload(preload)
         return ctx
     return multiprocessing.get_context("spawn")

@@ -19,7 +19,7 @@ def prepare_worker(own_process: bool = True) -> None:
     """Once per worker process: import the recipe and keep big buffers in the heap. In a
     process of our own (not a Ray worker, whose output and signals are Ray's) also silence
     the decoder's own prints and leave Ctrl-C to the driver."""
-    import melset.track  # noqa: F401  (import now, while the driver is still reading metadata)
+    import melset.audio, melset.features, melset.track  # noqa: F401, E401  (now, while the driver reads metadata)
 
     keep_freed_memory()
     if own_process:
