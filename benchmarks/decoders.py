@@ -1,10 +1,12 @@
-"""The opt-in decoders against the default: speed per clip and deviation from librosa.
+"""The decoders side by side: speed per clip and deviation from librosa.
 
-    python benchmarks/decoders.py [--n 30]
+    python benchmarks/decoders.py [--n 30] [--files DIR] [--dtype float16]
 
-For each decoder (libsndfile = what librosa.load uses, and FFmpeg through PyAV), runs the
-whole recipe on the benchmark clips (30 s, 44.1 kHz stereo, 320 kbps MP3) in one process and
-reports ms per clip and the largest difference of the stored matrix from librosa + scikit-learn.
+For each decoder (soundfile: libsndfile as librosa.load uses it; auto: the default, stereo
+MP3 mixed to mono inside libmpg123; av: FFmpeg through PyAV), runs the whole recipe on the
+benchmark clips (30 s, 44.1 kHz stereo, 320 kbps MP3; or every audio file under --files
+that the notebook would keep) in one process and reports ms per clip and the largest
+difference of the stored matrix from librosa + scikit-learn.
 """
 
 from __future__ import annotations
@@ -41,21 +43,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=Path, default=WORKDIR / "encoded")
     ap.add_argument("--n", type=int, default=30)
+    ap.add_argument("--dtype", default="float32", choices=("float16", "float32"))
     args = ap.parse_args()
-    files = encoded_clips(args.files, args.n)
+    if args.files == WORKDIR / "encoded":
+        files = encoded_clips(args.files, args.n)
+    else:  # every clip the notebook keeps (long enough, decodable)
+        files = [str(p) for p in sorted(args.files.rglob("*.mp3"))]
+        files = [f for f in files if process(f, Recipe()).status == "ok"][: args.n]
     keep_freed_memory()
     refs = {f: reference(f) for f in files}
-    print(f"{len(files)} clips, recipe in float32, one process")
-    for decoder in ("soundfile", "av"):
-        recipe = Recipe(decoder=decoder, dtype="float32")
+    print(f"{len(files)} clips, recipe in {args.dtype}, one process")
+    for decoder in ("soundfile", "auto", "av"):
+        recipe = Recipe(decoder=decoder, dtype=args.dtype)
         process(files[0], recipe)
         t = time.process_time()
         results = [process(f, recipe) for f in files]
         ms = (time.process_time() - t) / len(files) * 1000
-        dev = [float(np.abs(r.mel - refs[f]).max()) for f, r in zip(files, results)]
-        mean = [float(np.abs(r.mel - refs[f]).mean()) for f, r in zip(files, results)]
+        dev = [float(np.abs(r.mel.astype(np.float32) - refs[f]).max()) for f, r in zip(files, results)]
+        mean = [float(np.abs(r.mel.astype(np.float32) - refs[f]).mean()) for f, r in zip(files, results)]
+        used = sorted({r.decoder for r in results})
         print(
-            f"{decoder:10s} {ms:6.1f} ms/clip   max |diff| vs librosa: worst clip {max(dev):.2e}, median clip {np.median(dev):.2e}; mean |diff| {np.mean(mean):.1e}"
+            f"{decoder:10s} {ms:6.1f} ms/clip   max |diff| vs librosa: worst clip {max(dev):.2e}, "
+            f"median clip {np.median(dev):.2e}; mean |diff| {np.mean(mean):.1e}   ({'+'.join(used)})"
         )
 
 

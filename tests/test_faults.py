@@ -88,7 +88,7 @@ def test_unreadable_file(tmp_path):
     # root reads everything: check as an unprivileged user in a child process
     tmp_path.chmod(0o755)
     code = (
-        "import os, soundfile, soxr\n"
+        "import os, soundfile, soxr, melset.audio, melset.features  # before giving up root's stdlib\n"
         "from melset.track import process; from melset.recipe import Recipe\n"
         "os.setgid(65534); os.setuid(65534)\n"
         f"print(process({str(locked)!r}, Recipe()).error)"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from conftest import SAMPLE_AUDIO
 from melset import audio, features
+from melset.audio import mono_mix
 from melset.recipe import Recipe
 
 librosa = pytest.importorskip("librosa")
@@ -108,12 +110,56 @@ def test_digital_silence_and_dc_offset_give_no_nan():
 def test_decode_equals_librosa_load_on_needed_prefix():
     path = SAMPLE_AUDIO / "200" / "200047.mp3"
     ref, sr = librosa.load(path)
-    d = audio.decode(path, 22050, R.input_frames_needed)
-    assert not d.reached_end and d.native_rate == 44100 and d.channels == 2
+    d = audio.decode(path, 22050, R.input_frames_needed, decoder="soundfile")
+    assert not d.reached_end and d.native_rate == 44100 and d.channels == 2 and d.backend == "soundfile"
     # bit-identical over every sample the kept frames use
     assert np.array_equal(d.samples[: R.samples_needed], ref[: R.samples_needed])
     # decoding only ~25 of 30 seconds
     assert len(d.samples) < 0.9 * len(ref)
+
+
+needs_libmpg123 = pytest.mark.skipif(
+    not mono_mix.available(), reason="the system has no libmpg123 (libsndfile decodes every MP3 there)"
+)
+
+
+def _channels(path) -> int:
+    try:
+        return sf.info(path).channels
+    except sf.LibsndfileError:  # the sample's broken files
+        return 0
+
+
+@needs_libmpg123
+@pytest.mark.parametrize("whole", [False, True], ids=["kept frames", "whole file"])
+def test_stereo_mp3_mixed_in_libmpg123_equals_librosa_load(whole):
+    stereo = [p for p in sorted(SAMPLE_AUDIO.rglob("*.mp3")) if _channels(p) == 2]
+    assert len(stereo) >= 5
+    for path in stereo:
+        ref, _ = librosa.load(path)
+        d = audio.decode(path, 22050, None if whole else R.input_frames_needed)
+        assert d.backend == "mpg123" and d.channels == 2 and (d.reached_end or not whole)
+        n = len(ref) if d.reached_end else R.samples_needed
+        assert len(d.samples) == len(ref) if d.reached_end else len(d.samples) >= n
+        # the channels are summed before the synthesis filterbank instead of after: rounding apart
+        np.testing.assert_allclose(d.samples[:n], ref[:n], rtol=0, atol=5e-6, err_msg=str(path))
+
+
+def test_mono_mix_declining_a_file_leaves_it_to_libsndfile(monkeypatch):
+    path = SAMPLE_AUDIO / "200" / "200047.mp3"
+    monkeypatch.setattr(mono_mix, "decode", lambda *a: None)
+    d = audio.decode(path, 22050, R.input_frames_needed)
+    assert d.backend == "soundfile"
+    assert np.array_equal(d.samples[: R.samples_needed], librosa.load(path)[0][: R.samples_needed])
+
+
+@needs_libmpg123
+def test_mono_mix_declines_what_it_was_not_asked_for(tmp_path):
+    path = str(SAMPLE_AUDIO / "200" / "200047.mp3")
+    assert mono_mix.decode(path, 1000, 48000) is None  # another rate than libsndfile reported
+    assert mono_mix.decode(str(tmp_path / "gone [1].mp3"), 1000, 44100) is None
+    assert len(mono_mix.decode(path, 1000, 44100)) == 1000
+    assert len(mono_mix.decode(path, 0, 44100)) == 0
 
 
 def test_to_mono_equals_librosa():

@@ -262,7 +262,8 @@ def run() -> None:
     type=click.Choice(DECODERS),
     default="auto",
     show_default=True,
-    help="auto: libsndfile as librosa.load, FFmpeg (PyAV) for what it cannot read.",
+    help="auto: libsndfile as librosa.load (stereo MP3 mixed to mono inside libmpg123 where the system has it, "
+    "float32 rounding apart), FFmpeg (PyAV) for what it cannot read; soundfile: librosa.load's samples bit for bit.",
 )
 @click.option(
     "--engine",

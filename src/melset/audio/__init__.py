@@ -1,10 +1,13 @@
 """The one decode front door: any audio file -> mono float32 at the recipe's rate, or a reason.
 
-Default path = what `librosa.load(path)` does, sample for sample: libsndfile (through
-soundfile) decodes, channels are averaged, soxr 'HQ' resamples. Unlike librosa it decodes
-only the first seconds the recipe needs (plus a margin that keeps soxr's output over them
-bit-identical). Files libsndfile cannot read (M4A/AAC, ...) go through PyAV's FFmpeg when
-installed. Every failure becomes an `AudioError` whose message a user can act on.
+Default path = what `librosa.load(path)` does: libsndfile (through soundfile) decodes,
+channels are averaged, soxr 'HQ' resamples. Unlike librosa it decodes only the first
+seconds the recipe needs (plus a margin that keeps soxr's output over them bit-identical).
+Stereo MP3 is mixed to mono inside libmpg123 where the system has it (`mono_mix`: the
+same decoder libsndfile uses, float32 rounding apart); decoder "soundfile" keeps
+librosa's samples bit for bit. Files libsndfile cannot read (M4A/AAC, ...) go through
+PyAV's FFmpeg when installed. Every failure becomes an `AudioError` whose message a user
+can act on.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ class Decoded:
     channels: int
     duration_s: float  # the whole file's duration: exact when reached_end, else the header's
     reached_end: bool  # the whole stream was decoded (the file is not longer than what was read)
-    backend: str  # "soundfile" (libsndfile) or "av" (FFmpeg)
+    backend: str  # "soundfile" (libsndfile), "mpg123" (libmpg123's mono mix) or "av" (FFmpeg)
 
 
 def decode(path: str | os.PathLike, sample_rate: int = 22050, max_frames_at=None, decoder: str = "auto") -> Decoded:
@@ -51,7 +54,7 @@ def decode(path: str | os.PathLike, sample_rate: int = 22050, max_frames_at=None
     libsndfile_said = None
     if decoder != "av":
         try:
-            return _decode_soundfile(path, sample_rate, max_frames_at)
+            return _decode_soundfile(path, sample_rate, max_frames_at, mix=decoder == "auto")
         except _NotForLibsndfile as exc:
             kind = sniff(path)
             if decoder == "soundfile" or kind.reason:
@@ -93,8 +96,10 @@ class _NotForLibsndfile(Exception):
     pass
 
 
-def _decode_soundfile(path: str, sample_rate: int, max_frames_at) -> Decoded:
+def _decode_soundfile(path: str, sample_rate: int, max_frames_at, mix: bool = False) -> Decoded:
     import soundfile as sf
+
+    from melset.audio import mono_mix
 
     try:
         f = sf.SoundFile(path)
@@ -112,8 +117,10 @@ def _decode_soundfile(path: str, sample_rate: int, max_frames_at) -> Decoded:
         if native <= 0 or channels <= 0:
             raise AudioError(f"invalid header: {native} Hz, {channels} channels")
         want = -1 if max_frames_at is None else int(max_frames_at(native))
+        # libsndfile has judged the file (format, rate, channels, length); libmpg123 may mix it
+        mixed = mono_mix.decode(path, want, native) if mix and f.format == "MP3" and channels == 2 else None
         try:
-            data = f.read(frames=want, dtype="float32", always_2d=True)
+            data = f.read(frames=want, dtype="float32", always_2d=True) if mixed is None else mixed[:, None]
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"decoding failed: libsndfile says {_clean(exc)}") from None
     reached_end = want < 0 or len(data) < want
@@ -126,8 +133,8 @@ def _decode_soundfile(path: str, sample_rate: int, max_frames_at) -> Decoded:
                 f"truncated: the stream ends after {len(data) / native:.1f} s of the {header_frames / native:.1f} s its header announces"
             )
     duration = (len(data) if reached_end else header_frames) / native
-    y = _finish(to_mono(data), native, sample_rate, reached_end)
-    return Decoded(y, sample_rate, native, channels, duration, reached_end, "soundfile")
+    y = _finish(data[:, 0] if mixed is not None else to_mono(data), native, sample_rate, reached_end)
+    return Decoded(y, sample_rate, native, channels, duration, reached_end, "soundfile" if mixed is None else "mpg123")
 
 
 def _wav_declared_frames(path: str) -> int | None:
