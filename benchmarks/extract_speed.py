@@ -9,8 +9,11 @@ sample/, lays them out like FMA, then times as whole processes:
       as many processes as (b) uses: the work no exact implementation can skip;
   (d) the exact limit: the floor plus the cheapest exact computation of the kept frames
       (the fastest FFT installed: mkl_fft, ducc0 or scipy; power, sparse mel, dB, scaling),
-      in as many processes, writing nothing: what no exact implementation can beat here.
-Each configuration runs --repeats times, interleaved (a, b, c, d, a, b, c, d, ...), and the
+      in as many processes, writing nothing: what no exact implementation can beat here;
+  (e) where the system has libmpg123: the exact limit with the decoder melset uses by
+      default for stereo MP3, libmpg123's mono mix (one synthesis instead of two), which
+      moves the floor itself.
+Each configuration runs --repeats times, interleaved (a, b, c, d, e, a, b, ...), and the
 median and the spread (min-max) are printed, so a noisy moment cannot decide the verdict.
 It also prints the peak memory of all melset processes together, how long melset took from
 the command to the metadata being read and to the first file being decoded, the core count
@@ -41,6 +44,7 @@ from statistics import median
 
 import numpy as np
 
+from melset.audio import mono_mix
 from melset.system import versions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,6 +204,7 @@ LIMIT = textwrap.dedent(
             return "scipy", lambda x: scipy.fft.rfft(x, axis=1, workers=1)
 
     NAME, RFFT = fastest_rfft()
+    MIX = sys.argv[3:] == ["mix"]  # decode with libmpg123's mono mix, as melset does where it can
     STATE = {}
 
     def init():
@@ -212,13 +217,16 @@ LIMIT = textwrap.dedent(
 
     def work(path):
         import soundfile as sf, soxr
-        from melset.audio import to_mono
+        from melset.audio import mono_mix, to_mono
         from melset.recipe import Recipe
         r = Recipe()
         with sf.SoundFile(path) as f:
-            data = f.read(frames=r.input_frames_needed(f.samplerate), dtype='float32', always_2d=True)
             rate = f.samplerate
-        y = soxr.resample(to_mono(data), rate, 22050, quality='soxr_hq')
+            if MIX:
+                y = mono_mix.decode(path, r.input_frames_needed(rate), rate)
+            else:
+                y = to_mono(f.read(frames=r.input_frames_needed(rate), dtype='float32', always_2d=True))
+        y = soxr.resample(y, rate, 22050, quality='soxr_hq')
         buf = np.zeros(1024 + r.samples_needed, np.float32)
         n = min(len(y), r.samples_needed)
         buf[1024:1024 + n] = y[:n]
@@ -229,7 +237,7 @@ LIMIT = textwrap.dedent(
             power = np.square(spec.real)
             power += np.square(spec.imag)
             mel[:, s:s + 128] = (STATE["fb"] @ power.T)
-        db = 10.0 * np.log10(np.maximum(1e-10, mel))
+        db = np.log(np.maximum(1e-10, mel)) * np.float32(10 / np.log(10))
         db -= db.max()
         np.maximum(db, -80.0, out=db)
         lo = db.min(axis=0)
@@ -389,11 +397,12 @@ def run_floor(audio: Path, workdir: Path, workers: int) -> float:
     return elapsed
 
 
-def run_limit(audio: Path, workdir: Path, workers: int) -> tuple[float, str]:
+def run_limit(audio: Path, workdir: Path, workers: int, mix: bool = False) -> tuple[float, str]:
     script = workdir / "limit.py"
     script.write_text(LIMIT)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    elapsed, _, proc = timed([sys.executable, str(script), str(audio), str(workers)], env=env)
+    cmd = [sys.executable, str(script), str(audio), str(workers), *(["mix"] if mix else [])]
+    elapsed, _, proc = timed(cmd, env=env)
     return elapsed, proc.stdout.split()[-1]
 
 
@@ -464,7 +473,7 @@ def main() -> None:
     nb = None
     for w in workers_list:
         procs = w or cores
-        times: dict[str, list] = {"a": [], "b": [], "c": [], "d": []}
+        times: dict[str, list] = {"a": [], "b": [], "c": [], "d": [], "e": []}
         peaks, startups, fft = [], [], ""
         for _ in range(args.repeats):  # interleaved: a, b, c, d, a, b, c, d, ...
             if not args.skip_notebook and w == workers_list[0]:
@@ -476,6 +485,8 @@ def main() -> None:
             times["c"].append(run_floor(audio, args.workdir, procs))
             td, fft = run_limit(audio, args.workdir, procs)
             times["d"].append(td)
+            if mono_mix.available():
+                times["e"].append(run_limit(audio, args.workdir, procs, mix=True)[0])
         if times["a"]:
             nb = show("(a) notebook loop (1 process)", times["a"])
             result["notebook_clips_per_s"] = nb
@@ -483,6 +494,7 @@ def main() -> None:
         b = show(f"(b) melset extract ({procs:2d} workers)", times["b"], f"   peak memory {peak / 2**20:.0f} MB")
         c = show(f"(c) floor: decode 24 s + soxr ({procs:2d} procs)", times["c"])
         d = show(f"(d) exact limit: floor + {fft} recipe ({procs:2d})", times["d"])
+        e = show(f"(e) exact limit, libmpg123 mono mix ({procs:2d})", times["e"]) if times["e"] else None
         meta = median(s["metadata_read"] for s in startups)
         first = median(s["first_decode"] for s in startups)
         run = {
@@ -500,6 +512,9 @@ def main() -> None:
             "b_over_d": b / d,
         }
         ratios = f"    melset = {b / c:.2f} of the floor, {b / d:.2f} of the exact limit"
+        if e:
+            run["mono_mix_limit_clips_per_s"], run["b_over_e"] = e, b / e
+            ratios += f", {b / e:.2f} of the mono-mix exact limit"
         if nb:
             run["b_over_a"] = b / nb
             ratios += f", {b / nb:.2f}x the notebook"

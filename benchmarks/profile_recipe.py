@@ -7,7 +7,9 @@ Uses the same worker set-up as `melset extract` (allocator tuning). Times are CP
 this thread (time.thread_time), so a busy machine inflates them less than wall time.
 Besides melset's own stages it times the cheapest exact computation of the kept frames it
 can find (the fastest FFT installed), which is what the "exact limit" of extract_speed.py
-adds to the floor; --plot draws the stages as a waterfall with the floor and the limit.
+adds to the floor, and the floor itself (libsndfile's stereo decode, channel mean, soxr)
+beside melset's own decode (libmpg123's mono mix where the system has it); --plot draws
+the stages as a waterfall with the floor and both limits.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from melset.engines.worker import prepare_worker
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from extract_speed import WORKDIR, encoded_clips  # noqa: E402
 
-FLOOR_STAGES = ("decode: open + checks", "decode: libsndfile/mpg123 (24 s)", "decode: mono", "resample: soxr HQ")
+DECODE_STAGES = ("decode: open + checks", "resample: soxr HQ")
 
 
 def fastest_features():
@@ -63,7 +65,7 @@ def fastest_features():
             power = np.square(spec.real)
             power += np.square(spec.imag)
             mel[:, s : s + 128] = fb @ power.T
-        db = 10.0 * np.log10(np.maximum(r.amin, mel))
+        db = np.log(np.maximum(r.amin, mel)) * np.float32(10 / np.log(10))
         db -= db.max()
         np.maximum(db, -r.top_db, out=db)
         lo = db.min(axis=0)
@@ -91,34 +93,43 @@ def main() -> None:
     import soxr
 
     from melset import features
-    from melset.audio import _check_file, to_mono
+    from melset.audio import _check_file, mono_mix, to_mono
     from melset.recipe import Recipe
 
     r = Recipe()
     fft_name, limit_recipe = fastest_features()
     stages: dict[str, float] = {}
-    limit = 0.0
 
     def clock(name: str, t0: float) -> float:
         t = time.thread_time()
         stages[name] = stages.get(name, 0.0) + t - t0
         return t
 
+    mix = mono_mix.available()
+    decode_stage = "decode: libmpg123 mono mix (24 s)" if mix else "decode: libsndfile + mono (24 s)"
     for _ in range(2):  # first pass warms caches and the allocator
         stages.clear()
-        limit = 0.0
+        floor = limit = 0.0
         for path in files:
+            # the floor as extract_speed.py defines it: libsndfile's stereo decode, channel mean, soxr
+            t = time.thread_time()
+            with sf.SoundFile(path) as f:
+                rate = f.samplerate
+                data = f.read(frames=r.input_frames_needed(rate), dtype="float32", always_2d=True)
+            soxr.resample(to_mono(data), rate, r.sample_rate, quality="soxr_hq")
+            floor += time.thread_time() - t
+            # melset's own stages
             t = time.thread_time()
             _check_file(path)
             with sf.SoundFile(path) as f:
-                rate = f.samplerate
-                t = clock(FLOOR_STAGES[0], t)
-                data = f.read(frames=r.input_frames_needed(rate), dtype="float32", always_2d=True)
-            t = clock(FLOOR_STAGES[1], t)
-            y = to_mono(data)
-            t = clock(FLOOR_STAGES[2], t)
+                rate, want = f.samplerate, r.input_frames_needed(f.samplerate)
+                t = clock(DECODE_STAGES[0], t)
+                y = mono_mix.decode(path, want, rate) if mix else None
+                if y is None:
+                    y = to_mono(f.read(frames=want, dtype="float32", always_2d=True))
+            t = clock(decode_stage, t)
             y = soxr.resample(y, rate, r.sample_rate, quality="soxr_hq")
-            t = clock(FLOOR_STAGES[3], t)
+            t = clock(DECODE_STAGES[1], t)
             np.isfinite(y).all()
             t = clock("checks: finite samples", t)
             S = features.mel_power(y, r)
@@ -131,26 +142,30 @@ def main() -> None:
             limit += time.thread_time() - t
     n = len(files)
     total = sum(stages.values())
-    floor = sum(stages[k] for k in FLOOR_STAGES)
+    decoded = sum(v for k, v in stages.items() if k.startswith(("decode", "resample")))
     print(f"{n} clips, CPU time per clip:")
     for name, v in stages.items():
         print(f"  {name:40s} {v / n * 1000:6.2f} ms  {v / total * 100:5.1f}%")
     print(f"  {'total':40s} {total / n * 1000:6.2f} ms")
     print(
-        f"floor (decode + resample): {floor / n * 1000:.2f} ms; melset beyond it: {(total - floor) / n * 1000:.2f} ms"
+        f"floor (libsndfile decode + mono + resample): {floor / n * 1000:.2f} ms; melset's decode + resample: {decoded / n * 1000:.2f} ms"
     )
     print(
-        f"exact limit: floor + the recipe with {fft_name} {limit / n * 1000:.2f} ms = {(floor + limit) / n * 1000:.2f} ms"
+        f"exact limit: floor + the recipe with {fft_name} {limit / n * 1000:.2f} ms = {(floor + limit) / n * 1000:.2f} ms; "
+        f"with melset's decode {(decoded + limit) / n * 1000:.2f} ms"
     )
     print(
-        f"melset per clip = {floor / total:.2f} of the floor's speed, {(floor + limit) / total:.2f} of the exact limit's"
+        f"melset per clip = {floor / total:.2f} of the floor's speed, {(floor + limit) / total:.2f} of the exact limit's, "
+        f"{(decoded + limit) / total:.2f} of the exact limit with its own decode"
     )
     if args.plot:
-        waterfall(stages, n, floor, floor + limit, fft_name, args.plot)
+        waterfall(stages, n, floor, floor + limit, decoded + limit, fft_name, args.plot)
         print(f"wrote {args.plot}")
 
 
-def waterfall(stages: dict[str, float], n: int, floor: float, limit: float, fft_name: str, out: Path) -> None:
+def waterfall(
+    stages: dict[str, float], n: int, floor: float, limit: float, own_limit: float, fft_name: str, out: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,18 +176,27 @@ def waterfall(stages: dict[str, float], n: int, floor: float, limit: float, fft_
     fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
     start = 0.0
     for i, (name, v) in enumerate(zip(names, ms)):
-        colour = "tab:blue" if name in FLOOR_STAGES else "tab:orange"
+        colour = "tab:blue" if name.startswith(("decode", "resample")) else "tab:orange"
         ax.barh(i, v, left=start, color=colour)
         ax.text(start + v + 0.3, i, f"{v:.1f} ms", va="center", fontsize=8)
         start += v
     ax.axvline(
-        floor / n * 1000, color="tab:blue", linestyle="--", label=f"floor (decode + resample) {floor / n * 1000:.1f} ms"
+        floor / n * 1000,
+        color="tab:blue",
+        linestyle="--",
+        label=f"floor (libsndfile decode + mono + resample) {floor / n * 1000:.1f} ms",
     )
     ax.axvline(
         limit / n * 1000,
         color="tab:green",
         linestyle=":",
         label=f"exact limit (floor + {fft_name} recipe) {limit / n * 1000:.1f} ms",
+    )
+    ax.axvline(
+        own_limit / n * 1000,
+        color="tab:purple",
+        linestyle="-.",
+        label=f"exact limit with melset's decode {own_limit / n * 1000:.1f} ms",
     )
     ax.axvline(start, color="tab:red", linestyle="-", alpha=0.5, label=f"melset {start:.1f} ms")
     ax.set_yticks(range(len(names)), names)
