@@ -140,3 +140,28 @@ def test_bare_import_reaches_the_public_api():
     assert melset.Recipe().shape == (128, 1024)
     assert callable(melset.open_catalog) and callable(melset.catalog.fma.catalog)
     assert issubclass(melset.errors.StoreError, melset.MelsetError)
+
+
+def test_the_extract_driver_imports_neither_the_features_nor_scipy(tmp_path):
+    """Workers compute; the driver only reads metadata, dispatches and writes the journal.
+    scipy (0.14 s of imports) and the features in the driver would be CPU taken from the
+    workers on every run; unpickling a TrackResult must not pull them in."""
+    import subprocess
+    import sys
+
+    from conftest import sample_extract
+
+    code = (
+        "import sys\n"
+        "from melset.cli import main\n"
+        "try:\n"
+        f"    main({[str(a) for a in sample_extract(tmp_path / 'store')]!r}, standalone_mode=False)\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('scipy', 'melset.features', 'melset.audio', 'melset.track') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "['melset.track']", (
+        "the driver received results without the recipe's imports"
+    )
