@@ -38,9 +38,11 @@ def _load():
     global _lib
     if _lib is None:
         _lib = False
-        name = ctypes.util.find_library("mpg123") or "libmpg123.so.0"
         try:
-            lib = ctypes.CDLL(name)
+            try:
+                lib = ctypes.CDLL("libmpg123.so.0")
+            except OSError:  # not Linux's name: ask the system (find_library may run ldconfig or gcc)
+                lib = ctypes.CDLL(ctypes.util.find_library("mpg123") or "libmpg123")
             p, i, size = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
             lib.mpg123_init.restype = i
             lib.mpg123_new.restype, lib.mpg123_new.argtypes = p, [ctypes.c_char_p, ctypes.POINTER(i)]
