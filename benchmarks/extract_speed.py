@@ -10,9 +10,8 @@ sample/, lays them out like FMA, then times as whole processes:
   (d) the exact limit: the floor plus the cheapest exact computation of the kept frames
       (the fastest FFT installed: mkl_fft, ducc0 or scipy; power, sparse mel, dB, scaling),
       in as many processes, writing nothing: what no exact implementation can beat here;
-  (e) where the system has libmpg123: the exact limit with the decoder melset uses by
-      default for stereo MP3, libmpg123's mono mix (one synthesis instead of two), which
-      moves the floor itself.
+  (e) where the system has libmpg123: the exact limit with libmpg123's mono mix (one
+      synthesis instead of two; melset's opt-in --decoder mpg123), which moves the floor.
 Each configuration runs --repeats times, interleaved (a, b, c, d, e, a, b, ...), and the
 median and the spread (min-max) are printed, so a noisy moment cannot decide the verdict.
 It also prints the peak memory of all melset processes together, how long melset took from

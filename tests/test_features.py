@@ -137,7 +137,8 @@ def test_stereo_mp3_mixed_in_libmpg123_equals_librosa_load(whole):
     assert len(stereo) >= 5
     for path in stereo:
         ref, _ = librosa.load(path)
-        d = audio.decode(path, 22050, None if whole else R.input_frames_needed)
+        d = audio.decode(path, 22050, None if whole else R.input_frames_needed, decoder="mpg123")
+        assert audio.decode(path, 22050, R.input_frames_needed).backend == "soundfile", "auto stays librosa's"
         assert d.backend == "mpg123" and d.channels == 2 and (d.reached_end or not whole)
         n = len(ref) if d.reached_end else R.samples_needed
         assert len(d.samples) == len(ref) if d.reached_end else len(d.samples) >= n
@@ -148,7 +149,7 @@ def test_stereo_mp3_mixed_in_libmpg123_equals_librosa_load(whole):
 def test_mono_mix_declining_a_file_leaves_it_to_libsndfile(monkeypatch):
     path = SAMPLE_AUDIO / "200" / "200047.mp3"
     monkeypatch.setattr(mono_mix, "decode", lambda *a: None)
-    d = audio.decode(path, 22050, R.input_frames_needed)
+    d = audio.decode(path, 22050, R.input_frames_needed, decoder="mpg123")
     assert d.backend == "soundfile"
     assert np.array_equal(d.samples[: R.samples_needed], librosa.load(path)[0][: R.samples_needed])
 
@@ -167,3 +168,28 @@ def test_to_mono_equals_librosa():
     for channels in (2, 3, 6):
         x = rng.standard_normal((5000, channels)).astype(np.float32)
         assert np.array_equal(audio.to_mono(x), librosa.to_mono(x.T))
+
+
+@needs_libmpg123
+def test_mpg123_mixes_only_layer_iii_so_stereo_layer_ii_keeps_both_channels(tmp_path):
+    """libmpg123's mono mix keeps only the left channel of Layer I and II streams."""
+    av = pytest.importorskip("av")
+    rate = 44100
+    t = np.arange(5 * rate) / rate
+    pcm = (np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 1250 * t)]) * 16000).astype(np.int16)
+    path = tmp_path / "layer2 [stereo].mp3"
+    with av.open(str(path), "w", format="mp2") as c:
+        s = c.add_stream("mp2", rate=rate, layout="stereo")
+        s.bit_rate = 192000
+        for i in range(0, pcm.shape[1], 1152):
+            frame = av.AudioFrame.from_ndarray(
+                pcm[:, i : i + 1152].T.reshape(1, -1).copy(), format="s16", layout="stereo"
+            )
+            frame.sample_rate = rate
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    mixed = audio.decode(path, 22050, None, decoder="mpg123")
+    plain = audio.decode(path, 22050, None, decoder="soundfile")
+    assert mixed.backend == "soundfile" and np.array_equal(mixed.samples, plain.samples)

@@ -3,9 +3,8 @@
 Default path = what `librosa.load(path)` does: libsndfile (through soundfile) decodes,
 channels are averaged, soxr 'HQ' resamples. Unlike librosa it decodes only the first
 seconds the recipe needs (plus a margin that keeps soxr's output over them bit-identical).
-Stereo MP3 is mixed to mono inside libmpg123 where the system has it (`mono_mix`: the
-same decoder libsndfile uses, float32 rounding apart); decoder "soundfile" keeps
-librosa's samples bit for bit. Files libsndfile cannot read (M4A/AAC, ...) go through
+Decoder "mpg123" (opt-in) mixes stereo Layer III to mono inside the system's libmpg123
+(`mono_mix`: the decoder libsndfile uses, float32 rounding apart, see its caveat). Files libsndfile cannot read (M4A/AAC, ...) go through
 PyAV's FFmpeg when installed. Every failure becomes an `AudioError` whose message a user
 can act on.
 """
@@ -54,7 +53,7 @@ def decode(path: str | os.PathLike, sample_rate: int = 22050, max_frames_at=None
     libsndfile_said = None
     if decoder != "av":
         try:
-            return _decode_soundfile(path, sample_rate, max_frames_at, mix=decoder == "auto")
+            return _decode_soundfile(path, sample_rate, max_frames_at, mix=decoder == "mpg123")
         except _NotForLibsndfile as exc:
             kind = sniff(path)
             if decoder == "soundfile" or kind.reason:
@@ -117,8 +116,16 @@ def _decode_soundfile(path: str, sample_rate: int, max_frames_at, mix: bool = Fa
         if native <= 0 or channels <= 0:
             raise AudioError(f"invalid header: {native} Hz, {channels} channels")
         want = -1 if max_frames_at is None else int(max_frames_at(native))
-        # libsndfile has judged the file (format, rate, channels, length); libmpg123 may mix it
-        mixed = mono_mix.decode(path, want, native) if mix and f.format == "MP3" and channels == 2 else None
+        # libsndfile has judged the file (format, rate, channels, length); libmpg123 may mix it.
+        # Layer III only (libmpg123 mixes nothing in Layers I and II: it keeps the left channel),
+        # and never past the length libsndfile would read.
+        mixed = None
+        if mix and f.subtype == "MPEG_LAYER_III" and channels == 2 and 0 < header_frames < 2**62:
+            before = os.stat(path)
+            mixed = mono_mix.decode(path, min(want, header_frames) if want >= 0 else header_frames, native)
+            after = os.stat(path)
+            if (before.st_ino, before.st_size, before.st_mtime_ns) != (after.st_ino, after.st_size, after.st_mtime_ns):
+                mixed = None  # replaced while being read: libsndfile's open handle decides
         try:
             data = f.read(frames=want, dtype="float32", always_2d=True) if mixed is None else mixed[:, None]
         except (sf.LibsndfileError, RuntimeError) as exc:
