@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -193,3 +195,25 @@ def test_mpg123_mixes_only_layer_iii_so_stereo_layer_ii_keeps_both_channels(tmp_
     mixed = audio.decode(path, 22050, None, decoder="mpg123")
     plain = audio.decode(path, 22050, None, decoder="soundfile")
     assert mixed.backend == "soundfile" and np.array_equal(mixed.samples, plain.samples)
+
+
+@needs_libmpg123
+def test_mpg123_file_replaced_while_mixed_is_decoded_from_libsndfiles_handle(tmp_path, monkeypatch):
+    """libmpg123 opens the path a second time: a file swapped in since libsndfile opened it
+    must not be decoded against the first file's header."""
+    import shutil
+
+    first, second = SAMPLE_AUDIO / "200" / "200047.mp3", SAMPLE_AUDIO / "200" / "200010.mp3"
+    path = tmp_path / "track [1].mp3"
+    shutil.copy(first, path)
+    mix = mono_mix.decode
+
+    def replaced_then_mixed(*args):
+        shutil.copy(second, tmp_path / "new.mp3")
+        os.replace(tmp_path / "new.mp3", path)
+        return mix(*args)
+
+    monkeypatch.setattr(mono_mix, "decode", replaced_then_mixed)
+    d = audio.decode(path, 22050, R.input_frames_needed, decoder="mpg123")
+    expected = audio.decode(first, 22050, R.input_frames_needed, decoder="soundfile")
+    assert d.backend == "soundfile" and np.array_equal(d.samples, expected.samples)

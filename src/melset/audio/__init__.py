@@ -49,11 +49,13 @@ def decode(path: str | os.PathLike, sample_rate: int = 22050, max_frames_at=None
     Raises FileNotFoundError for a missing file, AudioError for anything else that fails.
     """
     path = os.fspath(path)
-    _check_file(path)
+    checked = _check_file(path)
     libsndfile_said = None
     if decoder != "av":
         try:
-            return _decode_soundfile(path, sample_rate, max_frames_at, mix=decoder == "mpg123")
+            return _decode_soundfile(
+                path, sample_rate, max_frames_at, mixed_if=checked if decoder == "mpg123" else None
+            )
         except _NotForLibsndfile as exc:
             kind = sniff(path)
             if decoder == "soundfile" or kind.reason:
@@ -67,7 +69,8 @@ def decode(path: str | os.PathLike, sample_rate: int = 22050, max_frames_at=None
 # -- file checks -----------------------------------------------------------------------------
 
 
-def _check_file(path: str) -> None:
+def _check_file(path: str) -> os.stat_result:
+    """The file's stat, once it is known to be a readable, non-empty regular file."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -86,6 +89,7 @@ def _check_file(path: str) -> None:
         raise AudioError("empty file (0 bytes)")
     if not os.access(path, os.R_OK):
         raise AudioError("cannot read the file: permission denied")
+    return st
 
 
 # -- libsndfile ------------------------------------------------------------------------------
@@ -95,7 +99,9 @@ class _NotForLibsndfile(Exception):
     pass
 
 
-def _decode_soundfile(path: str, sample_rate: int, max_frames_at, mix: bool = False) -> Decoded:
+def _decode_soundfile(path: str, sample_rate: int, max_frames_at, mixed_if: os.stat_result | None = None) -> Decoded:
+    """libsndfile's decode; with `mixed_if` (the file's stat before libsndfile opened it), stereo
+    Layer III is mixed in libmpg123 instead, unless the file changed meanwhile."""
     import soundfile as sf
 
     from melset.audio import mono_mix
@@ -120,12 +126,15 @@ def _decode_soundfile(path: str, sample_rate: int, max_frames_at, mix: bool = Fa
         # Layer III only (libmpg123 mixes nothing in Layers I and II: it keeps the left channel),
         # and never past the length libsndfile would read.
         mixed = None
-        if mix and f.subtype == "MPEG_LAYER_III" and channels == 2 and 0 < header_frames < 2**62:
-            before = os.stat(path)
+        if mixed_if is not None and f.subtype == "MPEG_LAYER_III" and channels == 2 and 0 < header_frames < 2**62:
             mixed = mono_mix.decode(path, min(want, header_frames) if want >= 0 else header_frames, native)
             after = os.stat(path)
-            if (before.st_ino, before.st_size, before.st_mtime_ns) != (after.st_ino, after.st_size, after.st_mtime_ns):
-                mixed = None  # replaced while being read: libsndfile's open handle decides
+            if (mixed_if.st_ino, mixed_if.st_size, mixed_if.st_mtime_ns) != (
+                after.st_ino,
+                after.st_size,
+                after.st_mtime_ns,
+            ):
+                mixed = None  # replaced since libsndfile opened it: libsndfile's open handle decides
         try:
             data = f.read(frames=want, dtype="float32", always_2d=True) if mixed is None else mixed[:, None]
         except (sf.LibsndfileError, RuntimeError) as exc:
