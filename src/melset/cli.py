@@ -263,8 +263,8 @@ def run() -> None:
     default="auto",
     show_default=True,
     help="auto: libsndfile as librosa.load, FFmpeg (PyAV) for what it cannot read. mpg123: as auto, but stereo MP3 "
-    "mixed to mono inside the system's libmpg123 (9% faster; wrong for streams whose channels switch block types "
-    "apart, which LAME never writes).",
+    "mixed to mono inside the system's libmpg123 (9% faster; wrong where a stream's two channels use different "
+    "block types, which LAME never writes).",
 )
 @click.option(
     "--engine",

@@ -4,9 +4,9 @@ Default path = what `librosa.load(path)` does: libsndfile (through soundfile) de
 channels are averaged, soxr 'HQ' resamples. Unlike librosa it decodes only the first
 seconds the recipe needs (plus a margin that keeps soxr's output over them bit-identical).
 Decoder "mpg123" (opt-in) mixes stereo Layer III to mono inside the system's libmpg123
-(`mono_mix`: the decoder libsndfile uses, float32 rounding apart, see its caveat). Files libsndfile cannot read (M4A/AAC, ...) go through
-PyAV's FFmpeg when installed. Every failure becomes an `AudioError` whose message a user
-can act on.
+(`mono_mix`: the decoder libsndfile uses, float32 rounding apart; see its caveat). Files
+libsndfile cannot read (M4A/AAC, ...) go through PyAV's FFmpeg when installed. Every
+failure becomes an `AudioError` whose message a user can act on.
 """
 
 from __future__ import annotations

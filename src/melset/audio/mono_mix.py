@@ -8,9 +8,10 @@ Opt-in (decoder "mpg123"), because it is not exact for every legal stream: the m
 the two channels' spectra and transforms the sum with the left channel's block type, so
 a granule whose channels use different block types (possible outside mid/side stereo;
 LAME never writes one) decodes wrong, unchecked. Layer I and II are never mixed here
-(libmpg123 keeps only their left channel). Used only when the system's libmpg123 loads (``libmpg123.so.0`` on Linux distributions
-that ship libsndfile); anything unexpected returns None and the caller decodes with
-libsndfile as librosa does, which also words every failure.
+(libmpg123 keeps only their left channel). Used only when the system's libmpg123 loads
+(``libmpg123.so.0`` on Linux distributions that ship libsndfile); anything unexpected
+returns None and the caller decodes with libsndfile as librosa does, which also words
+every failure.
 """
 
 from __future__ import annotations
