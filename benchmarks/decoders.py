@@ -2,9 +2,9 @@
 
     python benchmarks/decoders.py [--n 30] [--files DIR] [--dtype float16]
 
-For each decoder (soundfile: libsndfile as librosa.load uses it, the default; mpg123:
-stereo MP3 mixed to mono inside libmpg123, opt-in; av: FFmpeg through PyAV), runs the whole recipe on the
-benchmark clips (30 s, 44.1 kHz stereo, 320 kbps MP3; or every audio file under --files
+For each decoder (auto, the default: stereo MP3 mixed to mono inside libmpg123 where the
+stream allows it exactly; soundfile: libsndfile as librosa.load uses it; av: FFmpeg through
+PyAV), runs the whole recipe on the benchmark clips (30 s, 44.1 kHz stereo, 320 kbps MP3; or every audio file under --files
 that the notebook would keep) in one process and reports ms per clip and the largest
 difference of the stored matrix from librosa + scikit-learn.
 """
@@ -53,7 +53,7 @@ def main() -> None:
     keep_freed_memory()
     refs = {f: reference(f) for f in files}
     print(f"{len(files)} clips, recipe in {args.dtype}, one process")
-    for decoder in ("soundfile", "mpg123", "av"):
+    for decoder in ("auto", "soundfile", "av"):
         recipe = Recipe(decoder=decoder, dtype=args.dtype)
         process(files[0], recipe)
         t = time.process_time()

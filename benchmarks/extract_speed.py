@@ -11,7 +11,7 @@ sample/, lays them out like FMA, then times as whole processes:
       (the fastest FFT installed: mkl_fft, ducc0 or scipy; power, sparse mel, dB, scaling),
       in as many processes, writing nothing: what no exact implementation can beat here;
   (e) where the system has libmpg123: the exact limit with libmpg123's mono mix (one
-      synthesis instead of two; melset's opt-in --decoder mpg123), which moves the floor.
+      synthesis instead of two; melset's default decode of stereo MP3), which moves the floor.
 Each configuration runs --repeats times, interleaved (a, b, c, d, e, a, b, ...), and the
 median and the spread (min-max) are printed, so a noisy moment cannot decide the verdict.
 It also prints the peak memory of all melset processes together, how long melset took from

@@ -8,7 +8,8 @@ this thread (time.thread_time), so a busy machine inflates them less than wall t
 Besides melset's own stages it times the cheapest exact computation of the kept frames it
 can find (the fastest FFT installed), which is what the "exact limit" of extract_speed.py
 adds to the floor, and the floor itself (libsndfile's stereo decode, channel mean, soxr)
-beside melset's own decode (libmpg123's mono mix with --decoder mpg123); --plot draws
+beside melset's own decode (libmpg123's mono mix, melset's default decoder for stereo MP3;
+--decoder soundfile times libsndfile's as librosa decodes); --plot draws
 the stages as a waterfall with the floor and both limits.
 """
 
@@ -80,7 +81,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=Path, default=WORKDIR / "encoded")
     ap.add_argument("--n", type=int, default=40)
-    ap.add_argument("--decoder", default="soundfile", choices=("soundfile", "mpg123"), help="melset's decoder")
+    ap.add_argument("--decoder", default="auto", choices=("auto", "soundfile"), help="melset's decoder")
     ap.add_argument("--plot", type=Path, default=None, help="write the per-stage waterfall as a PNG")
     args = ap.parse_args()
     files = encoded_clips(args.files, args.n)
@@ -106,7 +107,7 @@ def main() -> None:
         stages[name] = stages.get(name, 0.0) + t - t0
         return t
 
-    mix = args.decoder == "mpg123" and mono_mix.available()
+    mix = args.decoder == "auto" and mono_mix.available()
     decode_stage = "decode: libmpg123 mono mix (24 s)" if mix else "decode: libsndfile + mono (24 s)"
     for _ in range(2):  # first pass warms caches and the allocator
         stages.clear()

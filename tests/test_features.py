@@ -139,8 +139,8 @@ def test_stereo_mp3_mixed_in_libmpg123_equals_librosa_load(whole):
     assert len(stereo) >= 5
     for path in stereo:
         ref, _ = librosa.load(path)
-        d = audio.decode(path, 22050, None if whole else R.input_frames_needed, decoder="mpg123")
-        assert audio.decode(path, 22050, R.input_frames_needed).backend == "soundfile", "auto stays librosa's"
+        d = audio.decode(path, 22050, None if whole else R.input_frames_needed, decoder="auto")
+        assert audio.decode(path, 22050, R.input_frames_needed, decoder="soundfile").backend == "soundfile"
         assert d.backend == "mpg123" and d.channels == 2 and (d.reached_end or not whole)
         n = len(ref) if d.reached_end else R.samples_needed
         assert len(d.samples) == len(ref) if d.reached_end else len(d.samples) >= n
@@ -151,7 +151,7 @@ def test_stereo_mp3_mixed_in_libmpg123_equals_librosa_load(whole):
 def test_mono_mix_declining_a_file_leaves_it_to_libsndfile(monkeypatch):
     path = SAMPLE_AUDIO / "200" / "200047.mp3"
     monkeypatch.setattr(mono_mix, "decode", lambda *a: None)
-    d = audio.decode(path, 22050, R.input_frames_needed, decoder="mpg123")
+    d = audio.decode(path, 22050, R.input_frames_needed, decoder="auto")
     assert d.backend == "soundfile"
     assert np.array_equal(d.samples[: R.samples_needed], librosa.load(path)[0][: R.samples_needed])
 
@@ -173,7 +173,7 @@ def test_to_mono_equals_librosa():
 
 
 @needs_libmpg123
-def test_mpg123_mixes_only_layer_iii_so_stereo_layer_ii_keeps_both_channels(tmp_path):
+def test_auto_mixes_only_layer_iii_so_stereo_layer_ii_keeps_both_channels(tmp_path):
     """libmpg123's mono mix keeps only the left channel of Layer I and II streams."""
     av = pytest.importorskip("av")
     rate = 44100
@@ -192,13 +192,13 @@ def test_mpg123_mixes_only_layer_iii_so_stereo_layer_ii_keeps_both_channels(tmp_
                 c.mux(p)
         for p in s.encode(None):
             c.mux(p)
-    mixed = audio.decode(path, 22050, None, decoder="mpg123")
+    mixed = audio.decode(path, 22050, None, decoder="auto")
     plain = audio.decode(path, 22050, None, decoder="soundfile")
     assert mixed.backend == "soundfile" and np.array_equal(mixed.samples, plain.samples)
 
 
 @needs_libmpg123
-def test_mpg123_file_replaced_while_mixed_is_decoded_from_libsndfiles_handle(tmp_path, monkeypatch):
+def test_auto_file_replaced_while_mixed_is_decoded_from_libsndfiles_handle(tmp_path, monkeypatch):
     """libmpg123 opens the path a second time: a file swapped in since libsndfile opened it
     must not be decoded against the first file's header."""
     import shutil
@@ -214,6 +214,83 @@ def test_mpg123_file_replaced_while_mixed_is_decoded_from_libsndfiles_handle(tmp
         return mix(*args)
 
     monkeypatch.setattr(mono_mix, "decode", replaced_then_mixed)
-    d = audio.decode(path, 22050, R.input_frames_needed, decoder="mpg123")
+    d = audio.decode(path, 22050, R.input_frames_needed, decoder="auto")
     expected = audio.decode(first, 22050, R.input_frames_needed, decoder="soundfile")
     assert d.backend == "soundfile" and np.array_equal(d.samples, expected.samples)
+
+
+def _plain_stereo_mp3(path, rate: int) -> None:
+    """3 s of L/R (not joint) stereo from LAME: a silent left channel, a tone and noise right."""
+    av = pytest.importorskip("av")
+    n = 3 * rate
+    t = np.arange(n) / rate
+    right = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.random.default_rng(0).standard_normal(n)
+    pcm = (np.stack([np.zeros(n), right], axis=1) * 32767).astype(np.int16)
+    with av.open(str(path), "w", format="mp3") as c:
+        s = c.add_stream("libmp3lame", rate=rate, layout="stereo")
+        s.bit_rate = 128000 if rate > 24000 else 64000
+        s.codec_context.options = {"joint_stereo": "0"}
+        for i in range(0, n, 1152):
+            frame = av.AudioFrame.from_ndarray(pcm[i : i + 1152].reshape(1, -1).copy(), format="s16", layout="stereo")
+            frame.sample_rate = rate
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+
+
+def _short_blocks_on_the_left(path) -> int:
+    """Give the left channel short blocks in granule 0 of every third frame (its silence
+    decodes to silence in any window), counting the frames changed. Bit positions from
+    ISO 11172-3 / 13818-3 2.4.1.7, written out here rather than taken from melset."""
+    data = bytearray(path.read_bytes())
+    tag = 10 + (data[6] << 21 | data[7] << 14 | data[8] << 7 | data[9]) if data[:3] == b"ID3" else 0
+    pos, frames, changed = data.find(b"\xff", tag), 0, 0
+    while pos >= 0 and pos + 4 <= len(data):
+        length = audio._frame_length(bytes(data[pos : pos + 4]))
+        if not length:
+            pos = data.find(b"\xff", pos + 1)
+            continue
+        mpeg1 = (data[pos + 1] >> 3) & 3 == 3
+        # window_switching_flag of granule 0, left: after main_data_begin, private_bits, (scfsi,)
+        # part2_3_length, big_values, global_gain, scalefac_compress
+        at = 8 * (pos + 4 + (2 if data[pos + 1] & 1 == 0 else 0)) + (20 + 33 if mpeg1 else 10 + 38)
+        if frames % 3 == 1 and data[pos + 3] >> 6 == 0:  # a stereo (not joint) frame
+            bits = [1, 1, 0, 0] + [0] * 19  # switching on, block_type 2 (short), not mixed, zero tables and gains
+            for i, bit in enumerate(bits):
+                byte, shift = (at + i) // 8, 7 - (at + i) % 8
+                data[byte] = data[byte] & ~(1 << shift) | bit << shift
+            changed += 1
+        frames += 1
+        pos += length
+    path.write_bytes(bytes(data))
+    return changed
+
+
+@needs_libmpg123
+@pytest.mark.parametrize("rate", [44100, 22050], ids=["MPEG-1", "MPEG-2"])
+def test_auto_leaves_a_stream_whose_channels_switch_windows_apart_to_libsndfile(tmp_path, rate, monkeypatch):
+    """The mix transforms the summed spectrum with the left channel's window: a granule whose
+    channels use different windows (legal in L/R stereo) must be decoded by libsndfile."""
+    path = tmp_path / f"windows apart [{rate}].mp3"
+    _plain_stereo_mp3(path, rate)
+    assert _short_blocks_on_the_left(path) >= 20
+    plain = audio.decode(path, 22050, None, decoder="soundfile")
+    d = audio.decode(path, 22050, None, decoder="auto")
+    assert d.backend == "soundfile" and np.array_equal(d.samples, plain.samples)
+
+    # the file does tell the mix apart: unchecked, libmpg123's mix is far from librosa's
+    monkeypatch.setattr(mono_mix, "_same_block_types", lambda *a: True)
+    wrong = audio.decode(path, 22050, None, decoder="auto")
+    assert wrong.backend == "mpg123" and np.abs(wrong.samples - plain.samples).max() > 0.05
+
+
+@needs_libmpg123
+@pytest.mark.parametrize("rate", [44100, 22050], ids=["MPEG-1", "MPEG-2"])
+def test_auto_mixes_a_plain_stereo_stream_whose_windows_agree(tmp_path, rate):
+    path = tmp_path / "plain.mp3"
+    _plain_stereo_mp3(path, rate)
+    d = audio.decode(path, 22050, None, decoder="auto")
+    plain = audio.decode(path, 22050, None, decoder="soundfile")
+    assert d.backend == "mpg123"
+    np.testing.assert_allclose(d.samples, plain.samples, rtol=0, atol=5e-6)

@@ -262,9 +262,9 @@ def run() -> None:
     type=click.Choice(DECODERS),
     default="auto",
     show_default=True,
-    help="auto: libsndfile as librosa.load, FFmpeg (PyAV) for what it cannot read. mpg123: as auto, but stereo MP3 "
-    "mixed to mono inside the system's libmpg123 (9% faster; wrong where a stream's two channels use different "
-    "block types, which LAME never writes).",
+    help="auto: libsndfile as librosa.load, stereo MP3 mixed to mono inside libmpg123 where the stream allows it "
+    "exactly (9% faster, rounding apart), FFmpeg (PyAV) for what libsndfile cannot read. soundfile: librosa's "
+    "samples bit for bit. av: FFmpeg for every file.",
 )
 @click.option(
     "--engine",

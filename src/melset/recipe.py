@@ -26,7 +26,7 @@ from melset.errors import RecipeError
 ON_SHORT = ("skip", "pad")
 SCALINGS = ("minmax-per-frame", "none")
 DTYPES = ("float16", "float32")
-DECODERS = ("auto", "soundfile", "av", "mpg123")
+DECODERS = ("auto", "soundfile", "av")
 RESAMPLERS = ("soxr_hq",)
 
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 192_000
@@ -137,12 +137,12 @@ class Recipe:
         Scale each time frame to [0, 1] as the notebook's MinMaxScaler, or keep dB.
     on_short : {"skip", "pad"}
         A clip shorter than n_frames is stored as too_short, or padded with silence.
-    decoder : {"auto", "soundfile", "av", "mpg123"}
-        "soundfile": libsndfile, librosa.load's samples; "av": PyAV/FFmpeg; "auto":
-        libsndfile, FFmpeg for what it cannot read; "mpg123": as auto, but stereo MP3
-        (Layer III) mixed to mono inside the system's libmpg123 before synthesis (9% faster,
-        float32 rounding apart), which is wrong for a granule whose two channels use
-        different block types (not checked; LAME never writes one).
+    decoder : {"auto", "soundfile", "av"}
+        "soundfile": libsndfile, librosa.load's samples bit for bit; "av": PyAV/FFmpeg;
+        "auto": libsndfile, with stereo MP3 mixed to mono inside libmpg123 (the decoder
+        libsndfile uses) before synthesis wherever the stream's side information shows the
+        mix is exact (9% faster, float32 rounding apart), and FFmpeg for what libsndfile
+        cannot read.
     resample : {"soxr_hq"}
         The resampler (librosa.load's default).
     dtype : {"float16", "float32"}

@@ -22,7 +22,7 @@ class TrackResult:
     mel: np.ndarray | None  # (n_mels, n_frames) in recipe.dtype when ok
     error: str  # reason in words; "" when ok
     duration_s: float  # the file's duration (NaN when unknown)
-    decoder: str = ""  # the backend that decoded it: "soundfile" (libsndfile), "mpg123" (its mono mix) or "av"
+    decoder: str = ""  # the backend that decoded it: "soundfile" (libsndfile), "mpg123" (libmpg123's mono mix) or "av"
 
     @classmethod
     def failed(cls, reason: str, duration_s: float = math.nan) -> TrackResult:

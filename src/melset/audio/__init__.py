@@ -1,12 +1,13 @@
 """The one decode front door: any audio file -> mono float32 at the recipe's rate, or a reason.
 
-Default path = what `librosa.load(path)` does: libsndfile (through soundfile) decodes,
+The path is what `librosa.load(path)` does: libsndfile (through soundfile) decodes,
 channels are averaged, soxr 'HQ' resamples. Unlike librosa it decodes only the first
 seconds the recipe needs (plus a margin that keeps soxr's output over them bit-identical).
-Decoder "mpg123" (opt-in) mixes stereo Layer III to mono inside the system's libmpg123
-(`mono_mix`: the decoder libsndfile uses, float32 rounding apart; see its caveat). Files
-libsndfile cannot read (M4A/AAC, ...) go through PyAV's FFmpeg when installed. Every
-failure becomes an `AudioError` whose message a user can act on.
+Decoder "auto" mixes stereo MP3 (Layer III) to mono inside the system's libmpg123, the
+decoder libsndfile uses, where every frame read allows it (`mono_mix`: float32 rounding
+apart); "soundfile" keeps librosa's samples bit for bit. Files libsndfile cannot read
+(M4A/AAC, ...) go through PyAV's FFmpeg when installed. Every failure becomes an
+`AudioError` whose message a user can act on.
 """
 
 from __future__ import annotations
@@ -53,9 +54,7 @@ def decode(path: str | os.PathLike, sample_rate: int = 22050, max_frames_at=None
     libsndfile_said = None
     if decoder != "av":
         try:
-            return _decode_soundfile(
-                path, sample_rate, max_frames_at, mixed_if=checked if decoder == "mpg123" else None
-            )
+            return _decode_soundfile(path, sample_rate, max_frames_at, checked, mix=decoder == "auto")
         except _NotForLibsndfile as exc:
             kind = sniff(path)
             if decoder == "soundfile" or kind.reason:
@@ -99,9 +98,11 @@ class _NotForLibsndfile(Exception):
     pass
 
 
-def _decode_soundfile(path: str, sample_rate: int, max_frames_at, mixed_if: os.stat_result | None = None) -> Decoded:
-    """libsndfile's decode; with `mixed_if` (the file's stat before libsndfile opened it), stereo
-    Layer III is mixed in libmpg123 instead, unless the file changed meanwhile."""
+def _decode_soundfile(
+    path: str, sample_rate: int, max_frames_at, checked: os.stat_result, mix: bool = False
+) -> Decoded:
+    """libsndfile's decode; with `mix`, stereo Layer III is mixed in libmpg123 instead, unless
+    the file changed since it was `checked` (its stat before libsndfile opened it)."""
     import soundfile as sf
 
     from melset.audio import mono_mix
@@ -126,10 +127,10 @@ def _decode_soundfile(path: str, sample_rate: int, max_frames_at, mixed_if: os.s
         # Layer III only (libmpg123 mixes nothing in Layers I and II: it keeps the left channel),
         # and never past the length libsndfile would read.
         mixed = None
-        if mixed_if is not None and f.subtype == "MPEG_LAYER_III" and channels == 2 and 0 < header_frames < 2**62:
+        if mix and f.subtype == "MPEG_LAYER_III" and channels == 2 and 0 < header_frames < 2**62:
             mixed = mono_mix.decode(path, min(want, header_frames) if want >= 0 else header_frames, native)
             after = os.stat(path)
-            if (mixed_if.st_ino, mixed_if.st_size, mixed_if.st_mtime_ns) != (
+            if (checked.st_ino, checked.st_size, checked.st_mtime_ns) != (
                 after.st_ino,
                 after.st_size,
                 after.st_mtime_ns,

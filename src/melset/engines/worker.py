@@ -20,7 +20,9 @@ def prepare_worker(own_process: bool = True) -> None:
     process of our own (not a Ray worker, whose output and signals are Ray's) also silence
     the decoder's own prints and leave Ctrl-C to the driver."""
     import melset.audio, melset.features, melset.track  # noqa: F401, E401  (now, while the driver reads metadata)
+    from melset.audio import mono_mix
 
+    mono_mix.available()  # loads libmpg123 (and builds its tables) once, before the first track
     keep_freed_memory()
     if own_process:
         # a driver killed with kill -9 takes its workers along (their parent, the fork
