@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from conftest import real_music
+from melset import audio
 from melset.recipe import Recipe
 from melset.track import out_of_range, process, value_range
 
@@ -164,6 +165,21 @@ def test_an_absurd_xing_frame_count_still_gives_the_true_matrix(tmp_path):
     decodes only the kept frames, which are the file's own."""
     from conftest import SAMPLE_AUDIO
 
-    result = process(_xing_mp3(tmp_path, 0xFFFFFFFF), Recipe(dtype="float32"))
-    true = process(SAMPLE_AUDIO / "200" / "200036.mp3", Recipe(dtype="float32"))
+    path = _xing_mp3(tmp_path, 0xFFFFFFFF)
+    recipe = Recipe(dtype="float32", decoder="soundfile")  # librosa's samples, bit for bit
+    result = process(path, recipe)
+    true = process(SAMPLE_AUDIO / "200" / "200036.mp3", recipe)
     assert result.status == "ok" and np.array_equal(result.mel, true.mel)
+    assert 29.9 < result.duration_s < 30.1, "the stream's own length, not the 112 million s of the header"
+    for decoder in ("auto", "soundfile"):  # the whole file (predict), where librosa asks for 36 TiB
+        whole = audio.decode(path, 22050, None, decoder=decoder)
+        assert whole.reached_end and 29.9 < whole.duration_s < 30.1
+
+
+@pytest.mark.parametrize("max_frames_at", [None, Recipe().input_frames_needed], ids=["whole file", "kept frames"])
+def test_a_xing_count_of_one_frame_is_a_reason_not_a_traceback(tmp_path, max_frames_at):
+    """libsndfile then reports no length and an unseekable stream, where soundfile's
+    read(frames=-1) raises ValueError (librosa.load too)."""
+    for decoder in ("auto", "soundfile"):
+        with pytest.raises(audio.AudioError, match="no audio frames could be decoded .libsndfile finds no length"):
+            audio.decode(_xing_mp3(tmp_path, 1), 22050, max_frames_at, decoder=decoder)

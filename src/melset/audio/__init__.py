@@ -16,6 +16,7 @@ import errno
 import math
 import os
 import stat
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,11 @@ import numpy as np
 _TRUNCATION_SLACK_FRAMES = 2 * 1152
 _TRUNCATION_SLACK_RATIO = 0.02
 _SNIFF_BYTES = 300 * 1024
+# The most samples (per channel) one byte of MPEG audio can carry: 24 in Layer III at 8 kbps
+# and 24 kHz, with room for free-format streams. A header that announces more than this times
+# the file's size is wrong, and the whole stream is decoded to learn its true length.
+_MPEG_MAX_FRAMES_PER_BYTE = 48
+_READ_CHUNK_FRAMES = 1 << 20  # reading a whole file: what one read asks of libsndfile
 
 
 class AudioError(Exception):
@@ -108,7 +114,8 @@ def _decode_soundfile(
     from melset.audio import mono_mix
 
     try:
-        f = sf.SoundFile(path)
+        # a name that is not UTF-8 (kept by Python as surrogates) opens only as bytes on POSIX
+        f = sf.SoundFile(path if sys.platform == "win32" else os.fsencode(path))
     except sf.LibsndfileError as exc:
         # libsndfile's own words ("File does not exist or is not a regular file") mislead
         # for unknown formats; `sniff` finds the real reason.
@@ -123,6 +130,10 @@ def _decode_soundfile(
         if native <= 0 or channels <= 0:
             raise AudioError(f"invalid header: {native} Hz, {channels} channels")
         want = -1 if max_frames_at is None else int(max_frames_at(native))
+        if f.subtype.startswith("MPEG_LAYER") and 2**62 > header_frames > _MPEG_MAX_FRAMES_PER_BYTE * checked.st_size:
+            # a Xing count no stream of this size can hold (librosa.load tries to allocate it):
+            # the header is ignored and the whole stream decoded, so its length is the true one
+            want, header_frames = -1, 0
         # libsndfile has judged the file (format, rate, channels, length); libmpg123 may mix it.
         # Layer III only (libmpg123 mixes nothing in Layers I and II: it keeps the left channel),
         # and never past the length libsndfile would read.
@@ -137,12 +148,22 @@ def _decode_soundfile(
             ):
                 mixed = None  # replaced since libsndfile opened it: libsndfile's open handle decides
         try:
-            data = f.read(frames=want, dtype="float32", always_2d=True) if mixed is None else mixed[:, None]
+            if mixed is not None:
+                data = mixed[:, None]
+            elif want >= 0:
+                data = f.read(frames=want, dtype="float32", always_2d=True)
+            else:
+                data = _read_all(f)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"decoding failed: libsndfile says {_clean(exc)}") from None
     reached_end = want < 0 or len(data) < want
     if len(data) == 0:
-        raise AudioError(sniff(path).reason or "no audio frames could be decoded")
+        announced = ""
+        if header_frames >= 2**62:  # libsndfile's "unknown" (a Xing count of 1, for one)
+            announced = " (libsndfile finds no length in its header and reads nothing)"
+        elif 0 < header_frames < native:
+            announced = f" (its header announces {header_frames} samples)"
+        raise AudioError(sniff(path).reason or f"no audio frames could be decoded{announced}")
     if reached_end and 0 < header_frames < 2**62:
         slack = max(_TRUNCATION_SLACK_FRAMES, _TRUNCATION_SLACK_RATIO * header_frames)
         if len(data) + slack < header_frames:
@@ -152,6 +173,18 @@ def _decode_soundfile(
     duration = (len(data) if reached_end else header_frames) / native
     y = _finish(data[:, 0] if mixed is not None else to_mono(data), native, sample_rate, reached_end)
     return Decoded(y, sample_rate, native, channels, duration, reached_end, "soundfile" if mixed is None else "mpg123")
+
+
+def _read_all(f) -> np.ndarray:
+    """The rest of an open SoundFile, as librosa's ``read(frames=-1)`` reads it (up to the
+    header's length), but in chunks: a header may announce terabytes, or a length libsndfile
+    then calls unseekable."""
+    chunks = []
+    while True:
+        chunk = f.read(frames=_READ_CHUNK_FRAMES, dtype="float32", always_2d=True)
+        chunks.append(chunk)
+        if len(chunk) < _READ_CHUNK_FRAMES:
+            return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
 
 def _wav_declared_frames(path: str) -> int | None:
