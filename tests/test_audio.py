@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -180,3 +182,32 @@ def test_bad_manifests(tmp_path, frame, message):
     frame.to_csv(tmp_path / "m.csv", index=False)
     with pytest.raises(MetadataError, match=message):
         manifest_layout.catalog(tmp_path / "m.csv")
+
+
+def _latin1_name(folder, name: bytes):
+    """A path whose file name is Latin-1 bytes (not UTF-8), as os.listdir returns it."""
+    return folder / os.fsdecode(name)
+
+
+@pytest.mark.parametrize("decoder", ["auto", "soundfile", "av"])
+def test_a_file_name_that_is_not_utf8_decodes(tmp_path, decoder):
+    """Python keeps such names as surrogates, which soundfile cannot encode as UTF-8."""
+    if decoder == "av":
+        pytest.importorskip("av")
+    path = _latin1_name(tmp_path, b"caf\xe9 [1].mp3")
+    shutil.copy(SAMPLE_AUDIO / "200" / "200010.mp3", path)
+    d = audio.decode(str(path), 22050, Recipe().input_frames_needed, decoder=decoder)
+    same = audio.decode(SAMPLE_AUDIO / "200" / "200010.mp3", 22050, Recipe().input_frames_needed, decoder=decoder)
+    assert np.array_equal(d.samples, same.samples)
+
+
+def test_a_folder_file_name_that_is_not_utf8_is_refused_by_name(tmp_path):
+    """The store's tables hold names as UTF-8 text: the catalog names the file and the fix."""
+    (tmp_path / "rock").mkdir()
+    shutil.copy(SAMPLE_AUDIO / "200" / "200010.mp3", tmp_path / "rock" / "fine.mp3")
+    shutil.copy(SAMPLE_AUDIO / "200" / "200010.mp3", _latin1_name(tmp_path / "rock", b"caf\xe9 [1].mp3"))
+    with pytest.raises(MetadataError, match=r"rock/caf\\xe9 \[1\]\.mp3: the name is not UTF-8.*rename it"):
+        folders.catalog(tmp_path)
+    out = run_melset("extract", "--audio", tmp_path, "--out", tmp_path / "store", "--quiet", check=False)
+    assert out.returncode == 2 and "caf\\xe9 [1].mp3: the name is not UTF-8" in out.stderr
+    assert "Traceback" not in out.stderr

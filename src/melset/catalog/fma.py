@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from melset.catalog.table import Catalog, scan_audio
+from melset.catalog.table import Catalog, displayable, require_utf8, scan_audio
 from melset.errors import MetadataError
 from melset.vocab import GENRE_TOP, GENRES, GENRES_ALL, PATH, SPLIT, SUBSET, TRACK_ID
 
@@ -201,6 +201,7 @@ def audio_path(audio_dir: str | os.PathLike, track_id: int) -> str:
 def catalog(tracks_csv: str | os.PathLike, audio_dir: str | os.PathLike, subset: str = "small") -> Catalog:
     """The selected tracks of an FMA subset as a catalog, with unlisted files on disk noted."""
     tracks_csv, audio_dir = os.path.abspath(tracks_csv), os.path.abspath(audio_dir)
+    require_utf8([tracks_csv, audio_dir])
     tracks = load_tracks(tracks_csv, NEEDED)
     if not os.path.isdir(audio_dir):
         raise MetadataError(f"{audio_dir}: the audio folder does not exist")
@@ -216,7 +217,7 @@ def catalog(tracks_csv: str | os.PathLike, audio_dir: str | os.PathLike, subset:
         }
     )
     listed = {os.path.relpath(audio_path(audio_dir, t), audio_dir).replace(os.sep, "/") for t in tracks.index}
-    unlisted = [p for p in scan_audio(audio_dir) if p not in listed]
+    unlisted = [displayable(p) for p in scan_audio(audio_dir) if p not in listed]
     genres_csv = os.path.join(os.path.dirname(tracks_csv), "genres.csv")
     source = {
         "layout": "fma",

@@ -6,7 +6,7 @@ import os
 
 import pandas as pd
 
-from melset.catalog.table import AUDIO_EXTENSIONS, Catalog, scan_audio
+from melset.catalog.table import AUDIO_EXTENSIONS, Catalog, require_utf8, scan_audio
 from melset.errors import MetadataError
 from melset.vocab import GENRE_TOP, PATH, SPLIT, SUBSET, TRACK_ID
 
@@ -24,10 +24,12 @@ def catalog(root: str | os.PathLike) -> Catalog:
     rels = scan_audio(root, include_dirs=True)
     if not rels:
         raise MetadataError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in any genre folder")
+    paths = [os.path.join(root, *r.split("/")) for r in rels]
+    require_utf8(paths)
     table = pd.DataFrame(
         {
             TRACK_ID: rels,
-            PATH: [os.path.join(root, *r.split("/")) for r in rels],
+            PATH: paths,
             GENRE_TOP: [r.split("/")[0] if "/" in r else None for r in rels],
             SUBSET: None,
             SPLIT: None,

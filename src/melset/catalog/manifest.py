@@ -7,7 +7,7 @@ import os
 
 import pandas as pd
 
-from melset.catalog.table import Catalog, scan_audio
+from melset.catalog.table import Catalog, displayable, require_utf8, scan_audio
 from melset.errors import MetadataError
 from melset.vocab import GENRE_TOP, PATH, SPLIT, SPLIT_ALIASES, SUBSET, TRACK_ID
 
@@ -25,6 +25,7 @@ def catalog(path: str | os.PathLike, root: str | os.PathLike | None = None) -> C
     leads outside ROOT is refused."""
     path = os.path.abspath(os.fspath(path))
     root = os.path.abspath(os.fspath(root)) if root else os.path.dirname(path)
+    require_utf8([path, root])
     try:
         if path.lower().endswith((".parquet", ".pq")):
             df = pd.read_parquet(path, use_threads=False)  # no reader threads left to abort at exit
@@ -77,5 +78,5 @@ def catalog(path: str | os.PathLike, root: str | os.PathLike | None = None) -> C
     labels = [None if _missing(v) else str(v).strip() for v in df[LABEL].tolist()]
     table = pd.DataFrame({TRACK_ID: ids, PATH: paths, GENRE_TOP: labels, SUBSET: None, SPLIT: splits})
     listed = set(ids)
-    unlisted = [p for p in scan_audio(root) if p not in listed] if os.path.isdir(root) else []
+    unlisted = [displayable(p) for p in scan_audio(root) if p not in listed] if os.path.isdir(root) else []
     return Catalog(table, {"layout": "manifest", "manifest": path, "audio": root}, unlisted)

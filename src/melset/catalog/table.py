@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from melset.errors import MetadataError
 from melset.vocab import CATALOG_COLUMNS, GENRE_TOP, TRACK_ID
 
 AUDIO_EXTENSIONS = (
@@ -74,3 +75,24 @@ def scan_audio(root: str, include_dirs: bool = False) -> list[str]:
                 rel = os.path.relpath(os.path.join(dirpath, name), root)
                 found.append(rel.replace(os.sep, "/"))
     return sorted(found)
+
+
+def displayable(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (which Python keeps as surrogates) are
+    shown as \\xNN escapes."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def require_utf8(paths: list[str]) -> None:
+    """Refuse a path that is not UTF-8 (a name in Latin-1, say): the store's tables, the
+    manifest and every export hold names as UTF-8 text."""
+    for path in paths:
+        if displayable(path) is not path:
+            raise MetadataError(
+                f"{displayable(path)}: the name is not UTF-8, and melset stores names as UTF-8 text; "
+                "rename it (convmv -f latin1 -t utf8 renames Latin-1 names)"
+            )
