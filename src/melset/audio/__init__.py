@@ -28,7 +28,7 @@ _TRUNCATION_SLACK_RATIO = 0.02
 _SNIFF_BYTES = 300 * 1024
 # The most samples (per channel) one byte of MPEG audio can carry: 24 in Layer III at 8 kbps
 # and 24 kHz, with room for free-format streams. A header that announces more than this times
-# the file's size is wrong, and the whole stream is decoded to learn its true length.
+# the file's size is wrong or the file is cut short: the whole stream is decoded to tell.
 _MPEG_MAX_FRAMES_PER_BYTE = 48
 _READ_CHUNK_FRAMES = 1 << 20  # reading a whole file: what one read asks of libsndfile
 
@@ -131,9 +131,10 @@ def _decode_soundfile(
             raise AudioError(f"invalid header: {native} Hz, {channels} channels")
         want = -1 if max_frames_at is None else int(max_frames_at(native))
         if f.subtype.startswith("MPEG_LAYER") and 2**62 > header_frames > _MPEG_MAX_FRAMES_PER_BYTE * checked.st_size:
-            # a Xing count no stream of this size can hold (librosa.load tries to allocate it):
-            # the header is ignored and the whole stream decoded, so its length is the true one
-            want, header_frames = -1, 0
+            # more than a stream of this size can hold: the file was cut short, or its Xing count
+            # is wrong (librosa.load then tries to allocate it). The whole stream is decoded, so
+            # the truncation check below compares the header with the true length.
+            want = -1
         # libsndfile has judged the file (format, rate, channels, length); libmpg123 may mix it.
         # Layer III only (libmpg123 mixes nothing in Layers I and II: it keeps the left channel),
         # and never past the length libsndfile would read.
