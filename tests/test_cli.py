@@ -218,6 +218,19 @@ def test_decoder_option_chooses_the_backend(tmp_path, decoder):
     assert set(manifest["decoders"]) == {decoder} and manifest["decoders"][decoder] >= 3
 
 
+@pytest.mark.slow
+def test_the_default_decoder_mixes_stereo_mp3_in_libmpg123_where_it_loads(tmp_path):
+    from melset.audio import mono_mix
+
+    if not mono_mix.available():
+        pytest.skip("the system has no libmpg123 (libsndfile decodes every MP3 there)")
+    out = tmp_path / "store"
+    run_melset("extract", "--tracks", SAMPLE_TRACKS, "--audio", SAMPLE_AUDIO, "--out", out, "--quiet")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["identity"]["recipe"]["decoder"] == "auto"
+    assert manifest["decoders"].get("mpg123", 0) >= 3, manifest["decoders"]
+
+
 def _run_group(args, env=None, deadline: float = 90.0) -> subprocess.CompletedProcess:
     """Run melset in its own process group; on the deadline kill the whole group (workers
     included), so a test of a hang never leaves a process behind."""
