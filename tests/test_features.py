@@ -239,8 +239,8 @@ def _plain_stereo_mp3(path, rate: int) -> None:
             c.mux(p)
 
 
-def _short_blocks_on_the_left(path) -> int:
-    """Give the left channel short blocks in granule 0 of every third frame (its silence
+def _short_blocks_on_the_left(path, granule: int = 0) -> int:
+    """Give the left channel short blocks in `granule` of every third frame (its silence
     decodes to silence in any window), counting the frames changed. Bit positions from
     ISO 11172-3 / 13818-3 2.4.1.7, written out here rather than taken from melset."""
     data = bytearray(path.read_bytes())
@@ -252,9 +252,10 @@ def _short_blocks_on_the_left(path) -> int:
             pos = data.find(b"\xff", pos + 1)
             continue
         mpeg1 = (data[pos + 1] >> 3) & 3 == 3
-        # window_switching_flag of granule 0, left: after main_data_begin, private_bits, (scfsi,)
-        # part2_3_length, big_values, global_gain, scalefac_compress
-        at = 8 * (pos + 4 + (2 if data[pos + 1] & 1 == 0 else 0)) + (20 + 33 if mpeg1 else 10 + 38)
+        # window_switching_flag of the granule's left channel: after main_data_begin,
+        # private_bits, (scfsi,) two 59-bit blocks per MPEG-1 granule, then part2_3_length,
+        # big_values, global_gain, scalefac_compress
+        at = 8 * (pos + 4 + (2 if data[pos + 1] & 1 == 0 else 0)) + (20 + granule * 2 * 59 + 33 if mpeg1 else 10 + 38)
         if frames % 3 == 1 and data[pos + 3] >> 6 == 0:  # a stereo (not joint) frame
             bits = [1, 1, 0, 0] + [0] * 19  # switching on, block_type 2 (short), not mixed, zero tables and gains
             for i, bit in enumerate(bits):
@@ -268,13 +269,15 @@ def _short_blocks_on_the_left(path) -> int:
 
 
 @needs_libmpg123
-@pytest.mark.parametrize("rate", [44100, 22050], ids=["MPEG-1", "MPEG-2"])
-def test_auto_leaves_a_stream_whose_channels_switch_windows_apart_to_libsndfile(tmp_path, rate, monkeypatch):
+@pytest.mark.parametrize(
+    "rate, granule", [(44100, 0), (44100, 1), (22050, 0)], ids=["MPEG-1 granule 0", "MPEG-1 granule 1", "MPEG-2"]
+)
+def test_auto_leaves_a_stream_whose_channels_switch_windows_apart_to_libsndfile(tmp_path, rate, granule, monkeypatch):
     """The mix transforms the summed spectrum with the left channel's window: a granule whose
     channels use different windows (legal in L/R stereo) must be decoded by libsndfile."""
     path = tmp_path / f"windows apart [{rate}].mp3"
     _plain_stereo_mp3(path, rate)
-    assert _short_blocks_on_the_left(path) >= 20
+    assert _short_blocks_on_the_left(path, granule) >= 20
     plain = audio.decode(path, 22050, None, decoder="soundfile")
     d = audio.decode(path, 22050, None, decoder="auto")
     assert d.backend == "soundfile" and np.array_equal(d.samples, plain.samples)
@@ -294,3 +297,22 @@ def test_auto_mixes_a_plain_stereo_stream_whose_windows_agree(tmp_path, rate):
     plain = audio.decode(path, 22050, None, decoder="soundfile")
     assert d.backend == "mpg123"
     np.testing.assert_allclose(d.samples, plain.samples, rtol=0, atol=5e-6)
+
+
+@needs_libmpg123
+def test_mono_mix_declines_when_its_frame_index_misses_the_last_frame_read(monkeypatch):
+    """The side information is checked only in indexed frames: an index that stopped short
+    (its last entry is not the frame libmpg123 read last) cannot vouch for the file."""
+    lib = mono_mix._load()
+
+    class IndexStoppedShort:
+        def __getattr__(self, name):
+            return getattr(lib, name)
+
+        def mpg123_framepos_64(self, handle):
+            return lib.mpg123_framepos_64(handle) + 1
+
+    path = str(SAMPLE_AUDIO / "200" / "200047.mp3")
+    assert mono_mix.decode(path, R.input_frames_needed(44100), 44100) is not None
+    monkeypatch.setattr(mono_mix, "_load", IndexStoppedShort)
+    assert mono_mix.decode(path, R.input_frames_needed(44100), 44100) is None

@@ -161,7 +161,10 @@ def _decode_soundfile(
     if len(data) == 0:
         announced = ""
         if header_frames >= 2**62:  # libsndfile's "unknown" (a Xing count of 1, for one)
-            announced = " (libsndfile finds no length in its header and reads nothing)"
+            announced = (
+                " (libsndfile finds no length in its header and reads nothing; re-encode the file or"
+                " rewrite its VBR header)"
+            )
         elif 0 < header_frames < native:
             announced = f" (its header announces {header_frames} samples)"
         raise AudioError(sniff(path).reason or f"no audio frames could be decoded{announced}")

@@ -77,22 +77,25 @@ def scan_audio(root: str, include_dirs: bool = False) -> list[str]:
     return sorted(found)
 
 
-def displayable(name: str) -> str:
-    """A file name as text: bytes that are not UTF-8 (which Python keeps as surrogates) are
-    shown as \\xNN escapes."""
+def _is_utf8(name: str) -> bool:
     try:
         name.encode("utf-8")
-        return name
-    except UnicodeEncodeError:
-        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # bytes that are not UTF-8, which Python keeps as surrogates
+        return False
+    return True
+
+
+def displayable(name: str) -> str:
+    """A file name as text, with bytes that are not UTF-8 shown as \\xNN escapes."""
+    return name if _is_utf8(name) else os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def require_utf8(paths: list[str]) -> None:
     """Refuse a path that is not UTF-8 (a name in Latin-1, say): the store's tables, the
     manifest and every export hold names as UTF-8 text."""
     for path in paths:
-        if displayable(path) is not path:
+        if not _is_utf8(path):
             raise MetadataError(
                 f"{displayable(path)}: the name is not UTF-8, and melset stores names as UTF-8 text; "
-                "rename it (convmv -f latin1 -t utf8 renames Latin-1 names)"
+                "rename it (convmv -f latin1 -t utf8 --notest -r FOLDER renames Latin-1 names)"
             )
