@@ -175,23 +175,11 @@ def test_to_mono_equals_librosa():
 @needs_libmpg123
 def test_auto_mixes_only_layer_iii_so_stereo_layer_ii_keeps_both_channels(tmp_path):
     """libmpg123's mono mix keeps only the left channel of Layer I and II streams."""
-    av = pytest.importorskip("av")
     rate = 44100
     t = np.arange(5 * rate) / rate
     pcm = (np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 1250 * t)]) * 16000).astype(np.int16)
     path = tmp_path / "layer2 [stereo].mp3"
-    with av.open(str(path), "w", format="mp2") as c:
-        s = c.add_stream("mp2", rate=rate, layout="stereo")
-        s.bit_rate = 192000
-        for i in range(0, pcm.shape[1], 1152):
-            frame = av.AudioFrame.from_ndarray(
-                pcm[:, i : i + 1152].T.reshape(1, -1).copy(), format="s16", layout="stereo"
-            )
-            frame.sample_rate = rate
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
+    _encode_stereo(path, pcm.T, rate, codec="mp2", container="mp2", bit_rate=192000)
     mixed = audio.decode(path, 22050, None, decoder="auto")
     plain = audio.decode(path, 22050, None, decoder="soundfile")
     assert mixed.backend == "soundfile" and np.array_equal(mixed.samples, plain.samples)
@@ -219,24 +207,30 @@ def test_auto_file_replaced_while_mixed_is_decoded_from_libsndfiles_handle(tmp_p
     assert d.backend == "soundfile" and np.array_equal(d.samples, expected.samples)
 
 
-def _plain_stereo_mp3(path, rate: int) -> None:
-    """3 s of L/R (not joint) stereo from LAME: a silent left channel, a tone and noise right."""
+def _encode_stereo(path, pcm: np.ndarray, rate: int, codec: str, container: str, bit_rate: int, options=None):
+    """Encode int16 samples of shape (n, 2) with PyAV's FFmpeg."""
     av = pytest.importorskip("av")
-    n = 3 * rate
-    t = np.arange(n) / rate
-    right = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.random.default_rng(0).standard_normal(n)
-    pcm = (np.stack([np.zeros(n), right], axis=1) * 32767).astype(np.int16)
-    with av.open(str(path), "w", format="mp3") as c:
-        s = c.add_stream("libmp3lame", rate=rate, layout="stereo")
-        s.bit_rate = 128000 if rate > 24000 else 64000
-        s.codec_context.options = {"joint_stereo": "0"}
-        for i in range(0, n, 1152):
+    with av.open(str(path), "w", format=container) as c:
+        s = c.add_stream(codec, rate=rate, layout="stereo")
+        s.bit_rate = bit_rate
+        s.codec_context.options = options or {}
+        for i in range(0, len(pcm), 1152):
             frame = av.AudioFrame.from_ndarray(pcm[i : i + 1152].reshape(1, -1).copy(), format="s16", layout="stereo")
             frame.sample_rate = rate
             for p in s.encode(frame):
                 c.mux(p)
         for p in s.encode(None):
             c.mux(p)
+
+
+def _plain_stereo_mp3(path, rate: int) -> None:
+    """3 s of L/R (not joint) stereo from LAME: a silent left channel, a tone and noise right."""
+    n = 3 * rate
+    t = np.arange(n) / rate
+    right = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.random.default_rng(0).standard_normal(n)
+    pcm = (np.stack([np.zeros(n), right], axis=1) * 32767).astype(np.int16)
+    bit_rate = 128000 if rate > 24000 else 64000
+    _encode_stereo(path, pcm, rate, "libmp3lame", "mp3", bit_rate, {"joint_stereo": "0"})
 
 
 def _short_blocks_on_the_left(path, granule: int = 0) -> int:
