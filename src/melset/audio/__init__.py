@@ -31,6 +31,7 @@ _SNIFF_BYTES = 300 * 1024
 # the file's size is wrong or the file is cut short: the whole stream is decoded to tell.
 _MPEG_MAX_FRAMES_PER_BYTE = 48
 _READ_CHUNK_FRAMES = 1 << 20  # reading a whole file: what one read asks of libsndfile
+_UNKNOWN_LENGTH = 2**62  # libsndfile reports SF_COUNT_MAX frames when a header gives no length
 
 
 class AudioError(Exception):
@@ -130,7 +131,12 @@ def _decode_soundfile(
         if native <= 0 or channels <= 0:
             raise AudioError(f"invalid header: {native} Hz, {channels} channels")
         want = -1 if max_frames_at is None else int(max_frames_at(native))
-        if f.subtype.startswith("MPEG_LAYER") and 2**62 > header_frames > _MPEG_MAX_FRAMES_PER_BYTE * checked.st_size:
+        known_length = 0 < header_frames < _UNKNOWN_LENGTH
+        if (
+            known_length
+            and f.subtype.startswith("MPEG_LAYER")
+            and header_frames > _MPEG_MAX_FRAMES_PER_BYTE * checked.st_size
+        ):
             # more than a stream of this size can hold: the file was cut short, or its Xing count
             # is wrong (librosa.load then tries to allocate it). The whole stream is decoded, so
             # the truncation check below compares the header with the true length.
@@ -139,7 +145,7 @@ def _decode_soundfile(
         # Layer III only (libmpg123 mixes nothing in Layers I and II: it keeps the left channel),
         # and never past the length libsndfile would read.
         mixed = None
-        if mix and f.subtype == "MPEG_LAYER_III" and channels == 2 and 0 < header_frames < 2**62:
+        if mix and f.subtype == "MPEG_LAYER_III" and channels == 2 and known_length:
             mixed = mono_mix.decode(path, min(want, header_frames) if want >= 0 else header_frames, native)
             after = os.stat(path)
             if (checked.st_ino, checked.st_size, checked.st_mtime_ns) != (
@@ -160,7 +166,7 @@ def _decode_soundfile(
     reached_end = want < 0 or len(data) < want
     if len(data) == 0:
         announced = ""
-        if header_frames >= 2**62:  # libsndfile's "unknown" (a Xing count of 1, for one)
+        if header_frames >= _UNKNOWN_LENGTH:  # a Xing count of 1, for one
             announced = (
                 " (libsndfile finds no length in its header and reads nothing; re-encode the file or"
                 " rewrite its VBR header)"
@@ -168,7 +174,7 @@ def _decode_soundfile(
         elif 0 < header_frames < native:
             announced = f" (its header announces {header_frames} samples)"
         raise AudioError(sniff(path).reason or f"no audio frames could be decoded{announced}")
-    if reached_end and 0 < header_frames < 2**62:
+    if reached_end and known_length:
         slack = max(_TRUNCATION_SLACK_FRAMES, _TRUNCATION_SLACK_RATIO * header_frames)
         if len(data) + slack < header_frames:
             raise AudioError(
