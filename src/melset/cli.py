@@ -262,9 +262,9 @@ def run() -> None:
     type=click.Choice(DECODERS),
     default="auto",
     show_default=True,
-    help="auto: libsndfile as librosa.load, stereo MP3 mixed to mono inside libmpg123 where the stream allows it "
-    "exactly (decode and resample 5-9% faster, rounding apart), FFmpeg (PyAV) for what libsndfile cannot read. soundfile: librosa's "
-    "samples bit for bit. av: FFmpeg for every file.",
+    help="auto: libsndfile as librosa.load, stereo MP3 mixed to mono inside libmpg123 where the stream allows "
+    "it exactly (decode and resample 5-9% faster, rounding apart), FFmpeg (PyAV) for what libsndfile cannot "
+    "read. soundfile: librosa's samples bit for bit. av: FFmpeg for every file.",
 )
 @click.option(
     "--engine",
