@@ -95,6 +95,11 @@ def test_out_of_range_names_the_problem():
     with np.errstate(over="ignore"):
         cast = np.array([[-1e5]], np.float32).astype(np.float16)
     assert "NaN or infinite" in out_of_range(cast, Recipe(scaling="none"))
+    # checked in float32 as it will be stored: the cast's extremes are the extremes' casts
+    loud = np.array([[-1e5, -3.0]], np.float32)
+    assert "1 NaN or infinite values in float16" in out_of_range(loud, Recipe(scaling="none"), "float16")
+    assert out_of_range(loud, Recipe(scaling="none", top_db=None), "float32") is None
+    assert "NaN or infinite values in float16" in out_of_range(np.array([[np.inf, 0]], np.float32), ok, "float16")
     assert "outside [0, 1]" in out_of_range(np.array([[1.5]], np.float32), ok)
     assert "outside [-80, 0]" in out_of_range(np.array([[-90.0]], np.float32), Recipe(scaling="none"))
     assert out_of_range(np.array([[-500.0]], np.float32), Recipe(scaling="none", top_db=None)) is None
