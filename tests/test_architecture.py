@@ -165,3 +165,26 @@ def test_the_extract_driver_imports_neither_the_features_nor_scipy(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == "['melset.track']", (
         "the driver received results without the recipe's imports"
     )
+
+
+def test_the_command_runs_openblas_on_one_thread_unless_told_otherwise():
+    """`import melset` loads no numpy, so the command sets OPENBLAS_NUM_THREADS before numpy
+    starts OpenBLAS's threads (idle ones spin, taking CPU from the workers at every start);
+    a value the user set is kept."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "import melset\n"
+        "assert 'numpy' not in sys.modules, 'import melset loaded numpy'\n"
+        "import melset.cli, numpy\n"
+        "print(os.environ['OPENBLAS_NUM_THREADS'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    for given, expected in ((None, "1"), ("3", "3")):
+        run_env = env if given is None else {**env, "OPENBLAS_NUM_THREADS": given}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=run_env)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == expected

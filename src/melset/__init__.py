@@ -15,7 +15,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from melset.errors import MelsetError
-from melset.recipe import Recipe
 
 __version__ = "0.1.0"
 
@@ -38,11 +37,17 @@ _SUBMODULES = {
     "train",
     "vocab",
 }
-_NAMES = {"open_catalog": "melset.catalog", "Catalog": "melset.catalog", "Store": "melset.store"}
+_NAMES = {
+    "open_catalog": "melset.catalog",
+    "Catalog": "melset.catalog",
+    "Recipe": "melset.recipe",
+    "Store": "melset.store",
+}
 
 if TYPE_CHECKING:
     from melset import catalog, extract, store  # noqa: F401
     from melset.catalog import Catalog, open_catalog
+    from melset.recipe import Recipe
     from melset.store import Store
 
 __all__ = ["Catalog", "MelsetError", "Recipe", "Store", "__version__", "open_catalog"]

@@ -11,6 +11,12 @@ import tempfile
 import traceback
 from collections import Counter
 
+# Before numpy loads (melset's own __init__ does not load it): the command's process does no
+# linear algebra worth threads, and OpenBLAS's idle threads spin after it starts them (~0.1 s
+# of CPU in each process at every start, the workers' fork server included, on cores the
+# workers need).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import click
 from click.core import ParameterSource
 from rich.console import Console
