@@ -70,10 +70,9 @@ def scan_audio(root: str, include_dirs: bool = False) -> list[str]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         names = filenames + ([d for d in dirnames if d.lower().endswith(AUDIO_EXTENSIONS)] if include_dirs else [])
-        for name in names:
-            if name.lower().endswith(AUDIO_EXTENSIONS):
-                rel = os.path.relpath(os.path.join(dirpath, name), root)
-                found.append(rel.replace(os.sep, "/"))
+        folder = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        prefix = "" if folder == "." else folder + "/"
+        found += [prefix + name for name in names if name.lower().endswith(AUDIO_EXTENSIONS)]
     return sorted(found)
 
 
