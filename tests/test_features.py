@@ -312,19 +312,43 @@ def test_mono_mix_declines_when_its_frame_index_misses_the_last_frame_read(monke
     assert mono_mix.decode(path, R.input_frames_needed(44100), 44100) is None
 
 
+_ID3V1 = b"TAG" + bytes(range(125))
+
+
 @needs_libmpg123
-def test_mono_mix_feeds_libmpg123_the_bytes_its_own_reader_reads(tmp_path, monkeypatch):
-    """libmpg123 decodes from memory, fed a block at a time (its file reader makes two read()
-    calls a frame). Its reader leaves out a trailing ID3v1 tag, so the feed does too."""
-    raw = (SAMPLE_AUDIO / "200" / "200047.mp3").read_bytes()
-    assert len(raw) > 2 * mono_mix._FEED_BYTES and raw[-128:-125] != b"TAG"
-    fed = []
-    checked = mono_mix._same_block_types
-    monkeypatch.setattr(mono_mix, "_same_block_types", lambda data, offsets: fed.append(data) or checked(data, offsets))
-    whole = mono_mix.decode(str(SAMPLE_AUDIO / "200" / "200047.mp3"), -1, 44100)
-    assert fed.pop().tobytes() == raw
-    tagged = tmp_path / "tagged [1].mp3"
-    tagged.write_bytes(raw + b"TAG" + bytes(range(125)))
-    assert np.array_equal(mono_mix.decode(str(tagged), -1, 44100), whole)
-    assert fed.pop().tobytes() == raw
-    assert len(whole) == sf.info(SAMPLE_AUDIO / "200" / "200047.mp3").frames
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda raw: raw[:-10] + _ID3V1, id="last frame cut, then an ID3v1 tag"),
+        pytest.param(lambda raw: raw[:-200] + _ID3V1, id="cut past the tag's length, then an ID3v1 tag"),
+        pytest.param(lambda raw: raw[:-128] + b"TAG" + raw[-125:], id="audio bytes that read TAG"),
+        pytest.param(lambda raw: raw + _ID3V1, id="an ID3v1 tag"),
+        pytest.param(lambda raw: raw[:-10], id="last frame cut"),
+    ],
+)
+def test_the_mix_reads_the_end_of_a_file_as_libsndfile_does(tmp_path, edit):
+    """libmpg123 is fed the file from memory (its own reader makes two read() calls a frame);
+    every byte, as its reader reads them: a last frame cut short takes its missing bytes from
+    a trailing ID3v1 tag, and one the tag cannot complete is an error, not the end."""
+    path = tmp_path / "edited [1].mp3"
+    path.write_bytes(edit((SAMPLE_AUDIO / "200" / "200047.mp3").read_bytes()))
+    try:
+        plain = audio.decode(path, 22050, None, decoder="soundfile")
+    except audio.AudioError as exc:
+        with pytest.raises(audio.AudioError) as mixed:
+            audio.decode(path, 22050, None, decoder="auto")
+        assert str(mixed.value) == str(exc)
+        return
+    mixed = audio.decode(path, 22050, None, decoder="auto")
+    assert (len(mixed.samples), mixed.duration_s) == (len(plain.samples), plain.duration_s)
+    np.testing.assert_allclose(mixed.samples, plain.samples, rtol=0, atol=5e-6)
+
+
+@needs_libmpg123
+def test_the_mix_reads_no_more_of_a_file_than_it_decodes(tmp_path):
+    """A recording of many gigabytes: the mix holds the blocks it fed, not the file."""
+    path = tmp_path / "huge.mp3"
+    path.write_bytes((SAMPLE_AUDIO / "200" / "200047.mp3").read_bytes())
+    with open(path, "r+b") as f:
+        f.truncate(64 << 30)  # sparse: no disk used
+    assert len(mono_mix.decode(str(path), 44100, 44100)) == 44100

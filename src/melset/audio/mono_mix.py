@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,7 +61,8 @@ def _load():
             lib.mpg123_new.restype, lib.mpg123_new.argtypes = p, [ctypes.c_char_p, ctypes.POINTER(i)]
             lib.mpg123_param.argtypes = [p, i, ctypes.c_long, ctypes.c_double]
             lib.mpg123_open_feed.argtypes = [p]
-            lib.mpg123_feed.argtypes = [p, p, size]
+            lib.mpg123_feed.argtypes = [p, ctypes.c_char_p, size]
+            lib.mpg123_tell_stream_64.restype, lib.mpg123_tell_stream_64.argtypes = ctypes.c_int64, [p]
             lib.mpg123_getformat.argtypes = [p, ctypes.POINTER(ctypes.c_long), ctypes.POINTER(i), ctypes.POINTER(i)]
             lib.mpg123_read.argtypes = [p, p, size, ctypes.POINTER(size)]
             lib.mpg123_close.argtypes = lib.mpg123_delete.argtypes = [p]
@@ -119,7 +119,9 @@ def decode(path: str, frames: int, native_rate: int) -> np.ndarray | None:
                 data = feed.data
         except OSError:
             return None
-        if mixed is None or not _same_block_types(data, _frame_offsets(lib, handle)):
+        if mixed is None or feed.cut_before_id3v1():
+            return None
+        if not _same_block_types(data, _frame_offsets(lib, handle)):
             return None
         return mixed
     finally:
@@ -131,37 +133,44 @@ class _Feed:
     """The file's bytes, handed to libmpg123 a block at a time as it asks for more.
 
     libmpg123's own reader makes two read() calls a frame (~1,800 for a 30 s clip, ~1 ms);
-    fed from memory it makes none. Its reader would leave out a trailing ID3v1 tag, so this
-    does too: the bytes fed are those libmpg123 reads from the file itself.
+    fed from memory it makes none. Every byte is fed, a trailing ID3v1 tag too: libmpg123's
+    reader reads it as well (a last frame cut short takes its missing bytes from the tag).
     """
 
     def __init__(self, lib, handle, f):
-        size = os.fstat(f.fileno()).st_size
-        if size >= _ID3V1_BYTES:
-            f.seek(size - _ID3V1_BYTES)
-            if f.read(3) == b"TAG":
-                size -= _ID3V1_BYTES
-            f.seek(0)
         self._lib, self._handle, self._file = lib, handle, f
-        self._buf = np.empty(size, dtype=np.uint8)
-        self._fed = 0
+        self._blocks: list[bytes] = []
+        self.fed = 0  # bytes fed so far
+        self.ended = False  # the whole file has been fed
         self.more()
 
     @property
     def data(self) -> np.ndarray:
         """Every byte fed so far."""
-        return self._buf[: self._fed]
+        return np.frombuffer(b"".join(self._blocks), dtype=np.uint8)
 
     def more(self) -> bool:
         """Feed the next block; False at the end of the file."""
-        end = min(len(self._buf), self._fed + _FEED_BYTES)
-        got = self._file.readinto(memoryview(self._buf)[self._fed : end]) if end > self._fed else 0
-        if not got:
+        block = self._file.read(_FEED_BYTES)
+        if not block:
+            self.ended = True
             return False
-        if self._lib.mpg123_feed(self._handle, self._buf.ctypes.data + self._fed, got) != _OK:
+        if self._lib.mpg123_feed(self._handle, block, len(block)) != _OK:
             raise OSError("libmpg123 took no more input")
-        self._fed += got
+        self._blocks.append(block)
+        self.fed += len(block)
         return True
+
+    def cut_before_id3v1(self) -> bool:
+        """Whether the file ended inside a frame (bytes fed but not used) and has an ID3v1 tag.
+        libmpg123's reader, which knows where the tag starts, calls that an error, not the end
+        of the stream, and libsndfile then fails or decodes otherwise: the mix declines."""
+        if not self.ended or self._lib.mpg123_tell_stream_64(self._handle) >= self.fed:
+            return False
+        tail = self._blocks[-1][-_ID3V1_BYTES:] if self._blocks else b""
+        if len(tail) < _ID3V1_BYTES and len(self._blocks) > 1:
+            tail = (self._blocks[-2] + self._blocks[-1])[-_ID3V1_BYTES:]
+        return len(tail) == _ID3V1_BYTES and tail.startswith(b"TAG")
 
 
 def _read(lib, handle, frames: int, feed: _Feed) -> np.ndarray | None:
