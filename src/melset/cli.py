@@ -269,7 +269,7 @@ def run() -> None:
     default="auto",
     show_default=True,
     help="auto: libsndfile as librosa.load, stereo MP3 mixed to mono inside libmpg123 where the stream allows "
-    "it exactly (decode and resample 5-9% faster, rounding apart), FFmpeg (PyAV) for what libsndfile cannot "
+    "it exactly (decode and resample 9-10% faster, rounding apart), FFmpeg (PyAV) for what libsndfile cannot "
     "read. soundfile: librosa's samples bit for bit. av: FFmpeg for every file.",
 )
 @click.option(

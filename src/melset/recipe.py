@@ -141,7 +141,7 @@ class Recipe:
         "soundfile": libsndfile, librosa.load's samples bit for bit; "av": PyAV/FFmpeg;
         "auto": libsndfile, with stereo MP3 mixed to mono inside libmpg123 (the decoder
         libsndfile uses) before synthesis wherever the stream's side information shows the
-        mix is exact (decode and resample 5-9% faster, float32 rounding apart), and FFmpeg
+        mix is exact (decode and resample 9-10% faster, float32 rounding apart), and FFmpeg
         for what libsndfile cannot read.
     resample : {"soxr_hq"}
         The resampler (librosa.load's default).

@@ -2,7 +2,7 @@
 spectra before the synthesis filterbank: one channel's synthesis instead of two, and no
 separate averaging pass. libsndfile decodes MP3 with the same library and the same flags, so
 the samples equal librosa's channel mean of libsndfile's stereo output up to float32 rounding
-(2.6e-6 at most on the test clips), 2-3 ms sooner per 30 s clip (5-9%), this module's check included.
+(2.6e-6 at most on the test clips), 3-4 ms sooner per 30 s clip (9-10%), feed and check included.
 
 The mix is exact only where both channels of a granule use the same block type (long,
 start, short or stop window, and the same mixed-block flag): libmpg123 transforms the summed
