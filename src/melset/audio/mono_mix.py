@@ -186,10 +186,8 @@ def _read(lib, handle, frames: int, feed: _Feed) -> np.ndarray | None:
                 end = not feed.more()  # the end of the file: every whole frame is decoded
             elif status == _DONE:
                 end = True
-            elif (
-                status != _OK or done.value == 0
-            ):  # a new format mid-stream (libsndfile calls it malformed) or an error
-                return None
+            elif status != _OK or done.value == 0:
+                return None  # a new format mid-stream (libsndfile calls it malformed) or an error
         chunks.append(buf[:got])
         total += got
         if end:
