@@ -132,8 +132,9 @@ def _decode_soundfile(
             raise AudioError(f"invalid header: {native} Hz, {channels} channels")
         want = -1 if max_frames_at is None else int(max_frames_at(native))
         known_length = 0 < header_frames < _UNKNOWN_LENGTH
-        mpeg = f.subtype.startswith("MPEG_LAYER")
-        if known_length and mpeg and header_frames > _MPEG_MAX_FRAMES_PER_BYTE * checked.st_size:
+        mpeg_length = f.subtype.startswith("MPEG_LAYER") and known_length
+        plausible = header_frames <= _MPEG_MAX_FRAMES_PER_BYTE * checked.st_size
+        if mpeg_length and not plausible:
             # more than a stream of this size can hold: the file was cut short, or its Xing count
             # is wrong (librosa.load then tries to allocate it). The whole stream is decoded, so
             # the truncation check below compares the header with the true length.
@@ -156,7 +157,7 @@ def _decode_soundfile(
                 data = mixed[:, None]
             elif want >= 0:
                 data = f.read(frames=want, dtype="float32", always_2d=True)
-            elif mpeg and known_length and header_frames <= _MPEG_MAX_FRAMES_PER_BYTE * checked.st_size:
+            elif mpeg_length and plausible:
                 # one read of the header's length, as librosa reads: libsndfile's MPEG decoder
                 # gives other samples after a read that ends mid-stream (0.32 apart from the
                 # 2**20th frame on on some 32 kbps files, when read in chunks of 2**20)

@@ -119,7 +119,7 @@ def decode(path: str, frames: int, native_rate: int) -> np.ndarray | None:
                 data = feed.data
         except OSError:
             return None
-        if mixed is None or feed.cut_before_id3v1():
+        if mixed is None or (feed.ended and _cut_before_id3v1(lib, handle, data)):
             return None
         if not _same_block_types(data, _frame_offsets(lib, handle)):
             return None
@@ -130,17 +130,13 @@ def decode(path: str, frames: int, native_rate: int) -> np.ndarray | None:
 
 
 class _Feed:
-    """The file's bytes, handed to libmpg123 a block at a time as it asks for more.
-
-    libmpg123's own reader makes two read() calls a frame (~1,800 for a 30 s clip, ~1 ms);
-    fed from memory it makes none. Every byte is fed, a trailing ID3v1 tag too: libmpg123's
-    reader reads it as well (a last frame cut short takes its missing bytes from the tag).
-    """
+    """The file's bytes, handed to libmpg123 a block at a time as it asks for more: every
+    byte, a trailing ID3v1 tag too, as libmpg123's own reader reads them (a last frame cut
+    short takes its missing bytes from the tag)."""
 
     def __init__(self, lib, handle, f):
         self._lib, self._handle, self._file = lib, handle, f
         self._blocks: list[bytes] = []
-        self.fed = 0  # bytes fed so far
         self.ended = False  # the whole file has been fed
         self.more()
 
@@ -158,19 +154,15 @@ class _Feed:
         if self._lib.mpg123_feed(self._handle, block, len(block)) != _OK:
             raise OSError("libmpg123 took no more input")
         self._blocks.append(block)
-        self.fed += len(block)
         return True
 
-    def cut_before_id3v1(self) -> bool:
-        """Whether the file ended inside a frame (bytes fed but not used) and has an ID3v1 tag.
-        libmpg123's reader, which knows where the tag starts, calls that an error, not the end
-        of the stream, and libsndfile then fails or decodes otherwise: the mix declines."""
-        if not self.ended or self._lib.mpg123_tell_stream_64(self._handle) >= self.fed:
-            return False
-        tail = self._blocks[-1][-_ID3V1_BYTES:] if self._blocks else b""
-        if len(tail) < _ID3V1_BYTES and len(self._blocks) > 1:
-            tail = (self._blocks[-2] + self._blocks[-1])[-_ID3V1_BYTES:]
-        return len(tail) == _ID3V1_BYTES and tail.startswith(b"TAG")
+
+def _cut_before_id3v1(lib, handle, data: np.ndarray) -> bool:
+    """Whether the whole file `data`, fed, ended inside a frame (bytes fed but not used) and
+    has an ID3v1 tag. libmpg123's reader, which knows where the tag starts, calls that an
+    error, not the end of the stream, and libsndfile then fails or decodes otherwise."""
+    tag = data[-_ID3V1_BYTES:][:3].tobytes() if len(data) >= _ID3V1_BYTES else b""
+    return tag == b"TAG" and lib.mpg123_tell_stream_64(handle) < len(data)
 
 
 def _read(lib, handle, frames: int, feed: _Feed) -> np.ndarray | None:
