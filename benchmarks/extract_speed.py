@@ -208,7 +208,8 @@ LIMIT = textwrap.dedent(
 
     def init():
         from melset.engines.worker import prepare_worker
-        from melset.features import hann_window, mel_filterbank
+        from melset.features import hann_window
+        from melset.melscale import mel_filterbank
         import scipy.sparse
         prepare_worker()
         STATE["window"] = hann_window(2048)

@@ -35,7 +35,8 @@ def fastest_features():
     import numpy as np
     import scipy.sparse
 
-    from melset.features import hann_window, mel_filterbank
+    from melset.features import hann_window
+    from melset.melscale import mel_filterbank
     from melset.recipe import Recipe
 
     os.environ.setdefault("MKL_NUM_THREADS", "1")

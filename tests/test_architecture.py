@@ -12,6 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "melset"
 # The data's path, in order: a module may import only from its own layer or those before it.
 LAYERS = [
     {"vocab", "errors", "system"},
+    {"melscale"},
     {"recipe"},
     {"catalog"},
     {"audio"},

@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 
 from conftest import SAMPLE_AUDIO
-from melset import audio, features
-from melset.audio import mono_mix
+from melset import audio, features, melscale
+from melset.audio import mono_mix, sniffing
 from melset.recipe import Recipe
 
 librosa = pytest.importorskip("librosa")
@@ -30,7 +30,7 @@ def folk():
     [(22050, 2048, 128, 0.0, None), (16000, 1024, 64, 50.0, 7000.0), (44100, 4096, 96, 0.0, None)],
 )
 def test_filterbank_equals_librosa(sr, n_fft, n_mels, fmin, fmax):
-    ours = features.mel_filterbank(sr, n_fft, n_mels, fmin, fmax)
+    ours = melscale.mel_filterbank(sr, n_fft, n_mels, fmin, fmax)
     ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
     assert ours.shape == ref.shape and ours.dtype == np.float32
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-9)
@@ -241,7 +241,7 @@ def _short_blocks_on_the_left(path, granule: int = 0) -> int:
     tag = 10 + (data[6] << 21 | data[7] << 14 | data[8] << 7 | data[9]) if data[:3] == b"ID3" else 0
     pos, frames, changed = data.find(b"\xff", tag), 0, 0
     while pos >= 0 and pos + 4 <= len(data):
-        length = audio._frame_length(bytes(data[pos : pos + 4]))
+        length = sniffing._frame_length(bytes(data[pos : pos + 4]))
         if not length:
             pos = data.find(b"\xff", pos + 1)
             continue

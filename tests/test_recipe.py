@@ -15,9 +15,9 @@ from conftest import SAMPLE_AUDIO, SAMPLE_TRACKS, run_melset, store_bytes, write
 from melset import audio, features
 from melset.cli import main
 from melset.errors import MelsetError, RecipeError, UsageError
+from melset.melscale import empty_mel_filters
 from melset.recipe import (
     Recipe,
-    empty_mel_filters,
     feature_difference,
     read_recipe_file,
     recipe_from_options,

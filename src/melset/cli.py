@@ -328,7 +328,7 @@ def extract(
     from melset.engines.options import check_engine_options
 
     inputs = dict(audio=audio_dir, tracks=tracks_csv, manifest=manifest_file, subset=subset, limit=limit)
-    options = dict(overwrite=overwrite, retry_failed=retry_failed, labels=label_kind)
+    options = dict(overwrite=overwrite, retry_failed=retry_failed)
     signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: finished rows are committed
     try:
         recipe = _recipe(recipe_file, dtype=dtype, on_short=on_short, decoder=decoder, **recipe_values)
@@ -341,7 +341,7 @@ def extract(
             if engine != "ray":
                 _check_inputs(inputs, layout, decoder)
             # layout=None: open_catalog chooses it again, and says why in the store's manifest
-            summary = _extract(eng, recipe, {**inputs, "layout": layout}, out_dir, options, quiet)
+            summary = _extract(eng, recipe, {**inputs, "layout": layout, "labels": label_kind}, out_dir, options, quiet)
     except MelsetError as exc:
         _fail(str(exc))
     except KeyboardInterrupt as exc:

@@ -15,15 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 
 from melset import system
 from melset.catalog import Catalog
+from melset.catalog.labels import label_matrix
 from melset.engines import Engine
 from melset.errors import StoreError, UsageError
 from melset.recipe import Recipe
 from melset.store import DISK_FULL, StoreWriter, disk_full_message, now_iso, read_manifest
-from melset.vocab import CATALOG_COLUMNS, FAILED, GENRE_TOP, LABEL_KINDS, MANIFEST, MISSING, OK, PATH, TRACK_ID
+from melset.vocab import CATALOG_COLUMNS, FAILED, GENRE_TOP, MANIFEST, MISSING, OK, PATH, TRACK_ID
 
 COMMIT_EVERY_S = 0.5
 COMMIT_EVERY_ROWS = 256
@@ -54,39 +54,6 @@ class Summary:
     @property
     def exit_code(self) -> int:
         return 0 if self.counts.get(OK, 0) > 0 else 1
-
-
-def one_hot(genres, classes: list[str]) -> np.ndarray:
-    """(rows, classes) uint8, LabelBinarizer's encoding; all zeros for a row without genre."""
-    index = {c: i for i, c in enumerate(classes)}
-    out = np.zeros((len(genres), len(classes)), dtype=np.uint8)
-    for row, g in enumerate(genres):
-        if isinstance(g, str) and g in index:
-            out[row, index[g]] = 1
-    return out
-
-
-def label_matrix(catalog: Catalog, kind: str = GENRE_TOP) -> tuple[np.ndarray, list[str]]:
-    """labels.npy and classes.json for a catalog: one-hot genre_top, or FMA's genre lists multi-hot.
-
-    Raises UsageError for an unknown kind or a genre list asked of a layout without one,
-    MetadataError (from the FMA catalog) for genre ids that genres.csv does not name.
-    """
-    if kind not in LABEL_KINDS:
-        raise UsageError(f"unknown --labels {kind!r}: choose one of {', '.join(LABEL_KINDS)}")
-    if kind == GENRE_TOP:
-        classes = catalog.classes()
-        return one_hot(catalog.table[GENRE_TOP], classes), classes
-    layout = catalog.source.get("layout")
-    if layout != "fma":
-        raise UsageError(
-            f"--labels {kind} needs FMA's tracks.csv (its genre lists); the {layout} layout has one label per track: use --labels {GENRE_TOP}"
-        )
-    from melset.catalog import fma
-
-    return fma.genre_labels(
-        catalog.source["tracks"], catalog.table[TRACK_ID].tolist(), kind, catalog.source.get("genres")
-    )
 
 
 def _check_label_kind(out: str | os.PathLike, kind: str, overwrite: bool) -> None:
@@ -169,14 +136,13 @@ def check_options(
     exist) or MissingDependency (an optional package the options need), each one sentence
     naming the option.
     """
-    from melset.catalog import choose_layout
+    from melset.catalog import check_limit, choose_layout
     from melset.catalog.fma import SUBSETS
     from melset.engines.options import check_engine_options
     from melset.errors import MetadataError, MissingDependency, UsageError
 
     check_engine_options(engine, workers, timeout, ray_address)
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise UsageError(f"--limit must be a whole number of at least 1, not {limit!r}")
+    check_limit(limit)
     if subset not in SUBSETS:
         raise UsageError(f"--subset must be one of {', '.join(SUBSETS)}, not {subset!r}")
     for option, path, kind in (
@@ -209,7 +175,7 @@ def extract(
     overwrite: bool = False,
     retry_failed: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
-    labels: str = GENRE_TOP,
+    labels: str | None = None,
 ) -> Summary:
     """Run the recipe over the catalog into the store at `out`; resume a store made the same way.
 
@@ -232,9 +198,10 @@ def extract(
         Also compute again the rows that failed in an earlier run.
     on_progress : callable, optional
         ``on_progress(done, total)`` as rows finish (for a progress bar).
-    labels : {"genre_top", "genres", "genres_all"}
+    labels : {"genre_top", "genres", "genres_all"}, optional
         What labels.npy encodes: one-hot genre_top, or (FMA only) multi-hot rows of
-        track.genres or track.genres_all, titled from genres.csv.
+        track.genres or track.genres_all, titled from genres.csv. Default: what the catalog
+        was opened for (``open_catalog(..., labels=...)``); another kind is refused.
 
     Returns
     -------
@@ -260,10 +227,16 @@ def extract(
                 on_progress=on_progress,
                 labels=labels,
             )
+    labels = catalog.labels if labels is None else labels
+    if labels != catalog.labels:
+        raise UsageError(
+            f"the catalog was opened for labels {catalog.labels}, not {labels}; "
+            f"open it with open_catalog(..., labels={labels!r})"
+        )
     started = time.perf_counter()
     started_at = now_iso()
     table = catalog.table
-    label_rows, classes = label_matrix(catalog, labels)
+    label_rows, classes = label_matrix(catalog)
     identity = {"recipe": recipe.to_dict(), "rows": len(table), "tracks_sha256": tracks_digest(catalog)}
     if labels != GENRE_TOP:
         # only multi-label stores carry these keys, so stores made before them still resume

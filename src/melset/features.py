@@ -18,37 +18,19 @@ try:  # the `fast` extra: ~1.3 ms less per clip than scipy's pocketfft on this r
 except ImportError:  # scipy.fft: the same transform, a little slower
     ducc0 = None
 
-from melset.recipe import Recipe, hz_to_mel, mel_frequencies, mel_to_hz
+from melset.melscale import mel_filterbank
+from melset.recipe import Recipe
 
 __all__ = [
     "fft_backend",
     "hann_window",
-    "hz_to_mel",
     "log_mel",
-    "mel_filterbank",
-    "mel_frequencies",
     "mel_power",
-    "mel_to_hz",
     "minmax_per_frame",
     "n_centred_frames",
     "power_to_db",
     "rfft_columns",
 ]
-
-
-def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
-    """Slaney-normalised triangular filters, (n_mels, 1 + n_fft // 2): librosa.filters.mel's defaults."""
-    if fmax is None:
-        fmax = sr / 2.0
-    fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
-    mel_f = mel_frequencies(n_mels + 2, fmin, fmax)
-    fdiff = np.diff(mel_f)
-    ramps = np.subtract.outer(mel_f, fftfreqs)
-    lower = -ramps[:n_mels] / fdiff[:n_mels, None]
-    upper = ramps[2:] / fdiff[1:, None]
-    weights = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, None]
-    return weights.astype(np.float32)
 
 
 def hann_window(n_fft: int) -> np.ndarray:

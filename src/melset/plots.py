@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from melset.features import hz_to_mel  # noqa: E402
+from melset.melscale import hz_to_mel  # noqa: E402
 from melset.vocab import TRAINING, VALIDATION  # noqa: E402
 
 

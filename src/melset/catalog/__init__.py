@@ -6,6 +6,8 @@ One module per layout, each returning the same `Catalog`:
     folders    ROOT/<genre>/<file> (GTZAN)
     manifest   a CSV or Parquet file with columns path,label[,split]
 
+and `labels` turns a catalog into its label matrix (one-hot genre_top, or FMA's genre lists multi-hot).
+
 `open_catalog` is the front door the command line and the Python API both use.
 """
 
@@ -13,10 +15,11 @@ from __future__ import annotations
 
 import os
 
-from melset.catalog import fma, folders
+from melset.catalog import fma, folders, labels
 from melset.catalog import manifest as manifest_layout
 from melset.catalog.table import AUDIO_EXTENSIONS, Catalog, scan_audio
 from melset.errors import MetadataError, UsageError
+from melset.vocab import GENRE_TOP, LABEL_KINDS
 
 LAYOUTS = ("fma", "folders", "manifest")
 
@@ -24,9 +27,11 @@ __all__ = [
     "AUDIO_EXTENSIONS",
     "LAYOUTS",
     "Catalog",
+    "check_limit",
     "choose_layout",
     "fma",
     "folders",
+    "labels",
     "layout_reason",
     "looks_like_fma",
     "manifest_layout",
@@ -91,6 +96,12 @@ def layout_reason(layout: str | None, tracks, manifest) -> str:
     return "no --tracks or --manifest given: one folder per genre"
 
 
+def check_limit(limit: int | None) -> None:
+    """Refuse a --limit that is not a whole number of at least 1 (UsageError)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise UsageError(f"--limit must be a whole number of at least 1, not {limit!r}")
+
+
 def open_catalog(
     audio: str | os.PathLike,
     *,
@@ -99,6 +110,7 @@ def open_catalog(
     layout: str | None = None,
     subset: str = "small",
     limit: int | None = None,
+    labels: str = GENRE_TOP,
 ) -> Catalog:
     """The tracks of a collection, in a stable order, ready for `melset.extract.extract`.
 
@@ -117,6 +129,9 @@ def open_catalog(
         The FMA subset; they nest, so "medium" is small + medium.
     limit : int, optional
         Only the first `limit` tracks by track_id.
+    labels : {"genre_top", "genres", "genres_all"}
+        What the labels are made of: one genre_top per track, or (FMA only) the genre lists
+        track.genres or track.genres_all, read in the same pass over tracks.csv.
 
     Returns
     -------
@@ -129,12 +144,17 @@ def open_catalog(
     UsageError
         The layout and the inputs do not go together.
     """
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise UsageError(f"--limit must be a whole number of at least 1, not {limit!r}")
+    check_limit(limit)
+    if labels not in LABEL_KINDS:
+        raise UsageError(f"unknown --labels {labels!r}: choose one of {', '.join(LABEL_KINDS)}")
     reason = layout_reason(layout, tracks, manifest)
     layout = choose_layout(layout, tracks, manifest, audio)
+    if labels != GENRE_TOP and layout != "fma":
+        raise UsageError(
+            f"--labels {labels} needs FMA's tracks.csv (its genre lists); the {layout} layout has one label per track: use --labels {GENRE_TOP}"
+        )
     if layout == "fma":
-        cat = fma.catalog(tracks, audio, subset)
+        cat = fma.catalog(tracks, audio, subset, labels)
         if len(cat) == 0:
             raise MetadataError(f"{tracks}: no tracks in subset {subset}")
     elif layout == "manifest":

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from melset.catalog.labels import multi_hot
 from melset.catalog.table import Catalog, displayable, require_utf8, scan_audio
 from melset.errors import MetadataError
 from melset.vocab import GENRE_TOP, GENRES, GENRES_ALL, PATH, SPLIT, SUBSET, TRACK_ID
@@ -203,11 +204,19 @@ def relative_audio_path(track_id: int) -> str:
     return f"{tid[:3]}/{tid}.mp3"
 
 
-def catalog(tracks_csv: str | os.PathLike, audio_dir: str | os.PathLike, subset: str = "small") -> Catalog:
-    """The selected tracks of an FMA subset as a catalog, with unlisted files on disk noted."""
+def catalog(
+    tracks_csv: str | os.PathLike, audio_dir: str | os.PathLike, subset: str = "small", labels: str = GENRE_TOP
+) -> Catalog:
+    """The selected tracks of an FMA subset as a catalog, with unlisted files on disk noted.
+
+    labels: genre_top, or FMA's track.genres / track.genres_all, read in the same pass over
+    tracks.csv and titled from genres.csv (the catalog then carries each track's genre list).
+    """
     tracks_csv, audio_dir = os.path.abspath(tracks_csv), os.path.abspath(audio_dir)
     require_utf8([tracks_csv, audio_dir])
-    tracks = load_tracks(tracks_csv, NEEDED)
+    genres_csv = os.path.join(os.path.dirname(tracks_csv), "genres.csv")
+    multi = labels in (GENRES, GENRES_ALL)
+    tracks = load_tracks(tracks_csv, [*NEEDED, ("track", labels)] if multi else NEEDED)
     if not os.path.isdir(audio_dir):
         raise MetadataError(f"{audio_dir}: the audio folder does not exist")
     chosen = select(tracks, subset)
@@ -221,9 +230,9 @@ def catalog(tracks_csv: str | os.PathLike, audio_dir: str | os.PathLike, subset:
             SPLIT: [s if isinstance(s, str) and s else None for s in split],
         }
     )
+    lists = genre_lists(tracks, chosen.index, labels, tracks_csv, genres_csv) if multi else None
     listed = {relative_audio_path(t) for t in tracks.index}  # the whole CSV: 106,574 rows in FMA's
     unlisted = [displayable(p) for p in scan_audio(audio_dir) if p not in listed]
-    genres_csv = os.path.join(os.path.dirname(tracks_csv), "genres.csv")
     source = {
         "layout": "fma",
         "tracks": tracks_csv,
@@ -234,7 +243,7 @@ def catalog(tracks_csv: str | os.PathLike, audio_dir: str | os.PathLike, subset:
     }
     if os.path.exists(genres_csv):
         source["n_genres"] = int(len(load_genres(genres_csv)))
-    return Catalog(table, source, unlisted)
+    return Catalog(table, source, unlisted, labels=labels, genre_lists=lists)
 
 
 def write_tracks_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -253,10 +262,64 @@ def write_tracks_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:
     out.to_csv(path)
 
 
+def genre_titles(genres_csv: str | os.PathLike, kind: str) -> dict[int, str]:
+    """genre_id -> title from FMA's genres.csv, every title present and unique.
+
+    Raises MetadataError when genres.csv is missing, unreadable, or its titles are not usable.
+    """
+    genres_csv = os.fspath(genres_csv)
+    if not os.path.exists(genres_csv):
+        raise MetadataError(
+            f"{genres_csv}: no such file; --labels {kind} turns FMA's genre ids into titles with the genres.csv "
+            "that comes with tracks.csv in fma_metadata"
+        )
+    genres = load_genres(genres_csv)
+    titles = {}
+    for gid, title in zip(genres.index, genres["title"]):
+        if not isinstance(title, str) or not title.strip():
+            raise MetadataError(f"{genres_csv}: genre {gid} has no title")
+        titles[int(gid)] = title
+    dupes = sorted({t for t in titles.values() if list(titles.values()).count(t) > 1})
+    if dupes:
+        raise MetadataError(f"{genres_csv}: the title {dupes[0]!r} names more than one genre id; titles must be unique")
+    return titles
+
+
+def genre_lists(
+    table: pd.DataFrame, track_ids: Sequence[int], kind: str, tracks_csv: str, genres_csv: str
+) -> dict[int, set[str]]:
+    """track_id -> the titles of its genres, from a loaded tracks.csv's track.genres(_all) column.
+
+    Raises MetadataError for an unusable genres.csv, a missing column, an unlisted track or a
+    genre id genres.csv does not name.
+    """
+    titles = genre_titles(genres_csv, kind)
+    col = ("track", kind)
+    if col not in table.columns:
+        raise MetadataError(f"{tracks_csv}: missing column track.{kind}, which --labels {kind} needs")
+    lists = table[col]
+    out: dict[int, set[str]] = {}
+    for tid in track_ids:
+        if int(tid) not in lists.index:
+            raise MetadataError(f"{tracks_csv}: track {tid} is not listed")
+        names = set()
+        for gid in lists.loc[int(tid)]:
+            if not isinstance(gid, int) or isinstance(gid, bool) or gid not in titles:
+                raise MetadataError(
+                    f"{tracks_csv}: track.{kind} of track {tid} holds genre id {gid!r}, which {genres_csv} does not list"
+                )
+            names.add(titles[gid])
+        out[int(tid)] = names
+    return out
+
+
 def genre_labels(
     tracks_csv: str | os.PathLike, track_ids: Sequence[int], kind: str, genres_csv: str | os.PathLike | None = None
 ) -> tuple[np.ndarray, list[str]]:
     """Multi-hot labels from FMA's genre lists: (rows, classes) uint8 and the sorted class titles.
+
+    A catalog opened with ``labels=kind`` carries the same lists from its one read of
+    tracks.csv (`melset.catalog.labels.label_matrix`); this reads them for any track ids.
 
     Parameters
     ----------
@@ -286,40 +349,7 @@ def genre_labels(
         raise ValueError(f"kind must be {GENRES!r} or {GENRES_ALL!r}, not {kind!r}")
     tracks_csv = os.fspath(tracks_csv)
     genres_csv = os.fspath(genres_csv) if genres_csv else os.path.join(os.path.dirname(tracks_csv), "genres.csv")
-    if not os.path.exists(genres_csv):
-        raise MetadataError(
-            f"{genres_csv}: no such file; --labels {kind} turns FMA's genre ids into titles with the genres.csv "
-            "that comes with tracks.csv in fma_metadata"
-        )
-    genres = load_genres(genres_csv)
-    titles = {}
-    for gid, title in zip(genres.index, genres["title"]):
-        if not isinstance(title, str) or not title.strip():
-            raise MetadataError(f"{genres_csv}: genre {gid} has no title")
-        titles[int(gid)] = title
-    dupes = sorted({t for t in titles.values() if list(titles.values()).count(t) > 1})
-    if dupes:
-        raise MetadataError(f"{genres_csv}: the title {dupes[0]!r} names more than one genre id; titles must be unique")
-    col = ("track", kind)
-    table = load_tracks(tracks_csv, [col])
-    if col not in table.columns:
-        raise MetadataError(f"{tracks_csv}: missing column track.{kind}, which --labels {kind} needs")
-    lists = table[col]
-    rows: list[set[str]] = []
-    for tid in track_ids:
-        if int(tid) not in lists.index:
-            raise MetadataError(f"{tracks_csv}: track {tid} is not listed")
-        names = set()
-        for gid in lists.loc[int(tid)]:
-            if not isinstance(gid, int) or isinstance(gid, bool) or gid not in titles:
-                raise MetadataError(
-                    f"{tracks_csv}: track.{kind} of track {tid} holds genre id {gid!r}, which {genres_csv} does not list"
-                )
-            names.add(titles[gid])
-        rows.append(names)
-    classes = sorted(set().union(*rows)) if rows else []
-    index = {c: i for i, c in enumerate(classes)}
-    out = np.zeros((len(rows), len(classes)), dtype=np.uint8)
-    for r, names in enumerate(rows):
-        out[r, [index[n] for n in names]] = 1
-    return out, classes
+    genre_titles(genres_csv, kind)  # a missing genres.csv is named before tracks.csv is read
+    table = load_tracks(tracks_csv, [("track", kind)])
+    lists = genre_lists(table, track_ids, kind, tracks_csv, genres_csv)
+    return multi_hot([lists[int(t)] for t in track_ids])

@@ -39,6 +39,8 @@ class Catalog:
     table: pd.DataFrame  # CATALOG_COLUMNS; one row per selected track, sorted by track_id
     source: dict  # layout and input paths, for the manifest
     unlisted: list[str] = field(default_factory=list)  # audio files on disk that no row lists
+    labels: str = GENRE_TOP  # what the labels are made of (vocab.LABEL_KINDS)
+    genre_lists: dict[int, set[str]] | None = None  # track_id -> genre titles, for FMA's genres / genres_all
 
     def __post_init__(self) -> None:
         missing = [c for c in CATALOG_COLUMNS if c not in self.table.columns]
@@ -55,7 +57,7 @@ class Catalog:
         """The first n tracks (in track_id order)."""
         if n is None:
             return self
-        return Catalog(self.table.head(n), {**self.source, "limit": n}, self.unlisted)
+        return Catalog(self.table.head(n), {**self.source, "limit": n}, self.unlisted, self.labels, self.genre_lists)
 
     def classes(self) -> list[str]:
         """Sorted genre names present in the selection: LabelBinarizer's class order."""
