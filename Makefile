@@ -34,7 +34,9 @@ browser:
 
 # two test processes, one file each at a time: the suite is mostly single-threaded waiting on
 # whole `melset` commands, and the durability tests are built to pass on a busy machine
+# mutations.py --check first (seconds, no tests): a planted bug whose text moved away fails the run
 test: $(STAMP) browser
+	$(PY) tests/mutations.py --check
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)

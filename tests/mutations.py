@@ -3,6 +3,8 @@
     python tests/mutations.py              # every mutation, after a clean baseline run
     python tests/mutations.py --list       # the planted bugs
     python tests/mutations.py -k timeout   # only those whose name contains "timeout"
+    python tests/mutations.py --check      # no tests: every replacement's text is still there, once
+
 
 For each mutation the repository's tracked and untracked (not ignored) files are copied to
 a temporary folder, one exact text replacement is made in one source file, and only the
@@ -231,10 +233,33 @@ def run_tests(repo: Path, tests: tuple[str, ...], per_test_timeout: int) -> tupl
     return proc.returncode, tail[-1] if tail else "", time.perf_counter() - start
 
 
+def stale(mutations: list[Mutation]) -> list[tuple[str, str]]:
+    """What no longer matches the code: a replacement whose text is not found exactly once in
+    its file, or a test it names that does not exist. A move that disarms a planted bug shows here."""
+    problems = []
+    for m in mutations:
+        path = ROOT / m.file
+        found = path.read_text().count(m.old) if path.is_file() else None
+        if found != 1:
+            where = f"{m.file} does not exist" if found is None else f"found {found} times in {m.file}"
+            problems.append((m.name, f"the text to replace is {where}"))
+        if m.new == m.old:
+            problems.append((m.name, "the replacement changes nothing"))
+        for test in m.tests:
+            file, _, name = test.partition("::")
+            test_path = ROOT / file
+            if not test_path.is_file():
+                problems.append((m.name, f"{file} does not exist"))
+            elif name and f"def {name.split('[')[0]}(" not in test_path.read_text():
+                problems.append((m.name, f"{file} has no test {name}"))
+    return problems
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-k", dest="only", default="", help="only mutations whose name contains this text")
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--check", action="store_true", help="only check that every mutation still applies (no tests)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the clean run of the selected tests")
     parser.add_argument("--timeout", type=int, default=120, help="per-test timeout in seconds (default 120)")
     args = parser.parse_args()
@@ -243,6 +268,12 @@ def main() -> int:
         for m in chosen:
             print(f"{m.name}: {m.file}: {m.old!r} -> {m.new!r}; tests: {' '.join(m.tests)}")
         return 0
+    if args.check:
+        problems = stale(chosen)
+        for name, problem in problems:
+            print(f"STALE {name}: {problem}")
+        print(f"{len(chosen) - len({name for name, _ in problems})} of {len(chosen)} planted bugs apply")
+        return 1 if problems else 0
     ok = True
     with tempfile.TemporaryDirectory(prefix="melset-mutations-") as tmp:
         if not args.no_baseline:
