@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melset.store import JOURNAL, Store, StoreError, StoreWriter, read_journal
+from melset.store import Store, StoreError, StoreWriter, read_journal
+from melset.vocab import JOURNAL
 
 
 def _tracks(n=4):
@@ -144,7 +145,7 @@ def _finished(root):
 
 def _reseal(root, **fields):
     """Edit manifest fields the way a careful attacker would: with a valid checksum."""
-    from melset.store import _sealed
+    from melset.store.format import _sealed
 
     m = json.loads((root / "manifest.json").read_text())
     m.update(fields)
@@ -288,7 +289,7 @@ def test_store_files_without_a_manifest_are_never_wiped(tmp_path):
 def test_overwrite_removes_only_melset_files_and_checks_space_first(tmp_path, monkeypatch):
     import shutil
 
-    from melset import store as store_mod
+    from melset.store import space as store_mod
 
     root = _finished(tmp_path / "s")
     (root / "notes.txt").write_text("mine")
@@ -316,7 +317,7 @@ def test_overwrite_refuses_what_it_cannot_recognise(tmp_path):
 
 
 def test_an_interrupted_creation_is_made_again(tmp_path, monkeypatch):
-    from melset import store as store_mod
+    from melset.store import writer as store_mod
 
     root = tmp_path / "s"
     monkeypatch.setattr(store_mod, "_npy_bytes", lambda a: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -421,7 +422,7 @@ def test_a_finished_store_whose_journal_lost_lines_is_refused(tmp_path):
 def test_a_store_sized_for_fma_large_is_sparse_and_answers(tmp_path, monkeypatch):
     import shutil
 
-    from melset import store as store_mod
+    from melset.store import space as store_mod
 
     n = 106_574
     tracks = pd.DataFrame(
@@ -447,7 +448,7 @@ def test_a_store_sized_for_fma_large_is_sparse_and_answers(tmp_path, monkeypatch
     assert st.st_size == 128 + n * 128 * 1024 * 2  # 27.9 GB announced ...
     assert st.st_blocks * 512 < 64 * 1024 * 1024  # ... not reserved
     s = Store(root)
-    report = s.report()
+    report = s.describe()
     assert report["rows"] == n and report["counts"]["ok"] == 1 and report["counts"]["pending"] == n - 1
     assert s.verify() == []
     with StoreWriter.open(root, {"recipe": {}}, tracks, labels, ["Folk", "Rock"], (128, 1024), "float16") as w:

@@ -64,7 +64,7 @@ def test_a_moved_collection_resumes_where_it_stopped(sample_store, tmp_path):
     journal = (store / "journal.jsonl").read_bytes().splitlines(keepends=True)
     (store / "journal.jsonl").write_bytes(b"".join(journal[:8]))
     m = json.loads((store / "manifest.json").read_text())
-    from melset.store import _sealed
+    from melset.store.format import _sealed
 
     (store / "manifest.json").write_text(json.dumps(_sealed({**m, "state": "running"})))
     moved = tmp_path / "disk2" / "music" / "fma_audio"
@@ -153,7 +153,7 @@ def _at(size: int, where) -> int:
 
 
 def _mutate(store: Path, m) -> None:
-    from melset.store import _sealed
+    from melset.store.format import _sealed
 
     kind, *args = m
     if kind in ("truncate", "flip", "delete", "copy-aside") and not (store / args[0]).exists():
@@ -235,7 +235,7 @@ def _cli(*args):
 @pytest.fixture(scope="module")
 def clean(sample_store) -> tuple[dict[str, bytes], dict]:
     store = Store(sample_store)
-    return store_bytes(sample_store), store.report(), store.tracks["track_id"][store.ok_rows()[0]]
+    return store_bytes(sample_store), store.describe(), store.tracks["track_id"][store.ok_rows()[0]]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))

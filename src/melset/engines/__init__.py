@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from melset.recipe import Recipe
-    from melset.store import RowSink
+    from melset.store.sink import RowSink
     from melset.track import TrackResult
 
 Task = tuple[int, str]  # (row in the store, audio path)

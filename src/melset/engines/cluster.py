@@ -21,7 +21,7 @@ from melset.engines import Done, Task
 from melset.engines.dispatch import IDLE_S, RETRIES_AFTER_CRASH, crashed, failed, keep_busy, timed_out
 from melset.engines.worker import prepare_worker, run_task
 from melset.recipe import Recipe
-from melset.store import RowSink
+from melset.store.sink import RowSink
 
 _prepared = False
 

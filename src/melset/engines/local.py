@@ -27,7 +27,7 @@ from melset.engines.dispatch import (
 )
 from melset.engines.worker import prepare_worker, run_task
 from melset.recipe import Recipe
-from melset.store import RowSink
+from melset.store.sink import RowSink
 
 
 def _noop() -> None:

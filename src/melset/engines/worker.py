@@ -11,7 +11,7 @@ from melset.system import die_with_parent, keep_freed_memory
 
 if TYPE_CHECKING:
     from melset.recipe import Recipe
-    from melset.store import RowSink
+    from melset.store.sink import RowSink
     from melset.track import TrackResult
 
 
@@ -51,7 +51,7 @@ def run_task(
         result = TrackResult.failed(f"internal error while processing: {type(exc).__name__}: {exc}")
     if sink is None:
         return result, None
-    from melset.store import SinkUnreachable
+    from melset.store.sink import SinkUnreachable
 
     try:
         crc = sink.write(row, result.mel if result.status == OK else None)
