@@ -410,7 +410,7 @@ def test_show_draws_with_the_stores_own_axes(tmp_path, monkeypatch):
     # a manifest whose recipe was edited by hand: one sentence, never wrong axes. The store
     # notices any edit by its manifest's own checksum; an editor who also recomputes that
     # checksum meets the recipe's own checks.
-    from melset.store import _sealed
+    from melset.store.format import _sealed
 
     manifest = json.loads((out / "manifest.json").read_text())
     raw = json.loads(json.dumps(manifest))

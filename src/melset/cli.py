@@ -469,7 +469,7 @@ def _cell(value) -> Text:
 def info(store_dir, as_json, verify):
     """Summarise a store: counts per status and genre, each failure's reason, the parameters."""
     store = _open(store_dir)
-    report = store.report()
+    report = store.describe()
     if verify:
         report["corrupt_rows"] = store.verify()
     if as_json:

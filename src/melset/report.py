@@ -270,7 +270,7 @@ def store_page(store: Store, examples: int = 3, chunk_bytes: int = CHUNK_BYTES) 
     """
     if isinstance(examples, bool) or not isinstance(examples, int) or examples < 1:
         raise UsageError(f"--examples must be a whole number, at least 1, not {examples!r}")
-    report = store.report()
+    report = store.describe()
     t = store.tracks
     counts = report["counts"]
     sections = []
