@@ -182,7 +182,7 @@ MUTATIONS = [
     ),
     Mutation(
         "training options not checked",
-        "src/melset/train.py",
+        "src/melset/train_config.py",
         "            if not isinstance(value, int) or value < 1:",
         "            if False:",
         (f"{T_CLI}::test_train_option_ranges",),
