@@ -80,7 +80,7 @@ MUTATIONS = [
     ),
     Mutation(
         "--decoder ignored (command line)",
-        "src/melset/cli.py",
+        "src/melset/cli/extract.py",
         "_recipe(recipe_file, dtype=dtype, on_short=on_short, decoder=decoder, **recipe_values)",
         "_recipe(recipe_file, dtype=dtype, on_short=on_short, **recipe_values)",
         (f"{T_CLI}::test_decoder_option_chooses_the_backend",),
@@ -111,7 +111,7 @@ MUTATIONS = [
     ),
     Mutation(
         "--timeout ignored (command line)",
-        "src/melset/cli.py",
+        "src/melset/cli/extract.py",
         "workers=workers, timeout=timeout,",
         "workers=workers,",
         (f"{T_CLI}::test_timeout_value_is_the_one_given",),
@@ -140,7 +140,7 @@ MUTATIONS = [
     ),
     Mutation(
         "data printed as rich markup",
-        "src/melset/cli.py",
+        "src/melset/cli/base.py",
         "            line.append(str(part))",
         "            line.append(Text.from_markup(str(part)))",
         (f"{T_CLI}::test_predict_without_a_run_and_with_odd_names", f"{T_CLI}::test_install_hint_prints_as_written"),
@@ -154,7 +154,7 @@ MUTATIONS = [
     ),
     Mutation(
         "a bug prints a traceback",
-        "src/melset/cli.py",
+        "src/melset/cli/base.py",
         "        except Exception as exc:\n            try:\n                path = _save_traceback(exc)",
         "        except MemoryError as exc:\n            try:\n                path = _save_traceback(exc)",
         (f"{T_CLI}::test_unexpected_exception_is_a_bug_report_with_a_saved_traceback",),
