@@ -1,14 +1,17 @@
-"""Options shared by several commands, and the recipe's options generated from Recipe()'s defaults."""
+"""Options generated from the defaults they show (the recipe's from Recipe(), train's from TrainConfig's fields), and --device's choice."""
 
 from __future__ import annotations
+
+import dataclasses
+import typing
 
 import click
 from click.core import ParameterSource
 
 from melset.recipe import SCALINGS, Recipe, recipe_from_options
+from melset.train_config import DEVICES, TrainConfig, option_flag
 
-
-_DEVICE = click.Choice(["auto", "cpu", "cuda"])
+_DEVICE = click.Choice(DEVICES)
 
 
 class _NumberOrNone(click.ParamType):
@@ -67,3 +70,18 @@ def _recipe(recipe_file, **values) -> Recipe:
     }
     return recipe_from_options(recipe_file, **given)
 
+
+def _train_options(f):
+    """train's hyper-parameter options, one per TrainConfig field, in its order (see melset.train_config.option)."""
+    types = typing.get_type_hints(TrainConfig)
+    for field in reversed(dataclasses.fields(TrainConfig)):
+        choices = field.metadata.get("choices")
+        f = click.option(
+            option_flag(field.name),
+            field.name,
+            type=click.Choice(choices) if choices else types[field.name],
+            default=field.default,
+            show_default=True,
+            help=field.metadata.get("help"),
+        )(f)
+    return f

@@ -9,14 +9,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from melset.cli.base import _cell, _fail, _open, _score, err, out, say
-from melset.cli.options import _DEVICE
+from melset.cli.options import _DEVICE, _train_options
 from melset.errors import MissingDependency, UsageError
 from melset.system import strict_json
-from melset.train_config import MODELS, SCHEDULES, TrainConfig
+from melset.train_config import TrainConfig
 from melset.vocab import SPLITS, TEST
-
-
-_TRAIN = TrainConfig()  # the defaults each train option shows
 
 
 def _needs_torch() -> None:
@@ -32,102 +29,16 @@ def _needs_torch() -> None:
 @click.command()
 @click.argument("store_dir", type=click.Path())
 @click.option("--run", "run_dir", type=click.Path(), required=True, help="Folder for the run (model, metrics, curves).")
-@click.option("--epochs", type=int, default=_TRAIN.epochs, show_default=True, help="At least 1.")
-@click.option("--batch-size", type=int, default=_TRAIN.batch_size, show_default=True, help="At least 1.")
-@click.option("--lr", type=float, default=_TRAIN.lr, show_default=True, help="AdamW learning rate (> 0).")
-@click.option(
-    "--patience",
-    type=int,
-    default=_TRAIN.patience,
-    show_default=True,
-    help="Stop after this many epochs without a better validation score (0 or more).",
-)
-@click.option("--device", type=_DEVICE, default=_TRAIN.device, show_default=True)
-@click.option("--seed", type=int, default=_TRAIN.seed, show_default=True)
-@click.option("--workers", type=int, default=_TRAIN.num_workers, show_default=True, help="DataLoader worker processes.")
-@click.option(
-    "--model",
-    type=click.Choice(MODELS),
-    default=_TRAIN.model,
-    show_default=True,
-    help="compact: the CNN with a frequency-aware head; baseline: the original MelCNN.",
-)
-@click.option(
-    "--crop",
-    type=int,
-    default=_TRAIN.crop,
-    show_default=True,
-    help="Frames per random training crop (scores average over crops covering the window); 0 = whole window.",
-)
-@click.option(
-    "--freq-mask",
-    type=int,
-    default=_TRAIN.freq_mask,
-    show_default=True,
-    help="SpecAugment: mels per masked band (0 = off).",
-)
-@click.option(
-    "--time-mask",
-    type=int,
-    default=_TRAIN.time_mask,
-    show_default=True,
-    help="SpecAugment: frames per masked span (0 = off).",
-)
-@click.option("--mixup", type=float, default=_TRAIN.mixup, show_default=True, help="Mixup Beta alpha (0 = off).")
-@click.option("--label-smoothing", type=float, default=_TRAIN.label_smoothing, show_default=True)
-@click.option("--weight-decay", type=float, default=_TRAIN.weight_decay, show_default=True, help="AdamW weight decay.")
-@click.option(
-    "--schedule",
-    type=click.Choice(SCHEDULES),
-    default=_TRAIN.schedule,
-    show_default=True,
-    help="Learning rate: cosine decay after a 10% warm-up, or constant.",
-)
+@_train_options
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --run.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(
-    store_dir,
-    run_dir,
-    epochs,
-    batch_size,
-    lr,
-    patience,
-    device,
-    seed,
-    workers,
-    model,
-    crop,
-    freq_mask,
-    time_mask,
-    mixup,
-    label_smoothing,
-    weight_decay,
-    schedule,
-    overwrite,
-    quiet,
-):
+def train(store_dir, run_dir, overwrite, quiet, **hyperparameters):
     """Train a genre classifier on a store (training split; best epoch on validation)."""
     _needs_torch()
     from melset.train import check_config
     from melset.train import train as run_train
 
-    cfg = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        patience=patience,
-        device=device,
-        seed=seed,
-        num_workers=workers,
-        model=model,
-        crop=crop,
-        freq_mask=freq_mask,
-        time_mask=time_mask,
-        mixup=mixup,
-        label_smoothing=label_smoothing,
-        schedule=schedule,
-    )
+    cfg = TrainConfig(**hyperparameters)
     check_config(cfg)
     store = _open(store_dir)
     columns = (
@@ -139,7 +50,7 @@ def train(
     )
     # started at the first epoch, so that a refusal or a warning about the data prints on its own
     progress = Progress(*columns, console=err, disable=quiet)
-    task = progress.add_task("", total=epochs)
+    task = progress.add_task("", total=cfg.epochs)
 
     def on_epoch(row: dict) -> None:
         progress.start()
