@@ -97,4 +97,5 @@ def _cell(value) -> Text:
 
 
 def _score(x) -> str:
+    """A score as every command prints it: three decimals, or - when it is undefined (None)."""
     return "-" if x is None else f"{x:.3f}"

@@ -67,10 +67,10 @@ def train(store_dir, run_dir, overwrite, quiet, **hyperparameters):
     finally:
         progress.stop()
     best = metrics["epochs"][metrics["best_epoch"] - 1]
-    val = f", validation accuracy {best['val_accuracy']:.3f}" if best["val_accuracy"] is not None else ""
+    val = f", validation accuracy {_score(best['val_accuracy'])}" if best["val_accuracy"] is not None else ""
     say(
         f"{run_dir}: {len(metrics['epochs'])} epochs{' (stopped early)' if metrics['stopped_early'] else ''}; "
-        f"best epoch {metrics['best_epoch']}: training accuracy {best['train_accuracy']:.3f}{val}"
+        f"best epoch {metrics['best_epoch']}: training accuracy {_score(best['train_accuracy'])}{val}"
     )
 
 
@@ -118,20 +118,19 @@ def evaluate(run_dir, store_dir, split, device, as_json):
 
 
 def _print_multi_label(report: dict, split: str) -> None:
-    def f(x):
-        return "-" if x is None else f"{x:.3f}"
-
     say(
         (split, "bold"),
-        f": {report['n']} tracks, multi-label: ROC-AUC macro {f(report['roc_auc_macro'])} "
-        f"micro {f(report['roc_auc_micro'])}, average precision macro {f(report['average_precision_macro'])} "
-        f"micro {f(report['average_precision_micro'])}",
+        f": {report['n']} tracks, multi-label: ROC-AUC macro {_score(report['roc_auc_macro'])} "
+        f"micro {_score(report['roc_auc_micro'])}, average precision macro {_score(report['average_precision_macro'])} "
+        f"micro {_score(report['average_precision_micro'])}",
     )
     t = Table()
     for col in ("genre", "average precision", "ROC-AUC", "support"):
         t.add_column(col, justify="left" if col == "genre" else "right")
     for genre, m in report["per_class"].items():
-        t.add_row(_cell(genre), _cell(f(m["average_precision"])), _cell(f(m["roc_auc"])), _cell(m["support"]))
+        t.add_row(
+            _cell(genre), _cell(_score(m["average_precision"])), _cell(_score(m["roc_auc"])), _cell(m["support"])
+        )
     out.print(t)
     say("- : the split has no track of that genre (or only such tracks), so the score is undefined")
 
