@@ -82,7 +82,7 @@ MUTATIONS = [
     ),
     Mutation(
         "--decoder ignored (command line)",
-        "src/melset/cli.py",
+        "src/melset/cli/extract.py",
         "_recipe(recipe_file, dtype=dtype, on_short=on_short, decoder=decoder, **recipe_values)",
         "_recipe(recipe_file, dtype=dtype, on_short=on_short, **recipe_values)",
         (f"{T_CLI}::test_decoder_option_chooses_the_backend",),
@@ -113,7 +113,7 @@ MUTATIONS = [
     ),
     Mutation(
         "--timeout ignored (command line)",
-        "src/melset/cli.py",
+        "src/melset/cli/extract.py",
         "workers=workers, timeout=timeout,",
         "workers=workers,",
         (f"{T_CLI}::test_timeout_value_is_the_one_given",),
@@ -142,7 +142,7 @@ MUTATIONS = [
     ),
     Mutation(
         "data printed as rich markup",
-        "src/melset/cli.py",
+        "src/melset/cli/base.py",
         "            line.append(str(part))",
         "            line.append(Text.from_markup(str(part)))",
         (f"{T_CLI}::test_predict_without_a_run_and_with_odd_names", f"{T_CLI}::test_install_hint_prints_as_written"),
@@ -156,7 +156,7 @@ MUTATIONS = [
     ),
     Mutation(
         "a bug prints a traceback",
-        "src/melset/cli.py",
+        "src/melset/cli/base.py",
         "        except Exception as exc:\n            try:\n                path = _save_traceback(exc)",
         "        except MemoryError as exc:\n            try:\n                path = _save_traceback(exc)",
         (f"{T_CLI}::test_unexpected_exception_is_a_bug_report_with_a_saved_traceback",),
@@ -184,7 +184,7 @@ MUTATIONS = [
     ),
     Mutation(
         "training options not checked",
-        "src/melset/train.py",
+        "src/melset/train_config.py",
         "            if not isinstance(value, int) or value < 1:",
         "            if False:",
         (f"{T_CLI}::test_train_option_ranges",),

@@ -1,0 +1,54 @@
+"""`melset export`: a store written in another format (the notebook's pickles, Hugging Face, WebDataset)."""
+
+from __future__ import annotations
+
+import click
+
+from melset.cli.base import _fail, _open, err, say
+from melset.errors import MelsetError
+
+
+@click.command()
+@click.argument("store_dir", type=click.Path())
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["seed-pickles", "hf", "webdataset"]),
+    required=True,
+    help="seed-pickles: the reference notebook's own pickles; hf: a Hugging Face DatasetDict (melset[hf]); "
+    "webdataset: tar shards for the webdataset library.",
+)
+@click.option("--to", "to", type=click.Path(), required=True, help="Output folder (new, empty, or an earlier export).")
+@click.option(
+    "--shard-size",
+    type=int,
+    default=None,
+    help="webdataset: samples per tar shard (default 1000).",
+)
+def export(store_dir, fmt, to, shard_size):
+    """Write a store in another format: the notebook's pickles, a Hugging Face dataset, WebDataset shards."""
+    from melset import export as exports
+
+    store = _open(store_dir)
+    if shard_size is not None and fmt != exports.WEBDATASET:
+        _fail(f"--shard-size applies to --format webdataset only, not {fmt}")
+    if store.manifest.get("state") != "complete":
+        say(("warning", "yellow"), ": the store is incomplete; exporting the rows finished so far", console=err)
+    try:
+        if fmt == exports.SEED_PICKLES:
+            n = exports.seed_pickles(store, to)
+            say(f"wrote {n['pickles']} spectrogram pickles, {n['labels']} labels and {n['classes']} classes to {to}")
+            return
+        if fmt == exports.HF:
+            counts = exports.hf(store, to)
+            how = f"datasets.load_from_disk({to!r})"
+        else:
+            size = exports.DEFAULT_SHARD_SIZE if shard_size is None else shard_size
+            counts = exports.webdataset(store, to, size)
+            how = f"webdataset shards {to}/<split>-NNNNNN.tar"
+    except MelsetError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write the {fmt} export to {to}: {exc.strerror or exc}")
+    parts = ", ".join(f"{name} {n}" for name, n in counts.items())
+    say(f"wrote {sum(counts.values())} ok rows ({parts}) as {how}")

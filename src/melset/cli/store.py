@@ -1,0 +1,215 @@
+"""The commands that read or mend a store: info, show, recipe (of a store, a run or a file), repair."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from melset.cli.base import _cell, _fail, _open, err, out, say
+from melset.errors import MelsetError, UsageError
+from melset.recipe import SCALINGS, Recipe, recipe_from_options
+from melset.system import strict_json
+from melset.vocab import ERROR, FAILED, GENRE_TOP, MANIFEST, MELS, OK, PENDING, STATUS, STATUSES, TRACK_ID
+
+
+@click.command()
+@click.argument("store_dir", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (strict JSON).")
+@click.option(
+    "--verify", is_flag=True, help="Also check every stored row against its journal checksum (exit 1 on damage)."
+)
+def info(store_dir, as_json, verify):
+    """Summarise a store: counts per status and genre, each failure's reason, the parameters."""
+    store = _open(store_dir)
+    report = store.describe()
+    if verify:
+        report["corrupt_rows"] = store.verify()
+    if as_json:
+        click.echo(strict_json(report))
+        sys.exit(1 if verify and report["corrupt_rows"] else 0)
+    say(
+        (
+            f"{report['store']}  state: {report['state']}  rows: {report['rows']}  shape: {report['shape']}  dtype: {report['dtype']}",
+            "bold",
+        )
+    )
+    statuses = (*STATUSES, PENDING)
+    table = Table(title="tracks per genre and status")
+    table.add_column("genre")
+    for s in statuses:
+        table.add_column(s, justify="right")
+    for genre, counts in report["by_genre"].items():
+        table.add_row(_cell(genre), *[_cell(counts.get(s, 0) or "") for s in statuses])
+    table.add_row(Text("all", style="bold"), *[Text(str(report["counts"][s]), style="bold") for s in statuses])
+    out.print(table)
+    if report["problems"]:
+        t = Table(title="tracks not stored, and why")
+        t.add_column(TRACK_ID)
+        t.add_column(STATUS)
+        t.add_column("reason")
+        shown, hidden = Counter(), Counter()
+        for p in report["problems"]:
+            # every failure; missing and too-short tracks are often many and alike
+            if p[STATUS] == FAILED or shown[p[STATUS]] < 20:
+                t.add_row(_cell(p[TRACK_ID]), _cell(p[STATUS]), _cell(p["reason"]))
+                shown[p[STATUS]] += 1
+            else:
+                hidden[p[STATUS]] += 1
+        out.print(t)
+        for status, n in hidden.items():
+            say(f"... and {n} more {status} (melset info --json lists every one)")
+    if report["unlisted_count"]:
+        say(
+            f"unlisted: {report['unlisted_count']} audio file(s) on disk that no row lists: {', '.join(report['unlisted_files'][:20])}"
+        )
+    if report["no_genre"]:
+        say(f"no genre: {report['no_genre']} track(s) without a label ({report['labels']}; all-zero label rows)")
+    kind = report["labels"]
+    say(f"classes ({kind}{', multi-label' if kind != GENRE_TOP else ''}): " + ", ".join(report["classes"]))
+    say("recipe: " + ", ".join(f"{k}={v}" for k, v in report["recipe"].items()))
+    say("source: " + ", ".join(f"{k}={v}" for k, v in report["source"].items()))
+    if verify:
+        bad = report["corrupt_rows"]
+        say(f"verify: {'all rows match their checksums' if not bad else f'{len(bad)} corrupt row(s): {bad[:20]}'}")
+        if bad:
+            say(
+                ("melset: damaged:", "bold red"),
+                f" {len(bad)} row(s) of {report['store']} do not match their checksums; "
+                f"run `melset repair {report['store']}`, then the same `melset extract` command again",
+                console=err,
+            )
+            sys.exit(1)
+
+
+@click.command("recipe")
+@click.argument("source", required=False, type=click.Path())
+@click.option("--toml", "as_toml", is_flag=True, help='TOML instead of JSON (fmax / top_db None written as "none").')
+def recipe_command(source, as_toml):
+    """Print a recipe ready to edit and pass to `extract --recipe`: the default one, or SOURCE's.
+
+    SOURCE is a store (the recipe it was made with), a training run (the recipe its model
+    expects) or a recipe file (checked and completed with the defaults).
+    """
+    try:
+        recipe = Recipe() if source is None else _recipe_of(source)
+    except MelsetError as exc:
+        _fail(str(exc))
+    click.echo(recipe.to_toml() if as_toml else recipe.to_json(), nl=not as_toml)
+
+
+def _recipe_of(source: str) -> Recipe:
+    from melset.errors import RecipeError
+    from melset.store import Store
+
+    if not os.path.isdir(source):
+        return recipe_from_options(source)
+    if os.path.exists(os.path.join(source, MANIFEST)):
+        return _store_recipe(Store(source))
+    where = os.path.join(source, "config.json")
+    if not os.path.exists(where):
+        raise RecipeError(f"{source} is neither a store (no {MANIFEST}) nor a training run (no config.json)")
+    try:
+        with open(where, encoding="utf-8") as f:
+            data = json.load(f)["recipe"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RecipeError(f"{where} holds no readable recipe ({exc}); is {source} a training run?") from None
+    return _recorded_recipe(where, data)
+
+
+def _store_recipe(store) -> Recipe:
+    """The recipe a store's manifest records, checked as any recipe and against the stored shape."""
+    from melset.errors import StoreError
+
+    where = os.path.join(store.root, MANIFEST)
+    identity = store.manifest.get("identity")
+    recipe = _recorded_recipe(where, identity.get("recipe") if isinstance(identity, dict) else None)
+    if tuple(store.mels.shape[1:]) != recipe.shape:
+        raise StoreError(
+            f"{where} is damaged: its recipe makes {recipe.shape} matrices, {MELS} holds {store.mels.shape[1:]}"
+        )
+    return recipe
+
+
+def _recorded_recipe(where: str, data) -> Recipe:
+    from melset.errors import RecipeError
+
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where} records no recipe; it was not written by melset, or is damaged")
+    try:
+        return Recipe.from_dict(data)
+    except RecipeError as exc:
+        raise RecipeError(f"{where}: the recorded recipe is not valid: {exc}") from None
+
+
+@click.command()
+@click.argument("store_dir", type=click.Path())
+@click.option("--track", required=True, help="Track id (FMA: the number, e.g. 2 or 000002).")
+@click.option("--png", "png", type=click.Path(), required=True, help="Where to write the picture.")
+def show(store_dir, track, png):
+    """Draw one stored spectrogram with time (s) and frequency (Hz) axes."""
+    from melset.plots import spectrogram_png
+
+    store = _open(store_dir)
+    try:
+        row = store.row_of(track)
+    except (KeyError, ValueError):
+        raise UsageError(
+            f"there is no track {track!r} in {store.root}; `melset info {store.root}` lists them"
+        ) from None
+    rec = store.tracks.iloc[row]
+    if rec[STATUS] != OK:
+        raise UsageError(f"track {track} has no spectrogram: {rec[STATUS]} ({rec[ERROR]})")
+    matrix = store.row(row)  # checked against its checksum: a damaged row is refused in words
+    r = _store_recipe(store)
+    genre = rec[GENRE_TOP] if isinstance(rec[GENRE_TOP], str) else "no genre"
+    try:
+        spectrogram_png(
+            matrix,
+            png,
+            r.sample_rate,
+            r.hop_length,
+            r.fmin,
+            r.fmax,
+            title=f"track {rec[TRACK_ID]} ({genre})",
+            scaled=r.scaling == SCALINGS[0],
+        )
+    except OSError as exc:
+        raise UsageError(f"cannot write {png}: {exc.strerror or exc}") from None
+    say(f"wrote {png}")
+
+
+@click.command()
+@click.argument("store_dir", type=click.Path())
+def repair(store_dir):
+    """Mark a store's damaged rows (checksum mismatch, bad journal lines) for re-extraction.
+
+    The next `melset extract` run with the same arguments rebuilds exactly those rows.
+    """
+    from melset.store import repair as run_repair
+
+    try:
+        result = run_repair(store_dir)
+    except MelsetError as exc:
+        _fail(str(exc))
+    if not result.changed:
+        say(f"{result.root}: no damage found; nothing to repair")
+        return
+    found = []
+    if result.journal_missing:
+        found.append("journal.jsonl was missing (every row is done again)")
+    if result.resized:
+        found.append("mels.npy had the wrong size and was set back to its header's")
+    if result.dropped_lines:
+        lines = ", ".join(map(str, result.dropped_lines[:10]))
+        found.append(f"{len(result.dropped_lines)} bad journal line(s) dropped (line {lines})")
+    if result.damaged:
+        rows = ", ".join(map(str, result.damaged[:20])) + (" ..." if len(result.damaged) > 20 else "")
+        found.append(f"{len(result.damaged)} damaged row(s) marked for re-extraction: {rows}")
+    say(f"{result.root}: " + "; ".join(found))
+    say("run the same `melset extract` command again to rebuild them")

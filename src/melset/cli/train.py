@@ -1,0 +1,179 @@
+"""The commands of melset[train]: train a model on a store, evaluate a run on a store, predict audio files' genres."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from melset.cli.base import _cell, _fail, _open, _score, err, out, say
+from melset.cli.options import _DEVICE, _train_options
+from melset.errors import MissingDependency, UsageError
+from melset.system import strict_json
+from melset.train_config import TrainConfig
+from melset.vocab import SPLITS, TEST
+
+
+def _needs_torch() -> None:
+    try:
+        import torch  # noqa: F401
+        import sklearn  # noqa: F401  (after torch: scikit-learn looks for torch when it is imported)
+    except ImportError as exc:
+        raise MissingDependency(
+            f"this command needs PyTorch and scikit-learn ({exc.name} is missing): pip install 'melset[train]'"
+        ) from None
+
+
+@click.command()
+@click.argument("store_dir", type=click.Path())
+@click.option("--run", "run_dir", type=click.Path(), required=True, help="Folder for the run (model, metrics, curves).")
+@_train_options
+@click.option("--overwrite", is_flag=True, help="Replace the run already in --run.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(store_dir, run_dir, overwrite, quiet, **hyperparameters):
+    """Train a genre classifier on a store (training split; best epoch on validation)."""
+    _needs_torch()
+    from melset.train import check_config
+    from melset.train import train as run_train
+
+    cfg = TrainConfig(**hyperparameters)
+    check_config(cfg)
+    store = _open(store_dir)
+    columns = (
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}", markup=False),
+        TimeElapsedColumn(),
+    )
+    # started at the first epoch, so that a refusal or a warning about the data prints on its own
+    progress = Progress(*columns, console=err, disable=quiet)
+    task = progress.add_task("", total=cfg.epochs)
+
+    def on_epoch(row: dict) -> None:
+        progress.start()
+        val = f"val {row['val_accuracy']:.2f}" if row["val_accuracy"] is not None else "no validation rows"
+        progress.update(
+            task, advance=1, description=f"loss {row['train_loss']:.3f} acc {row['train_accuracy']:.2f} {val}"
+        )
+
+    def on_warning(message: str) -> None:
+        say(("warning", "yellow"), f": {message}", console=err)
+
+    try:
+        metrics = run_train(store.root, run_dir, cfg, on_epoch, overwrite=overwrite, on_warning=on_warning)
+    finally:
+        progress.stop()
+    best = metrics["epochs"][metrics["best_epoch"] - 1]
+    val = f", validation accuracy {_score(best['val_accuracy'])}" if best["val_accuracy"] is not None else ""
+    say(
+        f"{run_dir}: {len(metrics['epochs'])} epochs{' (stopped early)' if metrics['stopped_early'] else ''}; "
+        f"best epoch {metrics['best_epoch']}: training accuracy {_score(best['train_accuracy'])}{val}"
+    )
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--store", "store_dir", type=click.Path(), required=True, help="A store made with the run's recipe.")
+@click.option("--split", type=click.Choice([*SPLITS, "all"]), default=TEST, show_default=True)
+@click.option("--device", type=_DEVICE, default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (strict JSON).")
+def evaluate(run_dir, store_dir, split, device, as_json):
+    """Accuracy, macro-F1 and per-genre scores of a run on a store's split; draws the confusion matrix."""
+    _needs_torch()
+    from melset.train import evaluate as run_evaluate
+    from melset.train import pick_device
+
+    pick_device(device)
+    _open(store_dir)
+    try:
+        report = run_evaluate(run_dir, store_dir, None if split == "all" else split, device)
+    except ValueError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(strict_json(report))
+        return
+    if report.get("multi_label"):
+        _print_multi_label(report, split)
+        return
+    say(
+        (f"{split}", "bold"),
+        f": {report['n']} tracks, accuracy {_score(report['accuracy'])}, macro-F1 {_score(report['macro_f1'])}",
+    )
+    left = report["left_out"]
+    if left["tracks"]:
+        say(
+            ("note", "yellow"),
+            f": {left['tracks']} track(s) left out: their genres are not the run's ({', '.join(left['genres'])})",
+        )
+    t = Table()
+    for col in ("genre", "precision", "recall", "f1", "support"):
+        t.add_column(col, justify="left" if col == "genre" else "right")
+    for genre, m in report["per_class"].items():
+        t.add_row(_cell(genre), *[_cell(_score(m[k])) for k in ("precision", "recall", "f1")], _cell(m["support"]))
+    out.print(t)
+    say(f"confusion matrix: {report['confusion_png']}")
+
+
+def _print_multi_label(report: dict, split: str) -> None:
+    say(
+        (split, "bold"),
+        f": {report['n']} tracks, multi-label: ROC-AUC macro {_score(report['roc_auc_macro'])} "
+        f"micro {_score(report['roc_auc_micro'])}, average precision macro {_score(report['average_precision_macro'])} "
+        f"micro {_score(report['average_precision_micro'])}",
+    )
+    t = Table()
+    for col in ("genre", "average precision", "ROC-AUC", "support"):
+        t.add_column(col, justify="left" if col == "genre" else "right")
+    for genre, m in report["per_class"].items():
+        t.add_row(
+            _cell(genre), _cell(_score(m["average_precision"])), _cell(_score(m["roc_auc"])), _cell(m["support"])
+        )
+    out.print(t)
+    say("- : the split has no track of that genre (or only such tracks), so the score is undefined")
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path())
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "--whole-track", is_flag=True, help="Average over consecutive windows of the recipe's frames, not just the first."
+)
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="Genres listed per file.")
+@click.option("--device", type=_DEVICE, default="auto", show_default=True)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.5,
+    show_default=True,
+    help="Multi-label runs: list every genre whose sigmoid output reaches it.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (strict JSON).")
+def predict(run_dir, files, whole_track, top, device, threshold, as_json):
+    """Top genres for audio files (mp3, wav, flac, ogg, ...), with the run's own recipe."""
+    _needs_torch()
+    from melset.train import pick_device
+    from melset.train import predict as run_predict
+
+    pick_device(device)
+    try:
+        results = run_predict(
+            run_dir, list(files), whole_track=whole_track, top=top, device=device, threshold=threshold
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if as_json:
+        click.echo(strict_json(results))
+    else:
+        for r in results:
+            if "error" in r:
+                say(f"{r['file']}: ", ("cannot predict", "red"), f": {r['error']}")
+            else:
+                guesses = ", ".join(f"{g['genre']} {g['probability']:.2f}" for g in r["top"])
+                if "genres" in r:  # multi-label: every genre at or above the threshold
+                    above = ", ".join(f"{g['genre']} {g['probability']:.2f}" for g in r["genres"])
+                    guesses = above or f"no genre reaches {threshold:g} (highest: {guesses})"
+                say(f"{r['file']}: {guesses}" + (f"  ({r['windows']} windows)" if whole_track else ""))
+    sys.exit(1 if any("error" in r for r in results) else 0)
