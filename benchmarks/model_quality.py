@@ -40,8 +40,9 @@ from torch.utils.data import TensorDataset
 
 from melset.dataset import usable_rows
 from melset.model import architecture
+from melset.predict import crop_probabilities
 from melset.store import Store
-from melset.train import TrainConfig, baseline_config, crop_probabilities, fit
+from melset.train import TrainConfig, baseline_config, fit
 
 GTZAN = Path(__file__).resolve().parents[2] / "shared" / "data" / "gtzan_dev" / "genres"
 

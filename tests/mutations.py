@@ -61,7 +61,7 @@ MUTATIONS = [
     ),
     Mutation(
         "--whole-track averages one window (predict)",
-        "src/melset/train.py",
+        "src/melset/predict.py",
         "probs = run.probabilities(x).mean(axis=0)",
         "probs = run.probabilities(x[:1]).mean(axis=0)",
         (f"{T_EVAL}::test_whole_track_averages_every_window",),
@@ -96,7 +96,7 @@ MUTATIONS = [
     ),
     Mutation(
         "macro-F1 over all classes, absent ones included",
-        "src/melset/train.py",
+        "src/melset/evaluate.py",
         '"macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),',
         '"macro_f1": float(np.mean(f1)),',
         (
@@ -106,7 +106,7 @@ MUTATIONS = [
     ),
     Mutation(
         "predict uses the default recipe",
-        "src/melset/train.py",
+        "src/melset/predict.py",
         "    recipe = run.recipe\n    out = []",
         "    recipe = Recipe()\n    out = []",
         (f"{T_EVAL}::test_predict_applies_the_runs_recipe_not_the_default",),
@@ -128,14 +128,14 @@ MUTATIONS = [
     # -- the other promises of issue 12 --
     Mutation(
         "evaluate accepts a store made with another recipe",
-        "src/melset/train.py",
+        "src/melset/evaluate.py",
         "    if diff:\n        raise RecipeError(",
         "    if False:\n        raise RecipeError(",
         (f"{T_EVAL}::test_evaluate_refuses_a_store_made_with_another_recipe",),
     ),
     Mutation(
         "train overwrites an existing run",
-        "src/melset/train.py",
+        "src/melset/runs.py",
         "if present and not overwrite:",
         "if False:",
         (f"{T_EVAL}::test_existing_run_folder_is_refused_unless_overwrite",),
@@ -163,7 +163,7 @@ MUTATIONS = [
     ),
     Mutation(
         "predict lets decoder noise through",
-        "src/melset/train.py",
+        "src/melset/predict.py",
         "            with silenced_stderr():",
         "            if True:",
         (f"{T_CLI}::test_predict_keeps_decoder_noise_off_the_terminal",),

@@ -19,15 +19,10 @@ from melset.errors import MelsetError, RecipeError, RunError, UsageError  # noqa
 from melset.model import Architecture, MelCNN  # noqa: E402
 from melset.recipe import Recipe, feature_difference  # noqa: E402
 from melset.system import strict_json  # noqa: E402
-from melset.train import (  # noqa: E402
-    TrainConfig,
-    check_config,
-    classification_report,
-    evaluate,
-    load_run,
-    predict,
-    prepare_run_dir,
-)
+from melset.evaluate import classification_scores, evaluate  # noqa: E402
+from melset.predict import load_run, predict  # noqa: E402
+from melset.runs import prepare_run_dir  # noqa: E402
+from melset.train import TrainConfig, check_config  # noqa: E402
 
 SAMPLE_CLASSES = ["Classical", "Experimental", "Folk", "Jazz"]
 
@@ -75,7 +70,7 @@ CASES = {
 def test_metrics_equal_scikit_learn(name):
     y_true, y_pred, k = CASES[name]
     classes = [f"g{i}" for i in range(k)]
-    report = classification_report(np.array(y_true), np.array(y_pred), classes)
+    report = classification_scores(np.array(y_true), np.array(y_pred), classes)
     assert report["accuracy"] == pytest.approx(sklearn_metrics.accuracy_score(y_true, y_pred))
     assert report["macro_f1"] == pytest.approx(sklearn_metrics.f1_score(y_true, y_pred, average="macro"))
     p, r, f, s = sklearn_metrics.precision_recall_fscore_support(y_true, y_pred, labels=list(range(k)), zero_division=0)
@@ -90,7 +85,7 @@ def test_metrics_equal_scikit_learn(name):
 def test_macro_f1_ignores_classes_absent_from_truth_and_prediction():
     # the planted bug: averaging F1 over every class, absent ones as 0, gives 0.4 here, not 0.8
     y_true, y_pred = np.array([0, 0, 1, 1, 0]), np.array([0, 1, 1, 1, 0])
-    report = classification_report(y_true, y_pred, ["a", "b", "c", "d"])
+    report = classification_scores(y_true, y_pred, ["a", "b", "c", "d"])
     f1_all = np.mean([m["f1"] for m in report["per_class"].values()])
     assert report["macro_f1"] == pytest.approx(0.8) and f1_all == pytest.approx(0.4)
 
@@ -102,13 +97,13 @@ def test_metrics_equal_scikit_learn_on_random_labels(seed):
     n = int(rng.integers(1, 40))
     present = rng.choice(k, size=int(rng.integers(1, k + 1)), replace=False)
     y_true, y_pred = rng.choice(present, n), rng.choice(present, n)
-    report = classification_report(y_true, y_pred, [str(i) for i in range(k)])
+    report = classification_scores(y_true, y_pred, [str(i) for i in range(k)])
     assert report["macro_f1"] == pytest.approx(sklearn_metrics.f1_score(y_true, y_pred, average="macro"))
     assert report["accuracy"] == pytest.approx(sklearn_metrics.accuracy_score(y_true, y_pred))
 
 
 def test_no_examples_gives_null_scores_not_a_division_by_zero():
-    report = classification_report(np.array([], dtype=int), np.array([], dtype=int), ["a", "b"])
+    report = classification_scores(np.array([], dtype=int), np.array([], dtype=int), ["a", "b"])
     assert report["accuracy"] is None and report["macro_f1"] is None and report["n"] == 0
     assert _strict(strict_json(report))["per_class"]["a"]["f1"] is None
 

@@ -188,7 +188,7 @@ def test_train_evaluate_predict_multi_label(sample_multi, tmp_path):
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     from melset.dataset import MelDataset
-    from melset.train import load_run
+    from melset.predict import load_run
 
     run = tmp_path / "run"
     run_melset("train", sample_multi, "--run", run, "--epochs", "2", "--quiet")

@@ -131,7 +131,7 @@ def test_fma_mini_training_evaluate_predict(mini_store, tmp_path):
     assert report["n"] == 18 and 0 <= report["macro_f1"] <= 1 and len(report["per_class"]) == 9
 
     # predict on stored tracks' files gives the model's class for the stored matrices
-    from melset.train import load_run
+    from melset.predict import load_run
 
     model = load_run(str(run), "cpu")
     t = pd.read_parquet(mini_store / "tracks.parquet")
@@ -278,7 +278,7 @@ def test_evaluate_and_predict_average_over_covering_crops(sample_store, tmp_path
     run = tmp_path / "run"
     run_melset("train", sample_store, "--run", run, "--epochs", "1", "--crop", "256", "--device", "cpu", "--quiet")
     from melset.augment import covering_crops
-    from melset.train import load_run
+    from melset.predict import load_run
 
     loaded = load_run(str(run), "cpu")
     assert loaded.crop == 256
@@ -299,7 +299,7 @@ def test_baseline_model_stays_available(sample_store, tmp_path):
     run = tmp_path / "run"
     run_melset("train", sample_store, "--run", run, "--model", "baseline", "--crop", "0", "--epochs", "1", "--quiet")
     config = json.loads((run / "config.json").read_text())
-    from melset.train import load_run
+    from melset.predict import load_run
 
     model = load_run(str(run), "cpu").model
     assert config["model"]["name"] == type(model).__name__ == "MelCNN"

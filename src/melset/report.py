@@ -30,6 +30,7 @@ import numpy as np
 
 from melset import plots
 from melset.errors import MelsetError, UsageError
+from melset.runs import RUN_RECORDS, is_run, read_config, read_metrics
 from melset.store import Store, now_iso
 from melset.vocab import (
     DURATION_S,
@@ -50,7 +51,6 @@ from melset.vocab import (
 
 CHUNK_BYTES = 32 * 1024 * 1024  # rows read at a time for the mean spectrograms
 MAX_PROBLEMS = 2000  # rows of the failures table (melset info --json lists them all)
-RUN_FILES = ("config.json", "metrics.json")
 NO_SPLIT = "(no split)"
 
 CSS = """
@@ -146,12 +146,12 @@ def kind_of(path: str | os.PathLike) -> str:
     path = os.fspath(path)
     if os.path.isfile(os.path.join(path, MANIFEST)):
         return "store"
-    if all(os.path.isfile(os.path.join(path, name)) for name in RUN_FILES):
+    if is_run(path):
         return "run"
     if not os.path.exists(path):
         raise UsageError(f"{path} does not exist; give a store (melset extract --out) or a run (melset train --run)")
     raise UsageError(
-        f"{path} is neither a melset store (no {MANIFEST}) nor a training run (no {' and '.join(RUN_FILES)})"
+        f"{path} is neither a melset store (no {MANIFEST}) nor a training run (no {' and '.join(RUN_RECORDS)})"
     )
 
 
@@ -388,14 +388,6 @@ def store_page(store: Store, examples: int = 3, chunk_bytes: int = CHUNK_BYTES) 
 # -- a training run ---------------------------------------------------------------------------------------
 
 
-def _read_json(path: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path} cannot be read ({exc}); is this a complete melset training run?") from None
-
-
 def _ap_figure(per_class: dict):
     import matplotlib.pyplot as plt
 
@@ -430,10 +422,8 @@ def run_page(
     import matplotlib.pyplot as plt
 
     run_dir = os.path.abspath(os.fspath(run_dir))
-    config = _read_json(os.path.join(run_dir, "config.json"))
-    metrics = _read_json(os.path.join(run_dir, "metrics.json"))
-    if not isinstance(config, dict) or not isinstance(metrics, dict) or not isinstance(metrics.get("epochs"), list):
-        raise UsageError(f"{run_dir}: config.json or metrics.json is not what melset train writes")
+    config = read_config(run_dir)
+    metrics = read_metrics(run_dir)
     multi = bool(config.get("multi_label"))
     epochs = metrics["epochs"]
     sections = []
@@ -471,11 +461,11 @@ def run_page(
 
     store_dir = store_dir or config.get("store")
     why_not = None
-    report = None
+    scores = None
     try:
-        from melset.train import evaluate
+        from melset.evaluate import evaluate
 
-        report = evaluate(run_dir, os.fspath(store_dir), split, device)
+        scores = evaluate(run_dir, os.fspath(store_dir), split, device)
     except ImportError:
         why_not = "scoring the run needs PyTorch: pip install 'melset[train]'"
     except MelsetError as exc:
@@ -483,16 +473,16 @@ def run_page(
     except (ValueError, RuntimeError, OSError, KeyError) as exc:
         why_not = f"the run cannot be scored on {store_dir}: {exc}"
     name = split or "all"
-    if report is None:
+    if scores is None:
         sections.append((f"Scores on {name}", f'<p class="note">no scores: {esc(why_not)}</p>'))
-    elif report.get("multi_label"):
-        head = {k: _fmt(report[k]) for k in ("n", "roc_auc_macro", "roc_auc_micro")}
-        head.update({k: _fmt(report[k]) for k in ("average_precision_macro", "average_precision_micro")})
-        per = report["per_class"]
+    elif scores.get("multi_label"):
+        head = {k: _fmt(scores[k]) for k in ("n", "roc_auc_macro", "roc_auc_micro")}
+        head.update({k: _fmt(scores[k]) for k in ("average_precision_macro", "average_precision_micro")})
+        per = scores["per_class"]
         rows = ((g, _fmt(m["average_precision"]), _fmt(m["roc_auc"]), m["support"]) for g, m in per.items())
         sections.append(
             (
-                f"Scores on {name} ({report['store']})",
+                f"Scores on {name} ({scores['store']})",
                 dict_table(head)
                 + img(png_uri(_ap_figure(per)), "average precision per genre")
                 + table(("genre", "average precision", "ROC-AUC", "support"), rows, numeric=(1, 2, 3)),
@@ -501,15 +491,15 @@ def run_page(
     else:
         fig_buf = io.BytesIO()
         classes = config.get("classes", [])
-        plots.confusion_png(np.array(report["confusion_matrix"]), [mpl_text(c) for c in classes], fig_buf)
+        plots.confusion_png(np.array(scores["confusion_matrix"]), [mpl_text(c) for c in classes], fig_buf)
         plt.close("all")
         uri = "data:image/png;base64," + base64.b64encode(fig_buf.getvalue()).decode("ascii")
-        per = report["per_class"]
+        per = scores["per_class"]
         rows = ((g, _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), m["support"]) for g, m in per.items())
-        head = {"tracks": report["n"], "accuracy": _fmt(report["accuracy"]), "macro-F1": _fmt(report["macro_f1"])}
+        head = {"tracks": scores["n"], "accuracy": _fmt(scores["accuracy"]), "macro-F1": _fmt(scores["macro_f1"])}
         sections.append(
             (
-                f"Scores on {name} ({report['store']})",
+                f"Scores on {name} ({scores['store']})",
                 dict_table(head)
                 + img(uri, "confusion matrix")
                 + table(("genre", "precision", "recall", "f1", "support"), rows, numeric=(1, 2, 3, 4)),

@@ -1,4 +1,4 @@
-"""melset's words, defined once: track statuses, split names, table columns, store file names.
+"""melset's words, defined once: track statuses, split names, table columns, store and run file names.
 
 Every other module imports these names instead of spelling the strings itself, so a
 status, a column or a file is named in exactly one place.
@@ -49,6 +49,14 @@ JOURNAL = "journal.jsonl"
 LOCK = ".lock"
 STORE_ID = ".store_id"
 STORE_FILES = (MANIFEST, TRACKS, MELS, LABELS, CLASSES, JOURNAL, LOCK, STORE_ID)
+
+# -- a training run's files (melset train --run; melset.runs reads and prepares them) -------------
+RUN_WEIGHTS = "model.pt"
+RUN_CONFIG = "config.json"
+RUN_METRICS = "metrics.json"
+RUN_CURVES = "curves.png"
+RUN_FILES = (RUN_WEIGHTS, RUN_CONFIG, RUN_METRICS, RUN_CURVES)
+CONFUSION_PNG = "confusion_matrix_{split}.png"  # melset evaluate's picture, one per split ("all": every row)
 
 
 def tracks_schema(id_type: pa.DataType) -> pa.Schema:
