@@ -450,7 +450,7 @@ def test_spectrogram_axes_follow_the_recipe(tmp_path, monkeypatch):
 def test_predict_and_dataset_use_the_stores_recipe(tmp_path):
     pytest.importorskip("torch")
     from melset.dataset import MelDataset
-    from melset.train import load_run
+    from melset.predict import load_run
 
     store, run = tmp_path / "store", tmp_path / "run"
     flags = ["--sample-rate", "16000", "--n-fft", "1024", "--hop-length", "256", "--n-mels", "64"]

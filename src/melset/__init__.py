@@ -20,21 +20,28 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "audio",
+    "augment",
     "catalog",
     "cli",
     "dataset",
     "engines",
     "errors",
+    "evaluate",
     "export",
     "extract",
     "features",
+    "melscale",
     "model",
     "plots",
+    "predict",
     "recipe",
+    "report",
+    "runs",
     "store",
     "system",
     "track",
     "train",
+    "train_config",
     "vocab",
 }
 _NAMES = {

@@ -20,9 +20,8 @@ from torch.utils.data import DataLoader, Dataset
 from melset.augment import covering_crops, mask_, mixup, random_crops
 from melset.dataset import MelDataset
 from melset.errors import UsageError
-from melset.evaluate import evaluate  # noqa: F401  (re-exported)
 from melset.model import Architecture, MelCNN, architecture, build
-from melset.predict import crop_probabilities, load_run, pick_device, predict  # noqa: F401  (re-exported)
+from melset.predict import crop_probabilities, pick_device
 from melset.runs import prepare_run_dir, write_record
 from melset.store import Store
 from melset.system import keep_freed_memory, versions

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections import Counter
@@ -15,7 +14,7 @@ from melset.cli.base import _cell, _fail, _open, err, out, say
 from melset.errors import MelsetError, UsageError
 from melset.recipe import SCALINGS, Recipe, recipe_from_options
 from melset.system import strict_json
-from melset.vocab import ERROR, FAILED, GENRE_TOP, MANIFEST, MELS, OK, PENDING, STATUS, STATUSES, TRACK_ID
+from melset.vocab import ERROR, FAILED, GENRE_TOP, MANIFEST, MELS, OK, PENDING, RUN_CONFIG, STATUS, STATUSES, TRACK_ID
 
 
 @click.command()
@@ -105,21 +104,16 @@ def recipe_command(source, as_toml):
 
 def _recipe_of(source: str) -> Recipe:
     from melset.errors import RecipeError
+    from melset.runs import run_recipe
     from melset.store import Store
 
     if not os.path.isdir(source):
         return recipe_from_options(source)
     if os.path.exists(os.path.join(source, MANIFEST)):
         return _store_recipe(Store(source))
-    where = os.path.join(source, "config.json")
-    if not os.path.exists(where):
-        raise RecipeError(f"{source} is neither a store (no {MANIFEST}) nor a training run (no config.json)")
-    try:
-        with open(where, encoding="utf-8") as f:
-            data = json.load(f)["recipe"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise RecipeError(f"{where} holds no readable recipe ({exc}); is {source} a training run?") from None
-    return _recorded_recipe(where, data)
+    if not os.path.exists(os.path.join(source, RUN_CONFIG)):
+        raise RecipeError(f"{source} is neither a store (no {MANIFEST}) nor a training run (no {RUN_CONFIG})")
+    return run_recipe(source)
 
 
 def _store_recipe(store) -> Recipe:

@@ -83,13 +83,15 @@ def train(store_dir, run_dir, overwrite, quiet, **hyperparameters):
 def evaluate(run_dir, store_dir, split, device, as_json):
     """Accuracy, macro-F1 and per-genre scores of a run on a store's split; draws the confusion matrix."""
     _needs_torch()
-    from melset.train import evaluate as run_evaluate
-    from melset.train import pick_device
+    from melset.evaluate import evaluate as run_evaluate
+    from melset.predict import pick_device
+    from melset.runs import confusion_png_path
 
     pick_device(device)
     _open(store_dir)
+    chosen = None if split == "all" else split
     try:
-        report = run_evaluate(run_dir, store_dir, None if split == "all" else split, device)
+        report = run_evaluate(run_dir, store_dir, chosen, device, confusion_png=confusion_png_path(run_dir, chosen))
     except ValueError as exc:
         _fail(str(exc))
     if as_json:
@@ -154,8 +156,8 @@ def _print_multi_label(report: dict, split: str) -> None:
 def predict(run_dir, files, whole_track, top, device, threshold, as_json):
     """Top genres for audio files (mp3, wav, flac, ogg, ...), with the run's own recipe."""
     _needs_torch()
-    from melset.train import pick_device
-    from melset.train import predict as run_predict
+    from melset.predict import pick_device
+    from melset.predict import predict as run_predict
 
     pick_device(device)
     try:
