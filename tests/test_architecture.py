@@ -9,7 +9,9 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "melset"
 
-# The data's path, in order: a module may import only from its own layer or those before it.
+# The house plan, written once: the data's path, in order. A module may import only from its
+# own layer or those before it. README.md's Architecture section and docs/architecture.md list
+# these rooms in this order (checked below); `python docs/house.py` draws docs/house.png from it.
 LAYERS = [
     {"vocab", "errors", "system"},
     {"melscale"},
@@ -25,9 +27,14 @@ LAYERS = [
     {"dataset", "export", "plots", "model", "augment"},
     {"train", "evaluate", "predict"},
     {"report"},
-    {"cli", "__main__"},
+    {"cli"},
 ]
 RANK = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
+
+
+ENTRY_POINTS = {"__main__"}  # `python -m melset`: runs the cli, holds nothing; ranked after it
+PLAN = dict(RANK)
+RANK.update({entry: len(LAYERS) for entry in ENTRY_POINTS})
 
 
 def _modules() -> dict[str, Path]:
@@ -52,8 +59,34 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_every_module_has_a_room():
-    rooms = {_room(m) for m in _modules()} - {"__init__", ""}
-    assert rooms <= set(RANK), f"modules outside the house plan: {sorted(rooms - set(RANK))}"
+    rooms = {_room(m) for m in _modules()} - {"__init__", ""} - ENTRY_POINTS
+    assert rooms <= set(PLAN), f"modules outside the house plan: {sorted(rooms - set(PLAN))}"
+    assert set(PLAN) <= rooms, f"rooms in the plan with no module: {sorted(set(PLAN) - rooms)}"
+
+
+def _rooms_listed(path: Path, heading: str) -> list[str]:
+    """The rooms a document's house listing names, in order: the code block under `heading`,
+    one room a line (`  name.py  what it does` or `  name/  what it does`)."""
+    text = path.read_text()
+    assert heading in text, f"{path.name} has no {heading!r} section"
+    block = text.split(heading, 1)[1].split("```", 2)[1]
+    names = []
+    for line in block.splitlines():
+        first = line.split()[0] if line.strip() else ""
+        if line.startswith("  ") and not line.startswith("   ") and (first.endswith((".py", "/"))):
+            names.append(first.removesuffix(".py").removesuffix("/"))
+    return names
+
+
+@pytest.mark.parametrize(
+    "doc, heading", [("README.md", "## Architecture"), ("docs/architecture.md", "## The rooms")]
+)
+def test_the_docs_list_the_rooms_of_the_plan_in_order(doc, heading):
+    listed = _rooms_listed(SRC.parents[1] / doc, heading)
+    plan = [room for layer in LAYERS for room in layer]
+    assert sorted(listed) == sorted(plan), f"{doc} lists {sorted(set(listed) ^ set(plan))} differently from LAYERS"
+    ranks = [RANK[r] for r in listed]
+    assert ranks == sorted(ranks), f"{doc} lists the rooms out of the data's order: {listed}"
 
 
 @pytest.mark.parametrize("module", sorted(m for m in _modules() if _room(m) in RANK))
