@@ -82,9 +82,9 @@ MUTATIONS = [
     ),
     Mutation(
         "--decoder ignored (command line)",
-        "src/melset/cli/extract.py",
-        "_recipe(recipe_file, dtype=dtype, on_short=on_short, decoder=decoder, **recipe_values)",
-        "_recipe(recipe_file, dtype=dtype, on_short=on_short, **recipe_values)",
+        "src/melset/cli/options.py",
+        "if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)",
+        "if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT) and k != 'decoder'",
         (f"{T_CLI}::test_decoder_option_chooses_the_backend",),
     ),
     Mutation(

@@ -21,7 +21,6 @@ from melset.cli.base import EXIT_INTERRUPTED, EXIT_TERMINATED, _fail, err, say
 from melset.cli.options import _recipe, _recipe_options
 from melset.engines import ENGINES
 from melset.errors import MelsetError
-from melset.recipe import DECODERS, DTYPES, ON_SHORT
 from melset.vocab import FAILED, GENRE_TOP, LABEL_KINDS, MISSING, OK, PENDING, TOO_SHORT
 
 
@@ -62,23 +61,6 @@ class _Rate(ProgressColumn):
 )
 @click.option("--workers", type=int, default=None, help="Worker processes (default: all cores).")
 @click.option("--limit", type=int, default=None, help="Only the first N selected tracks (by track_id).")
-@click.option("--dtype", type=click.Choice(DTYPES), default="float16", show_default=True, help="Stored precision.")
-@click.option(
-    "--on-short",
-    type=click.Choice(ON_SHORT),
-    default="skip",
-    show_default=True,
-    help="Clips shorter than the kept frames: skip them (too_short) or pad with silence.",
-)
-@click.option(
-    "--decoder",
-    type=click.Choice(DECODERS),
-    default="auto",
-    show_default=True,
-    help="auto: libsndfile as librosa.load, stereo MP3 mixed to mono inside libmpg123 where the stream allows "
-    "it exactly (decode and resample 9-10% faster, rounding apart), FFmpeg (PyAV) for what libsndfile cannot "
-    "read. soundfile: librosa's samples bit for bit. av: FFmpeg for every file.",
-)
 @click.option(
     "--engine",
     type=click.Choice(ENGINES),
@@ -117,9 +99,6 @@ def extract(
     subset,
     workers,
     limit,
-    dtype,
-    on_short,
-    decoder,
     engine,
     ray_address,
     timeout,
@@ -138,15 +117,15 @@ def extract(
     options = dict(overwrite=overwrite, retry_failed=retry_failed)
     signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: finished rows are committed
     try:
-        recipe = _recipe(recipe_file, dtype=dtype, on_short=on_short, decoder=decoder, **recipe_values)
+        recipe = _recipe(recipe_file, **recipe_values)
         check_engine_options(engine, workers, timeout, ray_address)
         if engine == "ray":  # joining a cluster takes seconds: the inputs are checked first
-            _check_inputs(inputs, layout, decoder)
+            _check_inputs(inputs, layout, recipe.decoder)
         # Local workers start before the metadata libraries are even imported: their warm-up
         # (numpy, scipy, the decoders) overlaps the driver's (pandas) and the metadata read.
         with make_engine(engine, workers=workers, timeout=timeout, address=ray_address) as eng:
             if engine != "ray":
-                _check_inputs(inputs, layout, decoder)
+                _check_inputs(inputs, layout, recipe.decoder)
             # layout=None: open_catalog chooses it again, and says why in the store's manifest
             summary = _extract(eng, recipe, {**inputs, "layout": layout, "labels": label_kind}, out_dir, options, quiet)
     except MelsetError as exc:

@@ -8,7 +8,7 @@ import typing
 import click
 from click.core import ParameterSource
 
-from melset.recipe import SCALINGS, Recipe, recipe_from_options
+from melset.recipe import DECODERS, DTYPES, ON_SHORT, SCALINGS, Recipe, recipe_from_options
 from melset.train_config import DEVICES, TrainConfig, option_flag
 
 _DEVICE = click.Choice(DEVICES)
@@ -29,7 +29,7 @@ class _NumberOrNone(click.ParamType):
 
 
 def _recipe_options(f):
-    """extract's recipe flags; each defaults to the notebook's value (Recipe())."""
+    """extract's recipe flags, declared here once; each defaults to the notebook's value (Recipe())."""
     d, number = Recipe(), _NumberOrNone()
     options = [
         ("--sample-rate", int, d.sample_rate, "Resample to this rate (Hz), 1,000-192,000."),
@@ -46,6 +46,21 @@ def _recipe_options(f):
             click.Choice(SCALINGS),
             d.scaling,
             "minmax-per-frame: each frame to [0, 1] (the notebook's MinMaxScaler); none: dB below the clip's peak.",
+        ),
+        ("--dtype", click.Choice(DTYPES), d.dtype, "Stored precision."),
+        (
+            "--on-short",
+            click.Choice(ON_SHORT),
+            d.on_short,
+            "Clips shorter than the kept frames: skip them (too_short) or pad with silence.",
+        ),
+        (
+            "--decoder",
+            click.Choice(DECODERS),
+            d.decoder,
+            "auto: libsndfile as librosa.load, stereo MP3 mixed to mono inside libmpg123 where the stream allows "
+            "it exactly (decode and resample 9-10% faster, rounding apart), FFmpeg (PyAV) for what libsndfile cannot "
+            "read. soundfile: librosa's samples bit for bit. av: FFmpeg for every file.",
         ),
     ]
     for flag, kind, default, text in reversed(options):
