@@ -42,6 +42,7 @@ class Mutation:
 
 T_CLI = "tests/test_cli.py"
 T_EVAL = "tests/test_evaluation.py"
+T_ATTACKS = "tests/test_store_attacks.py"
 
 MUTATIONS = [
     # -- the deliberate bugs of issue 12 --
@@ -188,6 +189,28 @@ MUTATIONS = [
         "            if not isinstance(value, int) or value < 1:",
         "            if False:",
         (f"{T_CLI}::test_train_option_ranges",),
+    ),
+    # -- issue 23: a store's parts belong together --
+    Mutation(
+        "journal lines of another store accepted",
+        "src/melset/store/format.py",
+        "if owner is not None and d.get(STORE_ID_KEY) != owner:",
+        "if False:",
+        (f"{T_ATTACKS}::test_a_journal_and_matrices_copied_from_another_store_are_refused_then_rebuilt",),
+    ),
+    Mutation(
+        "a killed store's track list not checked",
+        "src/melset/store/checks.py",
+        "if CATALOG_SHA in manifest and catalog_digest(table) != manifest[CATALOG_SHA]:",
+        "if False:",
+        (f"{T_ATTACKS}::test_an_edited_track_list_of_a_killed_store_is_refused_and_resume_rewrites_it",),
+    ),
+    Mutation(
+        "repair seals an edited track list",
+        "src/melset/store/repair.py",
+        "and manifest.get(CATALOG_SHA, catalog_digest(base)) == catalog_digest(base)",
+        "",
+        (f"{T_ATTACKS}::test_repair_does_not_seal_an_edited_track_list",),
     ),
 ]
 

@@ -298,3 +298,78 @@ def test_any_damage_to_a_store_ends_in_correct_data_or_one_sentence(sample_store
             assert {p.name: p.read_bytes() for p in store.iterdir() if p.name in before} == before
         assert had <= {p.name for p in store.iterdir()}  # never a wipe
         assert (store / "notes.txt").read_text() == "the user's own file"
+
+
+def _store_of_another_recipe(tmp_path) -> Path:
+    """The shipped sample extracted with another --fmax: same rows, same shape, other bytes."""
+    other = tmp_path / "other"
+    run_melset(*_extract_args(other), "--fmax", "8000", "--workers", "2")
+    return other
+
+
+def test_a_journal_and_matrices_copied_from_another_store_are_refused_then_rebuilt(sample_store, tmp_path):
+    """Journal lines carry their store's store_id: another store's rows (another recipe) copied
+    in are refused by info --verify and by a resume, and repair + extract rebuild this store's."""
+    store = copy_tree(sample_store, tmp_path / "store")
+    other = _store_of_another_recipe(tmp_path)
+    assert (other / "mels.npy").read_bytes() != (store / "mels.npy").read_bytes()
+    for name in ("mels.npy", "journal.jsonl"):
+        shutil.copyfile(other / name, store / name)
+    for command in (("info", store, "--verify"), _extract_args(store)):
+        proc = run_melset(*command, check=False)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "belongs to another store" in proc.stderr and f"melset repair {store}" in proc.stderr
+    proc = run_melset("export", store, "--format", "seed-pickles", "--to", tmp_path / "p", check=False)
+    assert proc.returncode == 2 and "belongs to another store" in proc.stderr
+    assert "marked for re-extraction" in run_melset("repair", store).stdout
+    run_melset(*_extract_args(store))
+    assert store_bytes(store) == store_bytes(sample_store)
+    assert run_melset("info", store, "--verify").returncode == 0
+
+
+def _as_killed(store: Path) -> None:
+    """The store as a run killed after its first commits leaves it: state running."""
+    from melset.store.format import RUNNING, write_manifest
+
+    manifest = json.loads((store / "manifest.json").read_text())
+    write_manifest(str(store), {**manifest, "state": RUNNING})
+
+
+def _edit_genre(store: Path, row: int, genre: str) -> None:
+    table = pd.read_parquet(store / "tracks.parquet")
+    table.loc[row, "genre_top"] = genre
+    table.to_parquet(store / "tracks.parquet", index=False)
+
+
+def test_an_edited_track_list_of_a_killed_store_is_refused_and_resume_rewrites_it(sample_store, tmp_path):
+    store = copy_tree(sample_store, tmp_path / "store")
+    _as_killed(store)
+    row = int(Store(store).ok_rows()[0])
+    _edit_genre(store, row, "Polka")
+    with pytest.raises(Exception, match="lists other tracks than the store was made with"):
+        Store(store)
+    for command in (
+        ("info", store),
+        ("export", store, "--format", "webdataset", "--to", tmp_path / "w"),
+        ("export", store, "--format", "seed-pickles", "--to", tmp_path / "p"),
+    ):
+        proc = run_melset(*command, check=False)
+        assert proc.returncode == 2 and "lists other tracks" in proc.stderr, proc.stderr
+    assert not (tmp_path / "w").exists() and not (tmp_path / "p").exists()
+    run_melset(*_extract_args(store))
+    assert Store(store).tracks["genre_top"][row] != "Polka"
+    assert store_bytes(store) == store_bytes(sample_store)
+
+
+def test_repair_does_not_seal_an_edited_track_list(sample_store, tmp_path):
+    """repair rewrites tracks.parquet from the one on disk: an edited one must not get a new checksum."""
+    store = copy_tree(sample_store, tmp_path / "store")
+    row = int(Store(store).ok_rows()[0])
+    _corrupt_row(store, int(Store(store).ok_rows()[1]))
+    _edit_genre(store, row, "Polka")
+    run_melset("repair", store)
+    with pytest.raises(Exception, match="lists other tracks"):
+        Store(store)
+    run_melset(*_extract_args(store))
+    assert Store(store).tracks["genre_top"][row] != "Polka"
+    assert store_bytes(store) == store_bytes(sample_store)

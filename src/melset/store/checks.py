@@ -18,8 +18,10 @@ import numpy as np
 
 from melset.errors import StoreError
 from melset.store.format import (
+    CATALOG_SHA,
     CHECKSUM,
     CHECKSUMS,
+    JOURNAL_BOUND,
     FINISHED_STATES,
     FORMAT,
     OLD_FORMATS,
@@ -30,6 +32,7 @@ from melset.store.format import (
     _manifest_digest,
     _sha256,
     _short,
+    catalog_digest,
 )
 from melset.vocab import CLASSES, LOCK, MANIFEST, STORE_FILES, TRACK_COLUMNS, TRACKS
 
@@ -112,6 +115,10 @@ def read_manifest(root: str) -> dict[str, Any]:
     checksums = manifest.get(CHECKSUMS, {})
     if not (isinstance(checksums, dict) and all(isinstance(v, str) for v in checksums.values())):
         problems.append(f"{CHECKSUMS} is not an object of sha256 strings")
+    if not isinstance(manifest.get(CATALOG_SHA, ""), str):
+        problems.append(f"{CATALOG_SHA} is {_short(manifest.get(CATALOG_SHA))}, not a sha256 string")
+    if not isinstance(manifest.get(JOURNAL_BOUND, False), bool):
+        problems.append(f"{JOURNAL_BOUND} is {_short(manifest.get(JOURNAL_BOUND))}, not true or false")
     if problems:
         raise StoreError(f"{path} is not a valid store manifest ({'; '.join(problems)}); {rebuild}")
     return manifest
@@ -260,6 +267,11 @@ def _read_tracks(root: str, manifest: dict[str, Any]) -> pd.DataFrame:
         raise StoreError(
             f"{path} has {len(table)} rows with columns {list(table.columns)}, the store needs {manifest['rows']} rows "
             f"with {list(TRACK_COLUMNS)}; {_AGAIN}"
+        )
+    if CATALOG_SHA in manifest and catalog_digest(table) != manifest[CATALOG_SHA]:
+        raise StoreError(
+            f"{path} lists other tracks than the store was made with (its track ids, paths, genres, subsets or "
+            f"splits were changed after melset wrote them); {_AGAIN}"
         )
     return table
 

@@ -3,7 +3,11 @@ the sealed manifest, tracks.parquet's encoding, and the atomic writes every file
 
 A journal line is one Record as compact JSON ending in its own crc32 (LINE_CRC): `Record.to_json`
 writes it, `_parse_record` checks it, `scan_journal`/`read_journal` read a whole journal, and
-`journal_lines`/`rewrite_journal` are how a commit and a repair write them.
+`journal_lines`/`rewrite_journal` are how a commit and a repair write them. A store whose manifest
+says JOURNAL_BOUND writes its store_id into every line (`journal_owner`), so a journal copied in
+from another store (another recipe, other tracks) is refused line by line, not taken as this
+store's. The manifest also holds a digest of the track list (`catalog_digest`), checked
+against tracks.parquet in every state, also in a store whose run was killed.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ STATES = (CREATING, RUNNING, INCOMPLETE, COMPLETE)
 FINISHED_STATES = (INCOMPLETE, COMPLETE)  # tracks.parquet was written last and matches its checksum
 CHECKSUM = "checksum"  # manifest.json's own sha256, over its other fields
 CHECKSUMS = "checksums"  # sha256 of the files melset writes once per run (labels.npy, tracks.parquet)
+JOURNAL_BOUND = "journal_bound"  # true: every journal line carries the store's store_id
+CATALOG_SHA = "catalog_sha256"  # digest of tracks.parquet's catalog columns, which stay fixed over a run
 
 
 def now_iso() -> str:
@@ -106,7 +112,8 @@ class Record:
     crc32: int  # of the row's bytes in mels.npy
     decoder: str = ""  # which backend decoded the file, when one did
 
-    def to_json(self) -> str:
+    def to_json(self, owner: str | None = None) -> str:
+        """The journal line: compact JSON, with the store_id `owner` when given, ending in its own crc32."""
         d = {
             "row": self.row,
             STATUS: self.status,
@@ -115,12 +122,20 @@ class Record:
             "crc32": self.crc32,
             "decoder": self.decoder,
         }
+        if owner is not None:
+            d[STORE_ID_KEY] = owner
         body = json.dumps(d, ensure_ascii=False, separators=(",", ":"))
         # the line's own checksum, over its bytes before it: an edited line cannot pass for a record
         return f"{body[:-1]}{LINE_CRC}{zlib.crc32(body[:-1].encode())}}}"
 
 
 LINE_CRC = ',"line_crc32":'
+STORE_ID_KEY = "store_id"
+
+
+def journal_owner(manifest: dict[str, Any]) -> str | None:
+    """The store_id this store's journal lines carry, or None for a store written before lines did."""
+    return manifest["store_id"] if manifest.get(JOURNAL_BOUND) is True else None
 
 
 def _json_float(x: float) -> float | None:
@@ -138,7 +153,7 @@ class JournalScan:
     lines: int  # complete lines
 
 
-def _parse_record(line: bytes, rows: int | None) -> Record:
+def _parse_record(line: bytes, rows: int | None, owner: str | None = None) -> Record:
     """One journal line as a Record; ValueError saying what is wrong otherwise."""
     try:
         d = json.loads(line)
@@ -168,6 +183,12 @@ def _parse_record(line: bytes, rows: int | None) -> Record:
     cut = line.rfind(LINE_CRC.encode())
     if cut < 0 or d.get("line_crc32") != zlib.crc32(line[:cut]):
         raise _RowError(row, f"(row {row}) does not match its own checksum: it was changed after melset wrote it")
+    if owner is not None and d.get(STORE_ID_KEY) != owner:
+        raise _RowError(
+            row,
+            f"(row {row}) belongs to another store (store_id {_short(d.get(STORE_ID_KEY))}, this store's is "
+            f"{owner}): it was copied in from elsewhere",
+        )
     return Record(row, status, error, math.nan if duration is None else float(duration), crc, decoder)
 
 
@@ -177,9 +198,10 @@ class _RowError(ValueError):
         self.row = row
 
 
-def scan_journal(path: str, rows: int | None = None) -> JournalScan:
+def scan_journal(path: str, rows: int | None = None, owner: str | None = None) -> JournalScan:
     """Read every line of a journal. The last line without its newline is a write cut short by
-    a kill (not damage); any other line that is not a valid record is listed in `bad`."""
+    a kill (not damage); any other line that is not a valid record (or, with `owner`, a line of
+    another store) is listed in `bad`."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -197,7 +219,7 @@ def scan_journal(path: str, rows: int | None = None) -> JournalScan:
     for number, line in enumerate(lines[:-1], start=1):  # the last piece has no newline: torn or empty
         good += len(line) + 1
         try:
-            rec = _parse_record(line, rows)
+            rec = _parse_record(line, rows, owner)
         except _RowError as exc:
             bad.append((number, exc.row, str(exc)))
             continue
@@ -208,14 +230,16 @@ def scan_journal(path: str, rows: int | None = None) -> JournalScan:
     return JournalScan(records, bad, good, len(data), len(lines) - 1)
 
 
-def read_journal(path: str, rows: int | None = None, truncate: bool = False) -> dict[int, Record]:
+def read_journal(
+    path: str, rows: int | None = None, truncate: bool = False, owner: str | None = None
+) -> dict[int, Record]:
     """Committed records, last one per row winning, every line checked (row within `rows`).
 
     A torn last line (a kill mid-write) is dropped, and with truncate=True cut off so that new
     records start on a clean line. Any other bad line is damage: StoreError, which names the
     line and says to run `melset repair`.
     """
-    scan = scan_journal(path, rows)
+    scan = scan_journal(path, rows, owner)
     if scan.bad:
         number, _, what = scan.bad[0]
         more = f" (and {len(scan.bad) - 1} more bad line(s))" if len(scan.bad) > 1 else ""
@@ -230,14 +254,14 @@ def read_journal(path: str, rows: int | None = None, truncate: bool = False) -> 
     return scan.records
 
 
-def journal_lines(records: Iterable[Record]) -> bytes:
+def journal_lines(records: Iterable[Record], owner: str | None = None) -> bytes:
     """The journal's lines for these records, each ending in a newline (a commit appends them)."""
-    return "".join(r.to_json() + "\n" for r in records).encode()
+    return "".join(r.to_json(owner) + "\n" for r in records).encode()
 
 
-def rewrite_journal(path: str, records: Iterable[Record]) -> None:
+def rewrite_journal(path: str, records: Iterable[Record], owner: str | None = None) -> None:
     """Replace a journal with these records' lines, atomically (write, fsync, rename)."""
-    _write_atomic(path, journal_lines(records))
+    _write_atomic(path, journal_lines(records, owner))
 
 
 def status_counts(records: dict[int, Record], n_rows: int) -> dict[str, int]:
@@ -285,12 +309,22 @@ def _none_for_nan(col: pd.Series) -> list:
     return [v if isinstance(v, str) else None for v in col.tolist()]
 
 
+def catalog_digest(table: pd.DataFrame) -> str:
+    """sha256 of a table's catalog columns (track_id, path, genre_top, subset, split), values as
+    tracks.parquet stores them: what a run never changes, so it is checked in every state."""
+    columns = [table[TRACK_ID].tolist(), table[PATH].tolist()]
+    columns += [_none_for_nan(table[c]) for c in (GENRE_TOP, SUBSET, SPLIT)]
+    return _sha256(json.dumps(columns, ensure_ascii=False, separators=(",", ":")).encode())
+
+
 def write_table(root: str, base: pd.DataFrame, records: dict[int, Record], manifest: dict[str, Any]) -> None:
-    """Write tracks.parquet atomically and put its sha256 into `manifest` (not yet written)."""
+    """Write tracks.parquet atomically and put its sha256 and its catalog digest into `manifest`
+    (written next). The file's sha256 is checked once the state is finished (a kill between the
+    two writes leaves a newer file); the catalog digest, which no run changes, always."""
     data = tracks_parquet_bytes(base, records)
     _write_atomic(os.path.join(root, TRACKS), data)
-    # recorded in the manifest written next; checked by readers once the state is finished
     manifest[CHECKSUMS] = {**manifest.get(CHECKSUMS, {}), TRACKS: _sha256(data)}
+    manifest[CATALOG_SHA] = catalog_digest(base)
 
 
 def _is_int(v: Any) -> bool:

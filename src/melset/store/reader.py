@@ -20,7 +20,7 @@ from melset.store.checks import (
     damaged_rows,
     read_manifest,
 )
-from melset.store.format import CHECKSUMS, CREATING, FINISHED_STATES, _sha256, read_journal
+from melset.store.format import CHECKSUMS, CREATING, FINISHED_STATES, _sha256, journal_owner, read_journal
 from melset.vocab import (
     DURATION_S,
     ERROR,
@@ -103,7 +103,7 @@ class Store:
                 )
         self.classes: list[str] = _read_classes(root, m)
         self.tracks = _read_tracks(root, m)
-        self.records = read_journal(os.path.join(root, JOURNAL), rows=rows)
+        self.records = read_journal(os.path.join(root, JOURNAL), rows=rows, owner=journal_owner(m))
         self._apply_journal()
         self.mels = np.load(os.path.join(root, MELS), mmap_mode="r")
         self.labels = np.load(labels_path, mmap_mode="r")

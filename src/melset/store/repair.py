@@ -15,6 +15,9 @@ from melset.store.format import (
     RUNNING,
     JournalScan,
     now_iso,
+    CATALOG_SHA,
+    catalog_digest,
+    journal_owner,
     read_journal,
     rewrite_journal,
     scan_journal,
@@ -70,7 +73,8 @@ def repair(root: str | os.PathLike) -> Repair:
         mels = check_npy(mels_path, tuple(manifest["shape"]), manifest["dtype"], exact_size=False)
         journal = os.path.join(root, JOURNAL)
         missing = not os.path.lexists(journal)
-        scan = JournalScan({}, [], 0, 0, 0) if missing else scan_journal(journal, rows=n)
+        owner = journal_owner(manifest)
+        scan = JournalScan({}, [], 0, 0, 0) if missing else scan_journal(journal, rows=n, owner=owner)
         resized = mels.size != mels.expected_size
         if resized:
             os.truncate(mels_path, mels.expected_size)  # lost rows read as zeros: their checksums tell
@@ -81,20 +85,21 @@ def repair(root: str | os.PathLike) -> Repair:
         result = Repair(root, damaged, [line for line, _, _ in scan.bad], resized, missing)
         if not result.changed:
             if scan.good_bytes < scan.size:
-                read_journal(journal, rows=n, truncate=True)  # a torn last line only
+                read_journal(journal, rows=n, truncate=True, owner=owner)  # a torn last line only
             return result
         keep = {row: r for row, r in scan.records.items() if row not in set(damaged)}
         was_complete = manifest["state"] == COMPLETE
         manifest["state"] = RUNNING
         manifest = write_manifest(root, manifest)
-        rewrite_journal(journal, (keep[row] for row in sorted(keep)))
+        rewrite_journal(journal, (keep[row] for row in sorted(keep)), owner)
         try:
             import pandas as pd
 
             base = pd.read_parquet(os.path.join(root, TRACKS), columns=list(CATALOG_COLUMNS), use_threads=False)
         except Exception:  # pyarrow raises many kinds; the next extract writes it again from the catalog
             base = None
-        if base is not None and len(base) == n:
+        # an edited track list is not carried into a new checksum: the next extract writes it from the catalog
+        if base is not None and len(base) == n and manifest.get(CATALOG_SHA, catalog_digest(base)) == catalog_digest(base):
             write_table(root, base, keep, manifest)
             manifest["state"] = COMPLETE if was_complete and len(keep) == n else INCOMPLETE
         manifest["counts"] = status_counts(keep, n)

@@ -35,7 +35,9 @@ from melset.store.format import (
     _short,
     _write_atomic,
     _write_json,
+    JOURNAL_BOUND,
     journal_lines,
+    journal_owner,
     now_iso,
     read_journal,
     status_counts,
@@ -206,6 +208,7 @@ class StoreWriter:
             "dtype": dtype,
             "classes": list(classes),
             "created": now_iso(),
+            JOURNAL_BOUND: True,
             **extra,
         }
         # The manifest comes first: a folder with melset's files but no manifest is never
@@ -253,10 +256,11 @@ class StoreWriter:
             )
         mels_path = os.path.join(root, MELS)
         mels = check_npy(mels_path, (n, *shape), dtype, exact_size=False)
-        records = read_journal(os.path.join(root, JOURNAL), rows=n)
+        owner = journal_owner(self.manifest)
+        records = read_journal(os.path.join(root, JOURNAL), rows=n, owner=owner)
         _check_space(root, mels.expected_size - _blocks(mels_path))
         # every check passed: from here on the store is healed, never refused half-changed
-        read_journal(os.path.join(root, JOURNAL), rows=n, truncate=True)  # a torn last line
+        read_journal(os.path.join(root, JOURNAL), rows=n, truncate=True, owner=owner)  # a torn last line
         if mels.size != mels.expected_size:
             self.notes.append(
                 f"{MELS} was {mels.size:,} bytes, {mels.expected_size:,} expected: set to its size, rows it lost are done again"
@@ -345,7 +349,7 @@ class StoreWriter:
         if not self._pending:
             return 0
         os.fdatasync(self._mels_fd)
-        view = memoryview(journal_lines(self._pending))
+        view = memoryview(journal_lines(self._pending, journal_owner(self.manifest)))
         while view:  # a short write on a full disk ends in an error on the next try: a torn last line
             view = view[os.write(self._journal_fd, view) :]
         os.fsync(self._journal_fd)
