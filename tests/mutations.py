@@ -212,6 +212,13 @@ MUTATIONS = [
         "",
         (f"{T_ATTACKS}::test_repair_does_not_seal_an_edited_track_list",),
     ),
+    Mutation(
+        "names from data read as mathtext in pictures",
+        "src/melset/plots.py",
+        'PLAIN = {"parse_math": False}',
+        "PLAIN = {}",
+        ("tests/test_pictures.py::test_every_picture_draws_names_that_look_like_markup",),
+    ),
 ]
 
 

@@ -1,4 +1,8 @@
-"""Pictures: a stored spectrogram with time and frequency axes, confusion matrices, training curves."""
+"""Pictures: a stored spectrogram with time and frequency axes, confusion matrices, training curves.
+
+Names that come from data (track ids, genres, titles) are drawn as they are: PLAIN turns
+off matplotlib's mathtext, which would read `$...$` in them as markup (and fail on most).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ import numpy as np  # noqa: E402
 
 from melset.melscale import hz_to_mel  # noqa: E402
 from melset.vocab import TRAINING, VALIDATION  # noqa: E402
+
+PLAIN = {"parse_math": False}  # text properties for any text that comes from data
 
 
 def spectrogram_png(
@@ -49,7 +55,7 @@ def spectrogram_png(
     ax.set_xlabel("Time (s)")
     ax.set_ylabel("Frequency (Hz, mel scale)")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, **PLAIN)
     fig.colorbar(img, ax=ax, label="scaled log-mel" if scaled else "dB below the clip's peak")
     fig.tight_layout()
     return _save(fig, out)
@@ -79,8 +85,8 @@ def confusion_png(matrix: np.ndarray, classes: Sequence[str], out: str | os.Path
     totals = matrix.sum(axis=1, keepdims=True)
     norm = np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=float), where=totals > 0)
     img = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), classes, rotation=45, ha="right")
-    ax.set_yticks(range(n), classes)
+    ax.set_xticks(range(n), classes, rotation=45, ha="right", **PLAIN)
+    ax.set_yticks(range(n), classes, **PLAIN)
     ax.set_xlabel("Predicted genre")
     ax.set_ylabel("True genre")
     for i in range(n):
@@ -95,7 +101,7 @@ def confusion_png(matrix: np.ndarray, classes: Sequence[str], out: str | os.Path
                 fontsize=8,
             )
     if title:
-        ax.set_title(title)
+        ax.set_title(title, **PLAIN)
     fig.colorbar(img, ax=ax, label="fraction of true class")
     fig.tight_layout()
     return _save(fig, out)
@@ -115,7 +121,7 @@ def curves_png(epochs: list[dict], out: str | os.PathLike, title: str = "", mult
         a.grid(alpha=0.3)
         a.legend()
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, **PLAIN)
     fig.tight_layout()
     return _save(fig, out)
 
