@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pandas as pd
 import pytest
 
-from conftest import HEAD_TRACKS, MINI_AUDIO, MINI_TRACKS, SAMPLE_AUDIO, SAMPLE_TRACKS, needs_shared
-from melset.catalog import fma
+from conftest import HEAD_TRACKS, MINI_AUDIO, MINI_TRACKS, SAMPLE_AUDIO, SAMPLE_TRACKS, needs_shared, run_melset
+from melset.catalog import fma, open_catalog
 from melset.errors import MetadataError
 
 
@@ -251,3 +254,32 @@ def test_an_empty_manifest_path_is_refused_with_its_line(tmp_path):
     (tmp_path / "m.csv").write_text("path,label\na.wav,x\n,y\n")
     with pytest.raises(MetadataError, match=r"line 3: the path is empty"):
         manifest_layout.catalog(tmp_path / "m.csv")
+
+
+@pytest.mark.parametrize("option", ["--tracks", "--manifest"])
+def test_a_named_file_that_cannot_be_read_to_its_end_is_refused_before_it_is_opened(tmp_path, option):
+    """A FIFO waits for a writer for ever and a device reads without end: each is one sentence
+    (exit 2) before melset opens it, as is a file too large to be metadata."""
+    fifo = tmp_path / "tracks [1].csv"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.csv"
+    with open(huge, "wb") as f:
+        f.truncate(5 * 10**9)  # sparse: no disk used
+    for path, words in ((fifo, "not a regular file"), ("/dev/zero", "not a regular file"), (huge, "5.0 GB is more")):
+        proc = run_melset("extract", option, path, "--audio", SAMPLE_AUDIO, "--out", tmp_path / "s", check=False, timeout=60)
+        assert proc.returncode == 2 and f"{option} {path}: {words}" in proc.stderr, proc.stderr
+        with pytest.raises(MetadataError, match="not a regular file|is more than"):
+            open_catalog(SAMPLE_AUDIO, **{option[2:]: path})
+    assert not (tmp_path / "s").exists()
+
+
+def test_genres_csv_that_is_a_fifo_is_refused(tmp_path):
+    meta = tmp_path / "fma_metadata"
+    meta.mkdir()
+    shutil.copy(SAMPLE_TRACKS, meta / "tracks.csv")
+    os.mkfifo(meta / "genres.csv")
+    proc = run_melset(
+        "extract", "--tracks", meta / "tracks.csv", "--audio", SAMPLE_AUDIO, "--out", tmp_path / "s",
+        "--labels", "genres", "--subset", "large", check=False, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "genres.csv" in proc.stderr and "not a regular file" in proc.stderr, proc.stderr

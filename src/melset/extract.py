@@ -137,6 +137,8 @@ def check_options(
     naming the option.
     """
     from melset.catalog import check_limit, choose_layout
+    from melset.catalog.table import MAX_TABLE_BYTES
+    from melset.system import check_input_file
     from melset.catalog.fma import SUBSETS
     from melset.engines.options import check_engine_options
     from melset.errors import MetadataError, MissingDependency, UsageError
@@ -152,12 +154,12 @@ def check_options(
     ):
         if path is None:
             continue
-        if not os.path.exists(path):
+        if kind == "file":
+            check_input_file(path, option, MAX_TABLE_BYTES, MetadataError)
+        elif not os.path.exists(path):
             raise MetadataError(f"{option} {path}: no such {kind}")
-        if kind == "folder" and not os.path.isdir(path):
+        elif not os.path.isdir(path):
             raise MetadataError(f"{option} {path}: not a folder")
-        if kind == "file" and os.path.isdir(path):
-            raise MetadataError(f"{option} {path}: a folder, not a file")
     if decoder == "av":
         try:
             import av  # noqa: F401

@@ -1,5 +1,6 @@
 """The process and its environment: allocator tuning for the heavy loops, library versions,
-strict JSON for what melset writes, and a quiet stderr around chatty C decoders."""
+strict JSON for what melset writes, a quiet stderr around chatty C decoders, and the check
+every file a user names passes before melset reads it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import math
 import os
 import platform
 import signal
+import stat
 import sys
 import threading
 import time
@@ -145,3 +147,44 @@ def silenced_stderr() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def check_input_file(path: str | os.PathLike, what: str, max_bytes: int, error: type[Exception]) -> int:
+    """Refuse, before anything opens it, a file a user named that cannot be read as one: missing,
+    a folder, a pipe, socket or device (opening a FIFO waits for a writer for ever; a device can
+    read without end), or larger than `max_bytes`. Returns its size.
+
+    Parameters
+    ----------
+    path : path
+        The file, as the user gave it.
+    what : str
+        How to name it in the sentence, e.g. ``"--tracks"``.
+    max_bytes : int
+        The largest size such a file can sensibly have.
+    error : type
+        The MelsetError subclass to raise, with one sentence naming `what` and `path`.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"{what} {path}: no such file") from None
+    except OSError as exc:
+        raise error(f"{what} {path}: cannot read it ({exc.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{what} {path}: a folder, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{what} {path}: not a regular file (a pipe, socket or device); give a file melset can read to its end")
+    if st.st_size > max_bytes:
+        raise error(
+            f"{what} {path}: {_size(st.st_size)} is more than such a file can hold ({_size(max_bytes)} at most); is it the right file?"
+        )
+    return st.st_size

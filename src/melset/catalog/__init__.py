@@ -17,8 +17,9 @@ import os
 
 from melset.catalog import fma, folders, labels
 from melset.catalog import manifest as manifest_layout
-from melset.catalog.table import AUDIO_EXTENSIONS, Catalog, scan_audio
+from melset.catalog.table import AUDIO_EXTENSIONS, MAX_TABLE_BYTES, Catalog, scan_audio
 from melset.errors import MetadataError, UsageError
+from melset.system import check_input_file
 from melset.vocab import GENRE_TOP, LABEL_KINDS
 
 LAYOUTS = ("fma", "folders", "manifest")
@@ -145,6 +146,9 @@ def open_catalog(
         The layout and the inputs do not go together.
     """
     check_limit(limit)
+    for option, path in (("--tracks", tracks), ("--manifest", manifest)):
+        if path is not None:
+            check_input_file(path, option, MAX_TABLE_BYTES, MetadataError)
     if labels not in LABEL_KINDS:
         raise UsageError(f"unknown --labels {labels!r}: choose one of {', '.join(LABEL_KINDS)}")
     reason = layout_reason(layout, tracks, manifest)

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from melset.catalog.labels import multi_hot
-from melset.catalog.table import Catalog, displayable, require_utf8, scan_audio
+from melset.catalog.table import MAX_GENRES_BYTES, Catalog, displayable, require_utf8, scan_audio
 from melset.errors import MetadataError
+from melset.system import check_input_file
 from melset.vocab import GENRE_TOP, GENRES, GENRES_ALL, PATH, SPLIT, SUBSET, TRACK_ID
 
 # tracks.csv's (level 0, level 1) names of what a catalog needs
@@ -273,6 +274,7 @@ def genre_titles(genres_csv: str | os.PathLike, kind: str) -> dict[int, str]:
             f"{genres_csv}: no such file; --labels {kind} turns FMA's genre ids into titles with the genres.csv "
             "that comes with tracks.csv in fma_metadata"
         )
+    check_input_file(genres_csv, "genres.csv", MAX_GENRES_BYTES, MetadataError)
     genres = load_genres(genres_csv)
     titles = {}
     for gid, title in zip(genres.index, genres["title"]):

@@ -14,6 +14,9 @@ import pandas as pd
 from melset.errors import MetadataError
 from melset.vocab import CATALOG_COLUMNS, GENRE_TOP, TRACK_ID
 
+MAX_TABLE_BYTES = 4 * 10**9  # tracks.csv (FMA's full one is ~0.3 GB) or a manifest of millions of files
+MAX_GENRES_BYTES = 16 * 10**6  # genres.csv (FMA's is 9 KB)
+
 AUDIO_EXTENSIONS = (
     ".mp3",
     ".wav",
