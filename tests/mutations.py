@@ -219,6 +219,13 @@ MUTATIONS = [
         "PLAIN = {}",
         ("tests/test_pictures.py::test_every_picture_draws_names_that_look_like_markup",),
     ),
+    Mutation(
+        "a FIFO named as --tracks is opened (and waits for ever)",
+        "src/melset/system.py",
+        "if not stat.S_ISREG(st.st_mode):",
+        "if False:",
+        ("tests/test_catalog.py::test_genres_csv_that_is_a_fifo_is_refused",),
+    ),
 ]
 
 
