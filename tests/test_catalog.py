@@ -283,3 +283,25 @@ def test_genres_csv_that_is_a_fifo_is_refused(tmp_path):
         "--labels", "genres", "--subset", "large", check=False, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 2 and "genres.csv" in proc.stderr and "not a regular file" in proc.stderr, proc.stderr
+
+
+def test_a_collection_one_level_off_is_refused_with_the_audio_to_use(tmp_path):
+    """FMA's parent folder (fma_small/ inside it) and GTZAN's (genres/ inside it): each is one
+    sentence naming the --audio to use, before any store exists (it was every track missing, or a
+    one-genre dataset labelled "genres", with exit 0)."""
+    parent = tmp_path / "fma [data]"
+    parent.mkdir()
+    (parent / "fma_small").symlink_to(SAMPLE_AUDIO, target_is_directory=True)
+    proc = run_melset(
+        "extract", "--tracks", SAMPLE_TRACKS, "--audio", parent, "--subset", "large", "--out", tmp_path / "s", check=False
+    )  # fmt: skip
+    assert proc.returncode == 2 and f"pass --audio {parent / 'fma_small'}" in proc.stderr, proc.stderr
+    gtzan = tmp_path / "gtzan $1"
+    for genre, clip in zip(("rock", "folk"), sorted(SAMPLE_AUDIO.rglob("*.mp3"))[:2]):
+        (gtzan / "genres" / genre).mkdir(parents=True)
+        shutil.copy(clip, gtzan / "genres" / genre / clip.name)
+    proc = run_melset("extract", "--audio", gtzan, "--out", tmp_path / "s", check=False)
+    assert proc.returncode == 2 and f"pass --audio {gtzan / 'genres'}" in proc.stderr, proc.stderr
+    assert not (tmp_path / "s").exists()
+    cat = open_catalog(gtzan / "genres")  # the folder it names works
+    assert cat.classes() == ["folk", "rock"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 from melset.catalog import fma, folders, labels
+from melset.catalog.fma import looks_like_fma
 from melset.catalog import manifest as manifest_layout
 from melset.catalog.table import AUDIO_EXTENSIONS, MAX_TABLE_BYTES, Catalog, scan_audio
 from melset.errors import MetadataError, UsageError
@@ -68,22 +69,6 @@ def choose_layout(
     if layout == "manifest" and not manifest:
         raise UsageError("--layout manifest needs --manifest (a CSV or Parquet file with columns path,label[,split])")
     return layout
-
-
-def looks_like_fma(audio: str | os.PathLike) -> bool:
-    """True when the folder holds FMA's layout: a three-digit folder with a NNNNNN.mp3 file in it."""
-    try:
-        with os.scandir(audio) as top:
-            folders = sorted(e.path for e in top if e.is_dir() and len(e.name) == 3 and e.name.isdigit())
-        for folder in folders[:20]:
-            with os.scandir(folder) as files:
-                for e in files:
-                    stem, ext = os.path.splitext(e.name)
-                    if ext.lower() == ".mp3" and len(stem) == 6 and stem.isdigit() and stem[:3] == folder[-3:]:
-                        return True
-    except OSError:
-        pass
-    return False
 
 
 def layout_reason(layout: str | None, tracks, manifest) -> str:

@@ -205,6 +205,34 @@ def relative_audio_path(track_id: int) -> str:
     return f"{tid[:3]}/{tid}.mp3"
 
 
+def looks_like_fma(audio: str | os.PathLike) -> bool:
+    """True when the folder holds FMA's layout: a three-digit folder with a NNNNNN.mp3 file in it."""
+    try:
+        with os.scandir(audio) as top:
+            folders = sorted(e.path for e in top if e.is_dir() and len(e.name) == 3 and e.name.isdigit())
+        for folder in folders[:20]:
+            with os.scandir(folder) as files:
+                for e in files:
+                    stem, ext = os.path.splitext(e.name)
+                    if ext.lower() == ".mp3" and len(stem) == 6 and stem.isdigit() and stem[:3] == folder[-3:]:
+                        return True
+    except OSError:
+        pass
+    return False
+
+
+def _one_level_off(audio_dir: str) -> str | None:
+    """A folder inside `audio_dir` that holds FMA's layout (NNN/NNNNNN.mp3), when audio_dir itself does not."""
+    if looks_like_fma(audio_dir):
+        return None
+    try:
+        with os.scandir(audio_dir) as top:
+            inner = sorted(e.path for e in top if e.is_dir())
+    except OSError:
+        return None
+    return next((p for p in inner if looks_like_fma(p)), None)
+
+
 def catalog(
     tracks_csv: str | os.PathLike, audio_dir: str | os.PathLike, subset: str = "small", labels: str = GENRE_TOP
 ) -> Catalog:
@@ -233,7 +261,14 @@ def catalog(
     )
     lists = genre_lists(tracks, chosen.index, labels, tracks_csv, genres_csv) if multi else None
     listed = {relative_audio_path(t) for t in tracks.index}  # the whole CSV: 106,574 rows in FMA's
-    unlisted = [displayable(p) for p in scan_audio(audio_dir) if p not in listed]
+    on_disk = scan_audio(audio_dir)
+    inner = None if listed.intersection(on_disk) else _one_level_off(audio_dir)
+    if inner:
+        raise MetadataError(
+            f"--audio {audio_dir}: none of tracks.csv's tracks is there, but {inner} holds FMA's NNN/NNNNNN.mp3 "
+            f"layout; pass --audio {inner}"
+        )
+    unlisted = [displayable(p) for p in on_disk if p not in listed]
     source = {
         "layout": "fma",
         "tracks": tracks_csv,

@@ -24,6 +24,15 @@ def catalog(root: str | os.PathLike) -> Catalog:
     rels = scan_audio(root, include_dirs=True)
     if not rels:
         raise MetadataError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in any genre folder")
+    tops = {r.split("/")[0] for r in rels}
+    if len(tops) == 1 and all(r.count("/") >= 2 for r in rels):
+        # GTZAN's parent folder (its one subfolder genres/): one class named after a folder that is no genre
+        inner = os.path.join(root, tops.pop())
+        raise MetadataError(
+            f"--audio {root}: every audio file is inside its one folder {os.path.basename(inner)}/, in folders "
+            f"below it, so each would be labelled {os.path.basename(inner)!r}; pass --audio {inner} to label each "
+            "file by the folder it is in"
+        )
     paths = [os.path.join(root, *r.split("/")) for r in rels]
     require_utf8(paths)
     table = pd.DataFrame(
