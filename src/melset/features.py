@@ -8,7 +8,7 @@ The STFT is float32 unless that cannot keep the documented bound. A float32 FFT'
 error is noise about 140 dB below the frame's energy in every bin, where librosa's float64 FFT
 keeps every bin to float32's relative precision. Where a kept value (above the recipe's
 amin and top_db floors) is so close to that noise that its dB value would move the matrix by
-more than a quarter of the bound (1e-3 scaled, 1e-2 dB unscaled) -- `top_db` none with a tiny
+more than half the bound (1e-3 scaled, 1e-2 dB unscaled) -- `top_db` none with a tiny
 `amin`, a band where the audio is at the resampler's noise floor -- the matrix is computed
 again with a float64 STFT (`log_mel_precision` says which one a clip takes). The check costs
 one matrix-vector product per block of frames and a few operations per frame.
@@ -237,7 +237,7 @@ def log_mel_precision(y: np.ndarray, recipe: Recipe, start_frame: int = 0) -> st
     """The precision of the STFT that `log_mel` computes these samples with: "float32" or "float64".
 
     "float64" where the float32 STFT's rounding noise (about 140 dB below each frame's energy)
-    would move a value the recipe keeps by more than a quarter of the bound: in practice
+    would move a value the recipe keeps by more than half the bound: in practice
     ``top_db`` none with a tiny ``amin``, or a band where the audio is at its noise floor.
     """
     return _log_mel(y, recipe, start_frame)[1]
