@@ -34,6 +34,8 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 192_000
 MAX_N_FFT = 2**16
 MAX_VALUES = 2**26  # n_mels * n_frames: 256 MB per matrix in float32, 512 times the notebook's
 MAX_SECONDS = 3600.0  # audio one matrix covers
+# amin is compared with float32 mel power: a smaller one underflows to 0 (log 0 = -inf), a larger one to inf.
+AMIN_RANGE = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
 
 # The command-line flag of each parameter, so a message names what the user typed.
 FLAGS = {
@@ -89,7 +91,7 @@ class Recipe:
     top_db : float or None
         ``power_to_db``'s floor below the peak; None keeps every level.
     amin : float
-        ``power_to_db``'s smallest power.
+        ``power_to_db``'s smallest power, within float32's normal range (1.18e-38 to 3.4e38).
     scaling : {"minmax-per-frame", "none"}
         Scale each time frame to [0, 1] as the notebook's MinMaxScaler, or keep dB.
     on_short : {"skip", "pad"}
@@ -314,6 +316,12 @@ def _check_ranges(r: Recipe) -> None:
         raise _error("top_db", f"{_name('top_db')} must be above 0 dB (or none to keep every level), not {r.top_db:g}")
     if r.amin <= 0:
         raise _error("amin", f"{_name('amin')} must be above 0, not {r.amin:g}")
+    if not AMIN_RANGE[0] <= r.amin <= AMIN_RANGE[1]:
+        raise _error(
+            "amin",
+            f"{_name('amin')} {r.amin:g} is outside float32's normal range {AMIN_RANGE[0]:.3g} to"
+            f" {AMIN_RANGE[1]:.3g}, where the mel power is compared with it (librosa's too); use a value in it",
+        )
     _check_filters(r, fmax)
 
 
