@@ -226,6 +226,21 @@ MUTATIONS = [
         "if False:",
         ("tests/test_catalog.py::test_genres_csv_that_is_a_fifo_is_refused",),
     ),
+    # -- issue 23: exact for every recipe the Recipe accepts --
+    Mutation(
+        "float32 STFT noise never sends a clip to float64",
+        "src/melset/features.py",
+        "_F1, _F2 = 4.0, 64.0",
+        "_F1, _F2 = 0.0, 0.0",
+        ("tests/test_exact_recipes.py::test_recipes_at_the_noise_floor_compute_what_librosa_computes",),
+    ),
+    Mutation(
+        "an --amin float32 cannot hold is accepted",
+        "src/melset/recipe.py",
+        "    if not AMIN_RANGE[0] <= r.amin <= AMIN_RANGE[1]:",
+        "    if False:",
+        ("tests/test_exact_recipes.py::test_an_amin_float32_cannot_hold_is_refused_before_any_work",),
+    ),
 ]
 
 
