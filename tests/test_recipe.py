@@ -541,3 +541,16 @@ def test_random_accepted_recipes_compute_what_librosa_computes():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         check()
+
+
+def test_a_recipe_file_that_is_a_fifo_or_a_device_is_refused_before_it_is_read(tmp_path):
+    """`--recipe` naming a FIFO waited for a writer for ever; a device read without end."""
+    import os
+
+    fifo = tmp_path / "recipe [1].json"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/zero"):
+        for args in (("recipe", path), ("extract", "--audio", SAMPLE_AUDIO, "--out", tmp_path / "s", "--recipe", path)):
+            proc = run_melset(*args, check=False, timeout=60)
+            assert proc.returncode == 2 and f"recipe file {path}: not a regular file" in proc.stderr, proc.stderr
+    assert not (tmp_path / "s").exists()

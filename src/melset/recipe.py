@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from melset.errors import RecipeError
+from melset.system import check_input_file
 from melset.melscale import empty_mel_filters
 
 ON_SHORT = ("skip", "pad")
@@ -33,6 +34,7 @@ RESAMPLERS = ("soxr_hq",)
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 192_000
 MAX_N_FFT = 2**16
 MAX_VALUES = 2**26  # n_mels * n_frames: 256 MB per matrix in float32, 512 times the notebook's
+MAX_RECIPE_BYTES = 1_000_000  # a recipe file is a few hundred bytes
 MAX_SECONDS = 3600.0  # audio one matrix covers
 # amin is compared with float32 mel power: a smaller one underflows to 0 (log 0 = -inf), a larger one to inf.
 AMIN_RANGE = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
@@ -359,6 +361,8 @@ def read_recipe_file(path: str | os.PathLike) -> dict[str, Any]:
         a key, or does not hold a table of parameters.
     """
     path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        check_input_file(path, "recipe file", MAX_RECIPE_BYTES, RecipeError)  # a FIFO would be read for ever
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
