@@ -34,7 +34,7 @@ class TrainConfig:
     """Hyper-parameters of one training run (recorded in its config.json).
 
     The defaults are measured against the original recipe (`baseline_config`) by
-    benchmarks/model_quality.py, 5-fold cross-validation on GTZAN clips; README.md has the table.
+    benchmarks/model_quality.py, 5-fold cross-validation on GTZAN clips; docs/training.md has the table.
     Every field is a `melset train` option, listed by `--help` in the fields' order.
     """
 
