@@ -17,7 +17,7 @@ from melset.augment import covering_crops
 from melset.errors import RunError, UsageError
 from melset.model import Architecture, MelCNN, build
 from melset.recipe import Recipe
-from melset.runs import read_config, require, unreadable
+from melset.runs import read_config, read_metrics, require, require_complete, unreadable
 from melset.system import silenced_stderr
 from melset.vocab import OK, RUN_CONFIG, RUN_WEIGHTS
 
@@ -76,20 +76,21 @@ class Run:
 
 
 def load_run(run_dir: str, device: str = "auto") -> Run:
-    """A run folder written by `train`, ready for inference. Raises RunError naming what is wrong."""
-    config_path = os.path.join(run_dir, RUN_CONFIG)
+    """A finished run folder written by `train`, ready for inference.
+
+    Raises RunError naming what is wrong: a run whose training did not finish (with the
+    command that resumes it), a damaged config.json or metrics.json, a model.pt that does not load.
+    """
     model_path = os.path.join(run_dir, RUN_WEIGHTS)
-    require(run_dir, (RUN_CONFIG, RUN_WEIGHTS))
+    require_complete(run_dir)
     config = read_config(run_dir)
-    classes = config["classes"]
+    read_metrics(run_dir)  # written last: the run finished, and its record is whole
+    require(run_dir, (RUN_WEIGHTS,))
     try:
-        arch = Architecture.from_dict(config["model"])
+        model = build(Architecture.from_dict(config["model"]))
     except (ValueError, KeyError, TypeError) as exc:
-        raise unreadable(config_path, exc) from None
-    if arch.n_classes != len(classes):
-        raise RunError(f"{config_path}: the model has {arch.n_classes} outputs for {len(classes)} classes")
+        raise unreadable(os.path.join(run_dir, RUN_CONFIG), exc) from None
     dev = pick_device(device)
-    model = build(arch)
     try:
         model.load_state_dict(torch.load(model_path, map_location=dev, weights_only=True))
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a damaged file

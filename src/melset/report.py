@@ -30,7 +30,7 @@ import numpy as np
 
 from melset import plots
 from melset.errors import MelsetError, UsageError
-from melset.runs import RUN_RECORDS, is_run, read_config, read_metrics
+from melset.runs import RUN_MARKS, is_run, read_config, read_metrics, require_complete
 from melset.store import Store, now_iso
 from melset.vocab import (
     DURATION_S,
@@ -142,7 +142,7 @@ def write_html(path: str | os.PathLike, text: str) -> str:
 
 
 def kind_of(path: str | os.PathLike) -> str:
-    """ "store" or "run" for a folder melset wrote; UsageError otherwise."""
+    """ "store" or "run" for a folder melset wrote ("run": `train` wrote into it, finished or not); UsageError otherwise."""
     path = os.fspath(path)
     if os.path.isfile(os.path.join(path, MANIFEST)):
         return "store"
@@ -151,7 +151,7 @@ def kind_of(path: str | os.PathLike) -> str:
     if not os.path.exists(path):
         raise UsageError(f"{path} does not exist; give a store (melset extract --out) or a run (melset train --run)")
     raise UsageError(
-        f"{path} is neither a melset store (no {MANIFEST}) nor a training run (no {' and '.join(RUN_RECORDS)})"
+        f"{path} is neither a melset store (no {MANIFEST}) nor a training run (none of {', '.join(RUN_MARKS)})"
     )
 
 
@@ -422,6 +422,7 @@ def run_page(
     import matplotlib.pyplot as plt
 
     run_dir = os.path.abspath(os.fspath(run_dir))
+    require_complete(run_dir)  # a run still training, or stopped, is resumed first
     config = read_config(run_dir)
     metrics = read_metrics(run_dir)
     multi = bool(config.get("multi_label"))
@@ -465,6 +466,8 @@ def run_page(
     try:
         from melset.evaluate import evaluate
 
+        if store_dir is None:
+            raise UsageError("its config.json names no store: give --store")
         scores = evaluate(run_dir, os.fspath(store_dir), split, device)
     except ImportError:
         why_not = "scoring the run needs PyTorch: pip install 'melset[train]'"

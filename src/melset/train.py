@@ -1,4 +1,6 @@
-"""Train the CNN on a store: the training loop (`fit`) and a run folder written from it (`train`).
+"""Train the CNN on a store: the training loop (`fit`) and a run folder written from it (`train`),
+checkpointed at every epoch so that an interrupted run resumes (`train(resume=True)`) to the
+weights an uninterrupted one gives.
 
 The run folder and its files are melset.runs'; scoring a run is melset.evaluate, using one is
 melset.predict. `evaluate`, `predict`, `load_run`, `pick_device` and `prepare_run_dir` stay importable from here.
@@ -6,11 +8,14 @@ melset.predict. `evaluate`, `predict`, `load_run`, `pick_device` and `prepare_ru
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
+import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -19,14 +24,22 @@ from torch.utils.data import DataLoader, Dataset
 
 from melset.augment import covering_crops, mask_, mixup, random_crops
 from melset.dataset import MelDataset
-from melset.errors import UsageError
+from melset.errors import RunError, UsageError
 from melset.model import Architecture, MelCNN, architecture, build
 from melset.predict import crop_probabilities, pick_device
-from melset.runs import prepare_run_dir, write_record
+from melset.runs import (
+    check_same_store,
+    prepare_run_dir,
+    remove_partials,
+    resumable_config,
+    resume_config,
+    write_atomic,
+    write_record,
+)
 from melset.store import Store
 from melset.system import keep_freed_memory, versions
 from melset.train_config import MODELS, SCHEDULES, TrainConfig, baseline_config  # noqa: F401  (re-exported)
-from melset.vocab import RUN_CONFIG, RUN_CURVES, RUN_METRICS, RUN_WEIGHTS, TRAINING, VALIDATION
+from melset.vocab import RUN_CHECKPOINT, RUN_CONFIG, RUN_CURVES, RUN_METRICS, RUN_WEIGHTS, TRAINING, VALIDATION
 
 WARMUP = 0.1  # share of the steps the cosine schedule warms up over
 
@@ -175,19 +188,65 @@ def recalibrate_batchnorm(
         m.momentum = momentum
 
 
+CHECKPOINT_FORMAT = "melset-checkpoint/1"
+
+
+@dataclass
+class _Progress:
+    """Where a training loop stands: the epochs' metrics so far and the best epoch's weights."""
+
+    history: list[dict] = field(default_factory=list)
+    best: int = 0
+    best_key: tuple[float, float] | None = None
+    best_state: dict | None = None
+    since_best: int = 0
+
+    def done(self, cfg: TrainConfig) -> bool:
+        """Every epoch ran, or `patience` epochs passed without a better score (patience 0: the first)."""
+        return len(self.history) >= cfg.epochs or bool(self.since_best and self.since_best >= cfg.patience)
+
+
+def _random_states(generators: dict[str, torch.Generator], device: torch.device) -> dict:
+    """Every random state the next epoch draws from: torch's, numpy's, Python's, the loader's and augment's."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": list(random.getstate()),
+        **{key: g.get_state() for key, g in generators.items()},
+    }
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_random_states(states: dict, generators: dict[str, torch.Generator]) -> None:
+    torch.set_rng_state(states["torch"])
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    for key, g in generators.items():
+        g.set_state(states[key])
+    if "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 def fit(
     train_set: Dataset,
     val_set: Dataset,
     arch: Architecture,
     cfg: TrainConfig,
     on_epoch: Callable[[dict], None] | None = None,
-    on_best: Callable[[nn.Module], None] | None = None,
+    on_checkpoint: Callable[[dict], None] | None = None,
     multi_label: bool = False,
+    resume: dict | None = None,
 ) -> tuple[MelCNN, list[dict], int]:
     """Train a network on (x [1, n_mels, n_frames], class) items; keep the best epoch on validation.
 
     Every random draw (initial weights, dropout, shuffling, crops, masks, mixup) comes from
-    generators seeded with ``cfg.seed``, so on the CPU the same inputs give the same weights.
+    generators seeded with ``cfg.seed``, so on the CPU the same inputs give the same weights;
+    a run resumed from a checkpoint ends with the weights of one never interrupted.
 
     Parameters
     ----------
@@ -198,11 +257,14 @@ def fit(
     cfg : TrainConfig
         Hyper-parameters, device and seed.
     on_epoch : callable, optional
-        Called with each epoch's metrics row as it ends.
-    on_best : callable, optional
-        Called with the model whenever an epoch is the best so far.
+        Called with each epoch's metrics row as it ends (after `on_checkpoint`).
+    on_checkpoint : callable, optional
+        Called at the end of each epoch with the checkpoint to keep: ``{"format", "epoch", "model",
+        "optimizer", "scheduler", "random", "best": {"epoch", "key", "since", "state"}, "history"}``.
     multi_label : bool
         Targets are multi-hot rows: sigmoid outputs and binary cross-entropy.
+    resume : dict, optional
+        A checkpoint `on_checkpoint` was given: training goes on from the epoch after it.
 
     Returns
     -------
@@ -218,14 +280,18 @@ def fit(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     augment_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    generators = {"loader": gen, "augment": augment_gen}
     train_loader = DataLoader(
         train_set, batch_size=cfg.batch_size, shuffle=True, generator=gen, num_workers=cfg.num_workers
     )
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, len(train_loader)))
 
-    history, best, best_key, best_state, since_best = [], 0, None, None, 0
-    for epoch in range(1, cfg.epochs + 1):
+    progress = _Progress()
+    if resume is not None:
+        progress = _restore(resume, model, optimizer, scheduler, generators)
+    while not progress.done(cfg):
+        epoch = len(progress.history) + 1
         start = time.perf_counter()
         train_loss, train_acc = _train_epoch(
             model, train_loader, device, optimizer, scheduler, cfg, augment_gen, multi_label
@@ -242,23 +308,94 @@ def fit(
             "val_accuracy": None if math.isnan(val_acc) else val_acc,
             "seconds": round(time.perf_counter() - start, 3),
         }
-        history.append(row)
+        progress.history.append(row)
         # best: highest validation accuracy, then lowest validation loss (training loss without validation)
         key = (val_acc, -val_loss) if len(val_set) else (train_acc, -train_loss)
-        if best_key is None or key > best_key:
-            best_key, best, since_best = key, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if on_best:
-                on_best(model)
+        if progress.best_key is None or key > progress.best_key:
+            progress.best_key, progress.best, progress.since_best = key, epoch, 0
+            progress.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
-            since_best += 1
+            progress.since_best += 1
+        if on_checkpoint:
+            on_checkpoint(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "random": _random_states(generators, device),
+                    "best": {
+                        "epoch": progress.best,
+                        "key": list(progress.best_key),
+                        "since": progress.since_best,
+                        "state": progress.best_state,
+                    },
+                    "history": progress.history,
+                }
+            )
         if on_epoch:
             on_epoch(row)
-        if since_best and since_best >= cfg.patience:  # patience 0: stop at the first epoch without progress
-            break
-    model.load_state_dict(best_state)
+    model.load_state_dict(progress.best_state)
     model.eval()
-    return model, history, best
+    return model, progress.history, progress.best
+
+
+def _restore(checkpoint: dict, model, optimizer, scheduler, generators: dict[str, torch.Generator]) -> _Progress:
+    """Put the training loop back where `checkpoint` left it. Raises RunError when it does not fit."""
+    try:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        best = checkpoint["best"]
+        progress = _Progress(
+            history=list(checkpoint["history"]),
+            best=int(best["epoch"]),
+            best_key=tuple(best["key"]),
+            best_state=best["state"],
+            since_best=int(best["since"]),
+        )
+        if len(progress.history) != checkpoint["epoch"]:
+            raise ValueError(f"it holds {len(progress.history)} epochs' metrics for epoch {checkpoint['epoch']}")
+        _set_random_states(checkpoint["random"], generators)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise RunError(
+            f"{checkpoint.get('path', 'the checkpoint')} does not fit this run ({type(exc).__name__}: {exc}); "
+            "train the run again with --overwrite"
+        ) from None
+    return progress
+
+
+def _save_tensors(obj: dict, path: str) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_atomic(path, buf.getvalue())
+
+
+def _load_checkpoint(run_dir: str) -> dict | None:
+    """The checkpoint of an interrupted run (None: it stopped before its first epoch ended). Raises RunError."""
+    path = os.path.join(run_dir, RUN_CHECKPOINT)
+    if not os.path.isfile(path):
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # random states stay on the CPU
+        if not (isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT):
+            raise ValueError(f"not a {CHECKPOINT_FORMAT}")
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a damaged file
+        raise RunError(
+            f"{path} cannot be loaded ({type(exc).__name__}); train the run again with --overwrite"
+        ) from None
+    checkpoint["path"] = path
+    return checkpoint
+
+
+def checkpoint_epoch(run_dir: str) -> int | None:
+    """The last epoch an interrupted run's checkpoint keeps (None: no usable checkpoint)."""
+    try:
+        epoch = torch.load(os.path.join(run_dir, RUN_CHECKPOINT), map_location="cpu", weights_only=True)["epoch"]
+    except Exception:  # absent or damaged: nothing kept
+        return None
+    return epoch if isinstance(epoch, int) else None
 
 
 def train(
@@ -268,23 +405,31 @@ def train(
     on_epoch: Callable[[dict], None] | None = None,
     overwrite: bool = False,
     on_warning: Callable[[str], None] | None = None,
+    resume: bool = False,
 ) -> dict:
     """Train a CNN on a store's training split; keep the best epoch on validation.
+
+    The run folder gets config.json first, then at every epoch its checkpoint.pt (and
+    model.pt when the epoch is the best so far), and metrics.json last, when training ends;
+    until then it is a run to resume, which `predict`, `evaluate` and `report` refuse.
 
     Parameters
     ----------
     store_dir : path
         The store to learn from.
     run_dir : path
-        The run folder to write: model.pt, config.json, metrics.json, curves.png.
+        The run folder to write: config.json, model.pt, curves.png, metrics.json.
     cfg : TrainConfig
         Hyper-parameters, device and seed.
     on_epoch : callable, optional
-        Called with each epoch's metrics row as it ends.
+        Called with each epoch's metrics row as it ends (its checkpoint is on disk by then).
     overwrite : bool
         Replace an earlier run in `run_dir`; without it an existing run folder is refused.
     on_warning : callable, optional
         Called with each warning about the data (a genre without training rows, ...).
+    resume : bool
+        Continue the interrupted run in `run_dir` from its checkpoint, to the weights and
+        metrics an uninterrupted run gives; `cfg` and the store must be the ones it began with.
 
     Returns
     -------
@@ -296,19 +441,31 @@ def train(
     ------
     UsageError
         Hyper-parameters out of range, a device that is not there, a training split with
-        fewer than two genres.
+        fewer than two genres, `resume` with `overwrite`.
     RunError
-        `run_dir` already holds a run (and not `overwrite`).
+        `run_dir` already holds a run (and not `overwrite`); with `resume`: `run_dir` is not
+        an interrupted run, or it began with another store or other hyper-parameters.
     """
     from melset.plots import curves_png
 
+    if resume and overwrite:
+        raise UsageError("--resume continues the run in --run and --overwrite replaces it: give one of them")
     check_config(cfg)
     device = pick_device(cfg.device)
     store = Store(store_dir)
+    if resume:
+        config = resumable_config(run_dir)
+        check_same_store(run_dir, config, store.root, store.manifest)
+        resume_config(run_dir, config, asdict(cfg))  # every hyper-parameter the one it began with
     train_set = MelDataset(store, TRAINING, seed=cfg.seed)
     val_set = MelDataset(store, VALIDATION, seed=cfg.seed)
     data_warnings = check_training_data(store, train_set, val_set)
-    prepare_run_dir(run_dir, overwrite)
+    if resume:
+        remove_partials(run_dir)
+        checkpoint = _load_checkpoint(run_dir)
+    else:
+        prepare_run_dir(run_dir, overwrite)
+        checkpoint = None
     for w in data_warnings:
         if on_warning:
             on_warning(w)
@@ -319,37 +476,46 @@ def train(
         described = build(arch)
     model_name = type(described).__name__
 
-    config = {
-        "store": store.root,
-        "store_manifest": store.manifest,
-        "recipe": store.recipe,
-        "classes": store.classes,
-        "labels": store.label_kind,
-        "multi_label": multi,
-        "model": {"name": model_name, **arch.to_dict(), "parameters": described.n_parameters()},
-        "hyperparameters": asdict(cfg),
-        "seed": cfg.seed,
-        "device": str(device),
-        "split": train_set.split.describe(),
-        "versions": versions("melset", "torch", "numpy"),
-    }
-    write_record(run_dir, RUN_CONFIG, config)
+    if not resume:
+        config = {
+            "store": store.root,
+            "store_manifest": store.manifest,
+            "recipe": store.recipe,
+            "classes": store.classes,
+            "labels": store.label_kind,
+            "multi_label": multi,
+            "model": {"name": model_name, **arch.to_dict(), "parameters": described.n_parameters()},
+            "hyperparameters": asdict(cfg),
+            "seed": cfg.seed,
+            "device": str(device),
+            "split": train_set.split.describe(),
+            "versions": versions("melset", "torch", "numpy"),
+        }
+        write_record(run_dir, RUN_CONFIG, config)
+    weights = os.path.join(run_dir, RUN_WEIGHTS)
 
-    def save(model: nn.Module) -> None:
-        torch.save(model.state_dict(), os.path.join(run_dir, RUN_WEIGHTS))
+    def keep(checkpoint: dict) -> None:
+        if checkpoint["best"]["epoch"] == checkpoint["epoch"]:
+            _save_tensors(checkpoint["best"]["state"], weights)  # model.pt: the best epoch so far
+        _save_tensors(checkpoint, os.path.join(run_dir, RUN_CHECKPOINT))
 
-    _, history, best = fit(train_set, val_set, arch, cfg, on_epoch=on_epoch, on_best=save, multi_label=multi)
+    model, history, best = fit(
+        train_set, val_set, arch, cfg, on_epoch=on_epoch, on_checkpoint=keep, multi_label=multi, resume=checkpoint
+    )
+    _save_tensors(model.state_dict(), weights)  # the best epoch's, whatever an interruption left
     metrics = {
         "epochs": history,
         "best_epoch": best,
         "stopped_early": len(history) < cfg.epochs,
         "warnings": data_warnings,
     }
-    write_record(run_dir, RUN_METRICS, metrics)
     curves_png(
         history,
         os.path.join(run_dir, RUN_CURVES),
         title=f"{model_name} on {os.path.basename(store.root)}",
         multi_label=multi,
     )
+    write_record(run_dir, RUN_METRICS, metrics)  # last: from here on the run is complete
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(run_dir, RUN_CHECKPOINT))
     return metrics

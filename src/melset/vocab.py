@@ -55,7 +55,9 @@ RUN_WEIGHTS = "model.pt"
 RUN_CONFIG = "config.json"
 RUN_METRICS = "metrics.json"
 RUN_CURVES = "curves.png"
-RUN_FILES = (RUN_WEIGHTS, RUN_CONFIG, RUN_METRICS, RUN_CURVES)
+RUN_CHECKPOINT = "checkpoint.pt"  # the latest epoch of a run still training (removed when it finishes)
+RUN_FILES = (RUN_WEIGHTS, RUN_CONFIG, RUN_METRICS, RUN_CURVES, RUN_CHECKPOINT)
+RUN_PARTIAL = ".partial"  # a run file being written (FILE.partial, renamed to FILE when whole)
 CONFUSION_PNG = "confusion_matrix_{split}.png"  # melset evaluate's picture, one per split ("all": every row)
 
 

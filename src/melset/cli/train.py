@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 import click
+from click.core import ParameterSource
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from melset.cli.base import _cell, _fail, _open, _score, err, out, say
+from melset.cli.base import EXIT_INTERRUPTED, EXIT_TERMINATED, _cell, _fail, _open, _score, err, out, say
+from melset.cli.extract import _Terminated, _terminated
 from melset.cli.options import _DEVICE, _train_options
 from melset.errors import MissingDependency, UsageError
 from melset.system import strict_json
 from melset.train_config import TrainConfig
-from melset.vocab import SPLITS, TEST
+from melset.vocab import RUN_CONFIG, SPLITS, TEST
 
 
 def _needs_torch() -> None:
@@ -31,14 +35,27 @@ def _needs_torch() -> None:
 @click.option("--run", "run_dir", type=click.Path(), required=True, help="Folder for the run (model, metrics, curves).")
 @_train_options
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --run.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the interrupted run in --run from its last epoch, with the options it began with.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(store_dir, run_dir, overwrite, quiet, **hyperparameters):
+def train(store_dir, run_dir, overwrite, resume, quiet, **hyperparameters):
     """Train a genre classifier on a store (training split; best epoch on validation)."""
     _needs_torch()
+    from melset.runs import resumable_config, resume_config
     from melset.train import check_config
     from melset.train import train as run_train
 
-    cfg = TrainConfig(**hyperparameters)
+    if resume and overwrite:
+        raise UsageError("--resume continues the run in --run and --overwrite replaces it: give one of them")
+    if resume:  # the options it began with; those given again must be the same
+        ctx = click.get_current_context()
+        given = {k: v for k, v in hyperparameters.items() if ctx.get_parameter_source(k) != ParameterSource.DEFAULT}
+        cfg = resume_config(run_dir, resumable_config(run_dir), given)
+    else:
+        cfg = TrainConfig(**hyperparameters)
     check_config(cfg)
     store = _open(store_dir)
     columns = (
@@ -56,22 +73,53 @@ def train(store_dir, run_dir, overwrite, quiet, **hyperparameters):
         progress.start()
         val = f"val {row['val_accuracy']:.2f}" if row["val_accuracy"] is not None else "no validation rows"
         progress.update(
-            task, advance=1, description=f"loss {row['train_loss']:.3f} acc {row['train_accuracy']:.2f} {val}"
+            task,
+            completed=row["epoch"],
+            description=f"loss {row['train_loss']:.3f} acc {row['train_accuracy']:.2f} {val}",
         )
 
     def on_warning(message: str) -> None:
         say(("warning", "yellow"), f": {message}", console=err)
 
+    previous = signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: the last finished epoch is kept
     try:
-        metrics = run_train(store.root, run_dir, cfg, on_epoch, overwrite=overwrite, on_warning=on_warning)
+        metrics = run_train(
+            store.root, run_dir, cfg, on_epoch, overwrite=overwrite, on_warning=on_warning, resume=resume
+        )
+    except KeyboardInterrupt as exc:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the sentence below is the last thing this command does
+        progress.stop()
+        _stopped(store.root, run_dir, cfg.epochs, terminated=isinstance(exc, _Terminated))
     finally:
         progress.stop()
+        signal.signal(signal.SIGTERM, previous)
     best = metrics["epochs"][metrics["best_epoch"] - 1]
     val = f", validation accuracy {_score(best['val_accuracy'])}" if best["val_accuracy"] is not None else ""
     say(
         f"{run_dir}: {len(metrics['epochs'])} epochs{' (stopped early)' if metrics['stopped_early'] else ''}; "
         f"best epoch {metrics['best_epoch']}: training accuracy {_score(best['train_accuracy'])}{val}"
     )
+
+
+def _stopped(store: str, run_dir: str, epochs: int, terminated: bool) -> None:
+    """Say what an interrupted `train` kept, and exit 143 (SIGTERM) or 130 (Ctrl-C)."""
+    from melset.runs import is_complete, resume_command
+    from melset.train import checkpoint_epoch
+
+    how, code = ("terminated (SIGTERM)", EXIT_TERMINATED) if terminated else ("interrupted", EXIT_INTERRUPTED)
+    done = checkpoint_epoch(run_dir)
+    if is_complete(run_dir):
+        kept = f"training had finished: {run_dir} is complete"
+    elif done is not None:
+        kept = f"stopped after epoch {done} of {epochs}: the checkpoint is saved; resume with {resume_command(run_dir, store)}"
+    elif os.path.isfile(os.path.join(run_dir, RUN_CONFIG)):
+        kept = (
+            f"stopped before the first epoch ended: nothing to keep yet; resume with {resume_command(run_dir, store)}"
+        )
+    else:
+        kept = "stopped before training began: nothing was written"
+    say((how, "yellow"), f": {kept}", console=err)
+    sys.exit(code)
 
 
 @click.command()
@@ -130,9 +178,7 @@ def _print_multi_label(report: dict, split: str) -> None:
     for col in ("genre", "average precision", "ROC-AUC", "support"):
         t.add_column(col, justify="left" if col == "genre" else "right")
     for genre, m in report["per_class"].items():
-        t.add_row(
-            _cell(genre), _cell(_score(m["average_precision"])), _cell(_score(m["roc_auc"])), _cell(m["support"])
-        )
+        t.add_row(_cell(genre), _cell(_score(m["average_precision"])), _cell(_score(m["roc_auc"])), _cell(m["support"]))
     out.print(t)
     say("- : the split has no track of that genre (or only such tracks), so the score is undefined")
 
