@@ -179,8 +179,8 @@ MUTATIONS = [
     Mutation(
         "patience 0 stops after the first epoch",
         "src/melset/train.py",
-        "if since_best and since_best >= cfg.patience:",
-        "if since_best >= cfg.patience:",
+        "bool(self.since_best and self.since_best >= cfg.patience)",
+        "bool(self.since_best >= cfg.patience)",
         (f"{T_CLI}::test_train_refuses_an_existing_run_and_thin_data",),
     ),
     Mutation(
@@ -240,6 +240,42 @@ MUTATIONS = [
         "    if not AMIN_RANGE[0] <= r.amin <= AMIN_RANGE[1]:",
         "    if False:",
         ("tests/test_exact_recipes.py::test_an_amin_float32_cannot_hold_is_refused_before_any_work",),
+    ),
+    # -- issue 23: a run is complete or it is not a run --
+    Mutation(
+        "an unfinished run is used as finished",
+        "src/melset/predict.py",
+        "    require_complete(run_dir)\n    config = read_config(run_dir)\n    read_metrics(run_dir)  # written last: the run finished, and its record is whole\n",
+        "    config = read_config(run_dir)\n",
+        ("tests/test_runs.py::test_an_unfinished_run_is_not_loaded_and_overwrite_replaces_it",),
+    ),
+    Mutation(
+        "resume does not restore the random states",
+        "src/melset/train.py",
+        "        g.set_state(states[key])\n",
+        "        pass\n",
+        ("tests/test_runs.py::test_fit_resumed_from_any_epoch_ends_with_the_uninterrupted_weights",),
+    ),
+    Mutation(
+        "SIGTERM during train says nothing",
+        "src/melset/cli/train.py",
+        "    previous = signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: the last finished epoch is kept\n",
+        "    previous = signal.getsignal(signal.SIGTERM)\n",
+        ("tests/test_runs.py::test_sigterm_and_ctrl_c_keep_the_last_epoch_and_say_how_to_resume",),
+    ),
+    Mutation(
+        "a damaged config.json is not checked",
+        "src/melset/runs.py",
+        '"hyperparameters": ("a JSON object of melset train\'s options", lambda v: isinstance(v, dict)),',
+        '"hyperparameters": ("a JSON object of melset train\'s options", lambda v: True),',
+        ("tests/test_runs.py::test_damaged_run_files_are_one_sentence_for_predict_evaluate_report",),
+    ),
+    Mutation(
+        "a damaged metrics.json is not checked",
+        "src/melset/runs.py",
+        '        _check_keys(path, f"epochs[{i}] ", epoch, _EPOCH_KEYS, ("epoch",))',
+        "        pass",
+        ("tests/test_runs.py::test_damaged_run_files_are_one_sentence_for_predict_evaluate_report",),
     ),
 ]
 

@@ -41,6 +41,8 @@ def make_run(root, recipe: Recipe = Recipe(), classes=SAMPLE_CLASSES, seed: int 
     torch.save(model.state_dict(), root / "model.pt")
     config = {"recipe": recipe.to_dict(), "classes": list(classes), "model": arch.to_dict(), "seed": seed}
     (root / "config.json").write_text(json.dumps(config))
+    epoch = {"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": None, "val_accuracy": None}
+    (root / "metrics.json").write_text(json.dumps({"epochs": [epoch], "best_epoch": 1}))  # last: a finished run
     return root
 
 
