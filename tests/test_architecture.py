@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "melset"
 # own layer or those before it. README.md's Architecture section and docs/architecture.md list
 # these rooms in this order (checked below); `python docs/house.py` draws docs/house.png from it.
 LAYERS = [
-    {"vocab", "errors", "system"},
+    {"vocab", "errors", "system", "outputs"},
     {"melscale"},
     {"recipe"},
     {"catalog"},

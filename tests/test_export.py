@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import sys
 
 import numpy as np
@@ -203,6 +204,9 @@ def test_seed_pickles_replace_an_earlier_export_and_leave_other_folders_alone(sa
     assert len(ok) == len(store.ok_rows())
     stale = to / "pickles" / "999999.pickle"  # a row that was ok in an earlier export, failed now
     stale.write_bytes((to / "pickles" / ok[0]).read_bytes())
+    marker = json.loads((to / exports.MARKER).read_text())  # as that earlier export recorded it
+    marker["files"].append("pickles/999999.pickle")
+    (to / exports.MARKER).write_text(json.dumps(marker))
     exports.seed_pickles(store, to)
     assert sorted(p.name for p in (to / "pickles").iterdir()) == ok
     (tmp_path / "notebook").mkdir()

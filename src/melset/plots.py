@@ -15,7 +15,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from melset.errors import UsageError  # noqa: E402
 from melset.melscale import hz_to_mel  # noqa: E402
+from melset.outputs import file_holds, output_file, replacing  # noqa: E402
 from melset.vocab import TRAINING, VALIDATION  # noqa: E402
 
 PLAIN = {"parse_math": False}  # text properties for any text that comes from data
@@ -126,13 +128,40 @@ def curves_png(epochs: list[dict], out: str | os.PathLike, title: str = "", mult
     return _save(fig, out)
 
 
+PICTURE_FORMATS = ("png", "svg", "pdf")  # what a picture's name may end with (none: png)
+
+
+def picture_format(out: str | os.PathLike, option: str = "the picture") -> str:
+    """The format a picture named `out` is drawn in: its extension (any case) when it is one of
+    PICTURE_FORMATS, png without one. Raises UsageError for another extension."""
+    ext = os.path.splitext(os.path.basename(os.fspath(out)))[1].lower()
+    fmt = ext[1:] or PICTURE_FORMATS[0]
+    if fmt not in PICTURE_FORMATS:
+        names = ", ".join(f".{f}" for f in PICTURE_FORMATS)
+        raise UsageError(f"{option} {os.fspath(out)}: melset draws pictures as {names}; give a name that ends in one")
+    return fmt
+
+
+def _drawn_by_matplotlib(path: str) -> bool:
+    # PNG: a tEXt "Software" chunk after the header; SVG, PDF: a comment or the document info
+    return file_holds(path, (b"Matplotlib", b"matplotlib"))
+
+
+def picture_target(out: str | os.PathLike, option: str = "the picture", runs: bool = False) -> tuple[str, str]:
+    """The resolved path and format of a picture to draw at `out`, checked (see
+    melset.outputs.output_file; `runs`: refuse a place inside a training run too)."""
+    real = output_file(out, option, _drawn_by_matplotlib, "picture.png", runs=runs)
+    return real, picture_format(out, option)
+
+
 def _save(fig, out) -> str:
-    if hasattr(out, "write"):  # a file object (the HTML report embeds pictures)
-        fig.savefig(out, format="png")
+    try:
+        if hasattr(out, "write"):  # a file object (the HTML report embeds pictures)
+            fig.savefig(out, format="png")
+            return ""
+        real, fmt = picture_target(out)
+        with replacing(real) as tmp:
+            fig.savefig(tmp, format=fmt)
+        return os.fspath(out)
+    finally:
         plt.close(fig)
-        return ""
-    out = os.fspath(out)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out

@@ -30,6 +30,7 @@ import numpy as np
 
 from melset import plots
 from melset.errors import MelsetError, UsageError
+from melset.outputs import output_file, replacing
 from melset.runs import RUN_MARKS, is_run, read_config, read_metrics, require_complete
 from melset.store import Store, now_iso
 from melset.vocab import (
@@ -128,17 +129,37 @@ def page(title: str, subtitle: str, sections: list[tuple[str, str]]) -> str:
     )
 
 
+GENERATOR = '<meta name="generator" content="melset">'  # how a page melset wrote is recognised
+_OLDER_PAGE = b'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'  # pages before GENERATOR
+
+
+def _our_page(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return GENERATOR.encode() in head or head.startswith(_OLDER_PAGE)
+
+
+def html_target(path: str | os.PathLike) -> str:
+    """The resolved path (symbolic links and '..') of a page to write at `path`, checked.
+
+    Raises UsageError for a place inside a store or a training run, a folder, a special file,
+    or an existing file that is not a page melset wrote.
+    """
+    return output_file(path, "--html", _our_page, "report.html")
+
+
 def write_html(path: str | os.PathLike, text: str) -> str:
-    """Write the page atomically; refuses a folder. Returns the absolute path."""
-    path = os.path.abspath(os.fspath(path))
-    if os.path.isdir(path):
-        raise UsageError(f"--html {path} is a folder; give a file name such as report.html")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    """Write the page atomically at `path`, checked by `html_target`, marked as melset's.
+    Returns the resolved path."""
+    real = html_target(path)
+    if GENERATOR not in text:
+        text = text.replace("<head>", "<head>" + GENERATOR, 1)
+    with replacing(real) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
-    os.replace(tmp, path)
-    return path
+    return real
 
 
 def kind_of(path: str | os.PathLike) -> str:

@@ -27,6 +27,7 @@ import shlex
 from typing import Any
 
 from melset.errors import RunError, UsageError
+from melset.outputs import refuse_inside_melset
 from melset.recipe import Recipe
 from melset.system import strict_json
 from melset.train_config import TrainConfig, option_flag
@@ -75,8 +76,9 @@ def prepare_run_dir(run_dir: str, overwrite: bool = False) -> None:
 
     With `overwrite`, the files of an earlier run (RUN_FILES, half-written ones and confusion
     matrices) are removed; a folder that holds anything else is still refused, so no user
-    data is wiped. Raises RunError.
+    data is wiped. Raises RunError, or UsageError for a folder inside a store.
     """
+    refuse_inside_melset(os.path.realpath(run_dir), "--run", run_dir, itself=True, runs=False)
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise RunError(f"{run_dir} exists and is not a folder; choose another --run")
     if os.path.isdir(run_dir):

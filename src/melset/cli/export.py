@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+
 import click
 
-from melset.cli.base import _fail, _open, err, say
+from melset.cli.base import EXIT_INTERRUPTED, EXIT_TERMINATED, _fail, _open, err, say
+from melset.cli.extract import _Terminated, _terminated
 from melset.errors import MelsetError
 
 
@@ -34,6 +38,7 @@ def export(store_dir, fmt, to, shard_size):
         _fail(f"--shard-size applies to --format webdataset only, not {fmt}")
     if store.manifest.get("state") != "complete":
         say(("warning", "yellow"), ": the store is incomplete; exporting the rows finished so far", console=err)
+    signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: the work folder is removed
     try:
         if fmt == exports.SEED_PICKLES:
             n = exports.seed_pickles(store, to)
@@ -50,5 +55,12 @@ def export(store_dir, fmt, to, shard_size):
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot write the {fmt} export to {to}: {exc.strerror or exc}")
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, _Terminated)
+        how = "terminated (SIGTERM)" if terminated else "interrupted"
+        say((how, "yellow"), f": no part of the new export was kept; {to} is as it was", console=err)
+        sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the export is over: nothing left to clean
     parts = ", ".join(f"{name} {n}" for name, n in counts.items())
     say(f"wrote {sum(counts.values())} ok rows ({parts}) as {how}")

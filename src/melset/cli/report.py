@@ -34,6 +34,7 @@ def report(path, html_file, examples, store_dir, split, device):
     from melset import report as reports
 
     try:
+        reports.html_target(html_file)  # before any work
         kind = reports.kind_of(path)
         if kind == "store":
             if store_dir is not None:

@@ -147,9 +147,10 @@ def _recorded_recipe(where: str, data) -> Recipe:
 @click.option("--png", "png", type=click.Path(), required=True, help="Where to write the picture.")
 def show(store_dir, track, png):
     """Draw one stored spectrogram with time (s) and frequency (Hz) axes."""
-    from melset.plots import spectrogram_png
+    from melset.plots import picture_target, spectrogram_png
 
     store = _open(store_dir)
+    picture_target(png, "--png", runs=True)  # before any work: never inside a store or a run, never a foreign file
     try:
         row = store.row_of(track)
     except (KeyError, ValueError):
