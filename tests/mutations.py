@@ -277,6 +277,49 @@ MUTATIONS = [
         "        pass",
         ("tests/test_runs.py::test_damaged_run_files_are_one_sentence_for_predict_evaluate_report",),
     ),
+    # -- issue 23: outputs own only what they wrote --
+    Mutation(
+        "a re-export deletes what the earlier export did not write",
+        "src/melset/export.py",
+        "    foreign = _foreign_entries(folder, marker)\n",
+        "    foreign = []\n",
+        ("tests/test_outputs.py::test_reexport_replaces_only_what_the_earlier_export_wrote",),
+    ),
+    Mutation(
+        "an output inside a run is allowed",
+        "src/melset/outputs.py",
+        'if kind == "store" or (kind and runs):',
+        'if kind == "store" and not runs:',
+        ("tests/test_outputs.py::test_nothing_is_written_inside_a_store_or_a_run",),
+    ),
+    Mutation(
+        "a picture replaces a file melset did not write",
+        "src/melset/outputs.py",
+        "    if not ours(real):\n",
+        "    if False:\n",
+        ("tests/test_outputs.py::test_picture_and_page_names",),
+    ),
+    Mutation(
+        "a killed export's earlier export is not put back",
+        "src/melset/export.py",
+        "            if not os.path.lexists(os.path.join(parent, target)):\n                os.rename(old, os.path.join(parent, target))\n",
+        "            pass\n",
+        ("tests/test_outputs.py::test_a_killed_exports_work_folder_is_cleaned_and_the_earlier_export_put_back",),
+    ),
+    Mutation(
+        "SIGTERM during export leaves its work folder",
+        "src/melset/cli/export.py",
+        "    signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: the work folder is removed\n",
+        "",
+        ("tests/test_outputs.py::test_export_stopped_at_random_moments_leaves_nothing_behind",),
+    ),
+    Mutation(
+        "an export marker without a file list authorises deletion",
+        "src/melset/export.py",
+        '    if not (isinstance(files, list) and isinstance(folders, list)):\n        raise untrusted("it lists no files: an export by an older melset")\n',
+        "    files, folders = files or [], folders or []\n",
+        ("tests/test_outputs.py::test_a_damaged_or_edited_marker_authorises_no_deletion",),
+    ),
 ]
 
 
