@@ -127,6 +127,23 @@ def test_a_log_file_gains_progress_lines_while_extract_runs(tmp_path):
     assert progress[-1].group(3) == SUMMARY_RATE.search(log.read_text()).group(1)
 
 
+def test_the_progress_display_and_the_summary_compute_one_rate(tmp_path):
+    from melset.catalog import open_catalog
+    from melset.cli.extract import Meter
+    from melset.engines import make_engine
+    from melset.extract import extract
+    from melset.recipe import Recipe
+
+    meter = Meter()
+    catalog = open_catalog(SAMPLE_AUDIO, tracks=SAMPLE_TRACKS, subset="large")
+    with make_engine("local", workers=2) as engine:
+        summary = extract(catalog, Recipe(), tmp_path / "s", engine=engine, on_progress=meter.update)
+    assert meter.first == 2 and summary.processed == meter.done - meter.first == 14  # the missing rows apart
+    # store opening and finishing take no part in either: the two agree to the microsecond
+    assert meter.rate() == pytest.approx(summary.rate, rel=1e-3)
+    assert summary.work_s < summary.elapsed_s
+
+
 def test_log_lines_every_few_seconds_or_percent_and_at_least_every_30_seconds():
     from melset.cli.extract import LogLines, Meter
 
