@@ -1,30 +1,45 @@
-# Quick start: `make demo`, then `make test`. Everything installs into .venv.
+# Quick start: `make demo` (melset and its core dependencies, ~0.6 GB), then `make test` (adds the
+# extras and the test tools, ~1.7 GB more). Everything installs into .venv.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-STAMP := $(VENV)/.installed
+# `make demo` installs melset alone (what `pip install melset` gives: no torch, no Ray, no test
+# tools); `make test` adds what the tests, training, Ray and the exports' readers need
+TEST_EXTRAS := test,train,ray,av,hf,wds,fast
+CORE_STAMP := $(VENV)/.installed-core
+FULL_STAMP := $(VENV)/.installed-full
 DEMO := demo-out
 
-.PHONY: demo test install bench clean browser
+.PHONY: demo test install install-core bench clean browser
 
-$(STAMP): pyproject.toml
+$(CORE_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[test,train,ray,av,hf,wds,fast]'
+	$(PIP) install --quiet -e .
 	@# an editable install leaves melset's own modules uncompiled, and where PYTHONDONTWRITEBYTECODE
 	@# is set every process would compile them again (~0.1 s of each worker server's start)
 	$(PY) -m compileall -q src
-	touch $(STAMP)
+	touch $(CORE_STAMP)
 
-install: $(STAMP)
+# after the core: `make test` following `make demo` adds only the extras
+$(FULL_STAMP): $(CORE_STAMP) pyproject.toml
+	$(PIP) install --quiet -e '.[$(TEST_EXTRAS)]'
+	touch $(FULL_STAMP)
 
-demo: $(STAMP)
+install-core: $(CORE_STAMP)
+
+install: $(FULL_STAMP)
+
+demo: $(CORE_STAMP)
 	$(VENV)/bin/melset extract --tracks sample/fma_metadata/tracks.csv --audio sample/fma_audio --out $(DEMO)/store --subset large --overwrite
 	$(VENV)/bin/melset info $(DEMO)/store
 	$(VENV)/bin/melset show $(DEMO)/store --track 200010 --png $(DEMO)/200010.png
 	$(VENV)/bin/melset export $(DEMO)/store --format seed-pickles --to $(DEMO)/notebook
 	$(VENV)/bin/melset report $(DEMO)/store --html $(DEMO)/report.html
+	@echo
+	@echo "melset is installed in $(VENV): run $(VENV)/bin/melset --help,"
+	@echo "or first 'source $(VENV)/bin/activate', then melset --help"
 
 # headless Chromium for the HTML report tests (Debian's package; skipped where it cannot be installed)
 browser:
@@ -35,11 +50,11 @@ browser:
 # two test processes, one file each at a time: the suite is mostly single-threaded waiting on
 # whole `melset` commands, and the durability tests are built to pass on a busy machine
 # mutations.py --check first (seconds, no tests): a planted bug whose text moved away fails the run
-test: $(STAMP) browser
+test: $(FULL_STAMP) browser
 	$(PY) tests/mutations.py --check
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
-bench: $(STAMP)
+bench: $(FULL_STAMP)
 	$(PY) benchmarks/extract_speed.py
 
 clean:

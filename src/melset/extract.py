@@ -21,9 +21,10 @@ from melset.catalog import Catalog
 from melset.catalog.labels import label_matrix
 from melset.engines import Engine
 from melset.errors import StoreError, UsageError
-from melset.recipe import Recipe
+from melset.recipe import FLAGS, Recipe
 from melset.store import DISK_FULL, StoreWriter, disk_full_message, now_iso, read_manifest
-from melset.vocab import CATALOG_COLUMNS, FAILED, GENRE_TOP, MANIFEST, MISSING, OK, PATH, TRACK_ID
+from melset.store.format import CREATING
+from melset.vocab import CATALOG_COLUMNS, FAILED, GENRE_TOP, MANIFEST, MISSING, OK, PATH, SUBSET, TRACK_ID
 
 COMMIT_EVERY_S = 0.5
 COMMIT_EVERY_ROWS = 256
@@ -41,19 +42,31 @@ class Summary:
     no_genre: int
     processed: int  # rows computed by this run
     already_done: int  # rows found finished in the store
-    elapsed_s: float
+    elapsed_s: float  # the whole call, opening and finishing the store included
     state: str
     classes: list[str] = field(default_factory=list)
     healed: list[str] = field(default_factory=list)  # damage the resume found in the store and undid
     source: dict = field(default_factory=dict)  # the layout read, why, and the input paths
+    work_s: float = 0.0  # from the first task handed out to the last row processed
 
     @property
     def rate(self) -> float:
-        return self.processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """Rows this run processed per second of work: what the progress bar showed last."""
+        return files_per_second(self.processed, self.work_s)
 
     @property
     def exit_code(self) -> int:
         return 0 if self.counts.get(OK, 0) > 0 else 1
+
+
+def files_per_second(processed: int, seconds: float) -> float:
+    """Rows processed per second: the rate the progress display and the summary both show.
+
+    Counted from the moment the first task is handed out (after the rows finished earlier
+    and the missing ones are set aside), over the rows this run processed: the average of
+    the whole run so far, so it never spikes on a first result and ends where the summary does.
+    """
+    return processed / seconds if seconds > 0 and processed > 0 else 0.0
 
 
 def _check_label_kind(out: str | os.PathLike, kind: str, overwrite: bool) -> None:
@@ -69,6 +82,78 @@ def _check_label_kind(out: str | os.PathLike, kind: str, overwrite: bool) -> Non
             f"{os.path.abspath(out)} holds a store labelled with --labels {stored}; run with --labels {stored} to resume it, "
             "--overwrite to replace it, or choose another --out"
         )
+
+
+def _check_same_parameters(out: str | os.PathLike, identity: dict, source: dict, overwrite: bool) -> None:
+    """Refuse to resume a store made with other parameters, naming the options whose values changed."""
+    if overwrite or not os.path.exists(os.path.join(out, MANIFEST)):
+        return
+    try:
+        old = read_manifest(os.fspath(out))
+    except StoreError:
+        return  # a damaged store: StoreWriter.open says what to do with it
+    if old.get("state") == CREATING or old.get("identity") == identity:
+        return  # recreated, or resumed
+    made, asked = _changed_options(old, identity, source)
+    where = os.path.abspath(out)
+    if made:
+        given = " ".join(m for m in made if m.startswith("-"))
+        left_out = " ".join(m[len("no ") :] for m in made if m.startswith("no "))
+        again = " ".join(filter(None, [given and f"with {given}", left_out and f"without {left_out}"]))
+        raise StoreError(
+            f"{where} holds a store made with {' '.join(made)}; this run asks {' '.join(asked)}: run {again} to "
+            "resume it, --overwrite to replace it, or choose another --out"
+        )
+    was = old.get("identity", {})
+    stored, asked_rows = was.get("rows"), identity.get("rows")
+    if stored == asked_rows and was.get("tracks_sha256") == identity.get("tracks_sha256"):
+        changed = (
+            f"the same options now give its {stored} tracks other genre lists (tracks.csv or genres.csv changed since)"
+        )
+    else:
+        changed = (
+            f"the same options now select {asked_rows if asked_rows != stored else 'other'} tracks "
+            "(the metadata or the audio folder changed since)"
+        )
+    raise StoreError(
+        f"{where} holds a store of {stored} tracks, and {changed}: --overwrite replaces it, or choose another --out"
+    )
+
+
+def _changed_options(old: dict, identity: dict, source: dict) -> tuple[list[str], list[str]]:
+    """The options (and their values) that made the stored identity and those this run asks, where they differ."""
+    was, made, asked = old.get("identity", {}), [], []
+
+    def differ(flag: str, before: Any, after: Any) -> None:
+        made.append(f"no {flag}" if before is None and flag == "--limit" else f"{flag} {_option_value(before)}")
+        asked.append(f"no {flag}" if after is None and flag == "--limit" else f"{flag} {_option_value(after)}")
+
+    stored_recipe, recipe = was.get("recipe") or {}, identity.get("recipe") or {}
+    for key in dict.fromkeys([*recipe, *stored_recipe]):
+        if stored_recipe.get(key) != recipe.get(key):
+            differ(FLAGS.get(key, f"recipe {key}"), stored_recipe.get(key), recipe.get(key))
+    if was.get("labels", GENRE_TOP) != identity.get("labels", GENRE_TOP):
+        differ("--labels", was.get("labels", GENRE_TOP), identity.get("labels", GENRE_TOP))
+    if was.get("rows") != identity.get("rows") or was.get("tracks_sha256") != identity.get("tracks_sha256"):
+        stored_source = old.get("source") or {}
+        for key, flag in (("layout", "--layout"), (SUBSET, "--subset"), ("limit", "--limit")):
+            # --limit is recorded only when given; the others only where a layout has them
+            known = key == "limit" and bool(stored_source) or key in stored_source and key in source
+            if known and stored_source.get(key) != source.get(key):
+                differ(flag, stored_source.get(key), source.get(key))
+        for key, flag in (("tracks", "--tracks"), ("manifest", "--manifest"), ("audio", "--audio")):
+            if key in stored_source and key in source and stored_source[key] != source[key]:
+                differ(flag, stored_source[key], source[key])
+        if made:
+            made.append(f"({was.get('rows')} tracks)")
+            asked.append(f"({identity.get('rows')} tracks)")
+    return made, asked
+
+
+def _option_value(value: Any) -> str:
+    if value is None:
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def tracks_digest(catalog: Catalog) -> str:
@@ -199,7 +284,11 @@ def extract(
     retry_failed : bool
         Also compute again the rows that failed in an earlier run.
     on_progress : callable, optional
-        ``on_progress(done, total)`` as rows finish (for a progress bar).
+        ``on_progress(done, total)``: first once the store is open and the rows to do are
+        planned (`done` counts the rows finished earlier and the files found missing), then
+        as each row finishes, and again (same values) every half second or so while no row
+        finishes, so that a display can keep time. The rate `Summary.rate` reports is
+        `files_per_second` of the rows processed since that first call.
     labels : {"genre_top", "genres", "genres_all"}, optional
         What labels.npy encodes: one-hot genre_top, or (FMA only) multi-hot rows of
         track.genres or track.genres_all, titled from genres.csv. Default: what the catalog
@@ -252,6 +341,7 @@ def extract(
         "labels": labels,
     }
     _check_label_kind(out, labels, overwrite)
+    _check_same_parameters(out, identity, catalog.source, overwrite)
     with StoreWriter.open(
         out, identity, table, label_rows, classes, recipe.shape, recipe.dtype, overwrite=overwrite, extra=extra
     ) as store:
@@ -260,6 +350,7 @@ def extract(
         try:
             tasks, already = _plan(store, table, retry_failed)
             skipped = total - len(tasks)  # finished earlier, or recorded missing just now
+            work_started = last_result = time.monotonic()
             if on_progress:
                 on_progress(skipped, total)
 
@@ -271,14 +362,20 @@ def extract(
                     store.commit()
                     last_commit = time.monotonic()
 
+            def idle() -> None:
+                commit_if_due()
+                if on_progress:
+                    on_progress(skipped + processed, total)
+
             # results commit in batches; while no result comes (a slow file), the timer commits
-            for row, result, crc in engine.run(tasks, recipe, store.sink, on_idle=commit_if_due):
+            for row, result, crc in engine.run(tasks, recipe, store.sink, on_idle=idle):
                 if crc is None:  # the engine sent the matrix back
                     store.write(row, result.status, result.error, result.duration_s, result.mel, result.decoder)
                 else:  # a worker wrote it into mels.npy already
                     store.record(row, result.status, result.error, result.duration_s, crc, result.decoder)
                 processed += 1
                 commit_if_due()
+                last_result = time.monotonic()  # taken as on_progress sees it: the bar ends on the summary's rate
                 if on_progress:
                     on_progress(skipped + processed, total)
             complete = True
@@ -323,6 +420,7 @@ def extract(
         classes=classes,
         healed=notes,
         source=dict(catalog.source),
+        work_s=last_result - work_started,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import csv
 import os
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -233,6 +234,14 @@ def _one_level_off(audio_dir: str) -> str | None:
     return next((p for p in inner if looks_like_fma(p)), None)
 
 
+def _other_subsets_on_disk(tracks: pd.DataFrame, subset: str, on_disk: list[str]) -> dict[str, int]:
+    """How many listed tracks of each larger subset have their file on disk, though `subset` leaves them out."""
+    files = set(on_disk)
+    others = tracks[tracks[SUBSET_COL] > subset]
+    found = Counter(str(s) for t, s in zip(others.index, others[SUBSET_COL]) if relative_audio_path(t) in files)
+    return {s: found[s] for s in SUBSETS if found[s]}
+
+
 def catalog(
     tracks_csv: str | os.PathLike, audio_dir: str | os.PathLike, subset: str = "small", labels: str = GENRE_TOP
 ) -> Catalog:
@@ -276,6 +285,7 @@ def catalog(
         SUBSET: subset,
         "genres": genres_csv if os.path.exists(genres_csv) else None,
         "tracks_in_csv": int(len(tracks)),
+        "other_subsets_on_disk": _other_subsets_on_disk(tracks, subset, on_disk),
     }
     if os.path.exists(genres_csv):
         source["n_genres"] = int(len(load_genres(genres_csv)))

@@ -85,6 +85,20 @@ class _Group(click.Group):
             sys.exit(EXIT_BUG)
 
 
+def other_subsets_note(source: dict) -> str | None:
+    """The FMA tracks of larger subsets whose files are on disk though the run left them out,
+    in words with the --subset that includes them (None when there are none)."""
+    counts = source.get("other_subsets_on_disk") or {}
+    n = sum(counts.values())
+    if not n:
+        return None
+    each = ", ".join(f"{subset} {k}" for subset, k in counts.items())
+    return (
+        f"{n} track{'s' if n != 1 else ''} of other subsets ({each}) {'are' if n != 1 else 'is'} on disk and not in "
+        f"this store: --subset {list(counts)[-1]} includes {'them' if n != 1 else 'it'}"
+    )
+
+
 def _open(path: str):
     from melset.store import Store
 

@@ -4,30 +4,165 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
+from collections.abc import Callable
 
 import click
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from melset.cli.base import EXIT_INTERRUPTED, EXIT_TERMINATED, _fail, err, say
+from melset.cli.base import EXIT_INTERRUPTED, EXIT_TERMINATED, _fail, err, other_subsets_note, say
 from melset.cli.options import _recipe, _recipe_options
 from melset.engines import ENGINES
 from melset.errors import MelsetError
 from melset.vocab import FAILED, GENRE_TOP, LABEL_KINDS, MISSING, OK, PENDING, TOO_SHORT
 
 
+class Meter:
+    """Where an extract run stands: rows done of total, and the rate of the rows this run processed.
+
+    Fed by `melset.extract.extract`'s ``on_progress(done, total)``. The first call (the store
+    open, the rows finished earlier and the missing files set aside) starts the clock; the
+    rate is `melset.extract.files_per_second` of the rows done since, as the summary's, and
+    once every row is done it is taken at the last row, so the last frame shows the summary's rate.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.started: float | None = None
+        self.first = self.done = self.total = 0
+        self.last_row = 0.0
+
+    def update(self, done: int, total: int) -> None:
+        now = self.clock()
+        if self.started is None:
+            self.started, self.first, self.last_row = now, done, now
+        elif done != self.done:
+            self.last_row = now
+        self.done, self.total = done, total
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.total
+
+    def rate(self) -> float:
+        from melset.extract import files_per_second
+
+        if self.started is None:
+            return 0.0
+        end = self.last_row if self.finished else self.clock()
+        return files_per_second(self.done - self.first, end - self.started)
+
+    def eta_s(self) -> float | None:
+        """Seconds left at the rate so far (0 when done, None before the first row of this run)."""
+        if self.finished:
+            return 0.0
+        rate = self.rate()
+        return (self.total - self.done) / rate if rate else None
+
+    def elapsed_s(self) -> float:
+        return 0.0 if self.started is None else (self.last_row if self.finished else self.clock()) - self.started
+
+    def rate_text(self) -> str:
+        rate = self.rate()
+        return f"{rate:.1f} clips/s" if rate else "- clips/s"
+
+    def line(self) -> str:
+        """One plain line: done/total, percent, rate, elapsed and ETA."""
+        percent = 100.0 * self.done / self.total if self.total else 100.0
+        return (
+            f"extract {self.done}/{self.total} ({percent:.0f}%), {self.rate_text()}, "
+            f"{_clock(self.elapsed_s())} elapsed, eta {_clock(self.eta_s())}"
+        )
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-:--:--"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class LogLines:
+    """Progress for a log file or a pipe, the way tqdm writes to one: a plain line when the
+    rows are planned, then whenever STEP more of them are done and EVERY_S have passed, at
+    least every AT_LEAST_S, and once at the end."""
+
+    EVERY_S, AT_LEAST_S, STEP = 2.0, 30.0, 0.05
+
+    def __init__(self, meter: Meter, write: Callable[[str], None]):
+        self.meter, self.write = meter, write
+        self.printed_at: float | None = None
+        self.printed_done = 0
+        self.ended = False
+
+    def __call__(self, done: int, total: int) -> None:
+        self.meter.update(done, total)
+        if self.ended:
+            return
+        now = self.meter.clock()
+        since = None if self.printed_at is None else now - self.printed_at
+        if (
+            since is None
+            or self.meter.finished
+            or since >= self.AT_LEAST_S
+            or (since >= self.EVERY_S and done - self.printed_done >= self.STEP * total)
+        ):
+            self.write(self.meter.line())
+            self.printed_at, self.printed_done, self.ended = now, done, self.meter.finished
+
+    def close(self) -> None:
+        pass
+
+
 class _Rate(ProgressColumn):
+    def __init__(self, meter: Meter):
+        super().__init__()
+        self.meter = meter
+
     def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.1f} clips/s" if speed else "- clips/s", style="cyan")
+        return Text(self.meter.rate_text(), style="cyan")
+
+
+class _Eta(ProgressColumn):
+    def __init__(self, meter: Meter):
+        super().__init__()
+        self.meter = meter
+
+    def render(self, task) -> Text:
+        return Text(f"eta {_clock(self.meter.eta_s())}", style="progress.remaining")
+
+
+class Bar:
+    """The terminal's progress bar, drawn from the first ``on_progress`` call (once the store
+    is open: a store refused is refused before any bar), its rate and ETA from the Meter."""
+
+    def __init__(self, meter: Meter):
+        self.meter = meter
+        self.progress: Progress | None = None
+        self.task = None
+
+    def __call__(self, done: int, total: int) -> None:
+        self.meter.update(done, total)
+        if self.progress is None:
+            self.progress = Progress(
+                TextColumn("[bold]extract"),
+                # rich's own finished colour is a grey in a 16-colour terminal: the bar would look empty
+                BarColumn(finished_style="green"),
+                MofNCompleteColumn(),
+                _Rate(self.meter),
+                TimeElapsedColumn(),
+                _Eta(self.meter),
+                console=err,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("extract", total=total, completed=done)
+        else:
+            self.progress.update(self.task, total=total, completed=done)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
 
 
 @click.command()
@@ -164,33 +299,12 @@ def _extract(engine, recipe, inputs, out_dir, options, quiet):
     catalog = open_catalog(**inputs)
     if quiet:
         return run_extract(catalog, recipe, out_dir, engine=engine, **options)
-    columns = (
-        TextColumn("[bold]extract"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _Rate(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err) as progress:
-        task = progress.add_task("extract", total=len(catalog))
-
-        def on_progress(done: int, total: int) -> None:
-            if progress.tasks[task].completed == 0 and done:
-                # rows finished by earlier runs do not count towards the rate and ETA
-                progress.reset(task, total=total, completed=done)
-            else:
-                progress.update(task, completed=done)
-
-        return run_extract(
-            catalog,
-            recipe,
-            out_dir,
-            engine=engine,
-            on_progress=on_progress,
-            **options,
-        )
+    meter = Meter()
+    display = Bar(meter) if err.is_terminal else LogLines(meter, lambda line: say(line, console=err))
+    try:
+        return run_extract(catalog, recipe, out_dir, engine=engine, on_progress=display, **options)
+    finally:
+        display.close()
 
 
 def _print_summary(summary, quiet: bool) -> None:
@@ -199,7 +313,7 @@ def _print_summary(summary, quiet: bool) -> None:
     c = summary.counts
     line = (
         f"{summary.out}: {c[OK]} ok, {c[TOO_SHORT]} too short, {c[FAILED]} failed, {c[MISSING]} missing"
-        f" of {sum(c.values())} tracks ({summary.processed} processed in {summary.elapsed_s:.1f} s, {summary.rate:.1f} clips/s"
+        f" of {sum(c.values())} tracks ({summary.processed} processed in {summary.work_s:.1f} s, {summary.rate:.1f} clips/s"
         f"{f'; {summary.already_done} already done' if summary.already_done else ''})"
     )
     if quiet:
@@ -225,6 +339,9 @@ def _print_summary(summary, quiet: bool) -> None:
         say(
             f"  unlisted ({len(summary.unlisted)}): on disk but not in the metadata: {', '.join(summary.unlisted[:5])}{' ...' if len(summary.unlisted) > 5 else ''}"
         )
+    others = other_subsets_note(src)
+    if others:
+        say(f"  other subsets: {others}")
     if summary.no_genre:
         say(f"  no genre ({summary.no_genre}): tracks without a label get an all-zero label row")
     for note in summary.healed:
