@@ -320,6 +320,63 @@ MUTATIONS = [
         "    files, folders = files or [], folders or []\n",
         ("tests/test_outputs.py::test_a_damaged_or_edited_marker_authorises_no_deletion",),
     ),
+    # -- issue 24: a newcomer's first hour --
+    Mutation(
+        "tracks of other subsets on disk not counted",
+        "src/melset/catalog/fma.py",
+        "others = tracks[tracks[SUBSET_COL] > subset]",
+        'others = tracks[tracks[SUBSET_COL] > "large"]',
+        ("tests/test_first_hour.py::test_catalog_counts_tracks_of_other_subsets_on_disk",),
+    ),
+    Mutation(
+        "the finished bar is grey in 16 colours",
+        "src/melset/cli/extract.py",
+        'BarColumn(finished_style="green")',
+        "BarColumn()",
+        ("tests/test_first_hour.py::test_terminal_bar_shows_the_summarys_rate_without_a_first_frame_spike_and_a_visible_finished_bar",),
+    ),
+    Mutation(
+        "a log line for every row",
+        "src/melset/cli/extract.py",
+        "EVERY_S, AT_LEAST_S, STEP = 2.0, 30.0, 0.05",
+        "EVERY_S, AT_LEAST_S, STEP = 0.0, 30.0, 0.0",
+        ("tests/test_first_hour.py::test_log_lines_every_few_seconds_or_percent_and_at_least_every_30_seconds",),
+    ),
+    Mutation(
+        "the summary's rate counts the set-up",
+        "src/melset/extract.py",
+        "return files_per_second(self.processed, self.work_s)",
+        "return files_per_second(self.processed, self.elapsed_s)",
+        ("tests/test_first_hour.py::test_the_progress_display_and_the_summary_compute_one_rate",),
+    ),
+    Mutation(
+        "no progress in a log file",
+        "src/melset/cli/extract.py",
+        "display = Bar(meter) if err.is_terminal else LogLines(",
+        "display = Bar(meter) if True else LogLines(",
+        ("tests/test_first_hour.py::test_a_log_file_gains_progress_lines_while_extract_runs",),
+    ),
+    Mutation(
+        "a changed --subset is refused without naming it",
+        "src/melset/extract.py",
+        "    _check_same_parameters(out, identity, catalog.source, overwrite)\n",
+        "",
+        ("tests/test_first_hour.py::test_another_subset_on_an_existing_store_is_refused_naming_subset_before_any_progress",),
+    ),
+    Mutation(
+        "make demo installs the test tools, torch and Ray",
+        "Makefile",
+        "\t$(PIP) install --quiet -e .\n",
+        "\t$(PIP) install --quiet -e '.[$(TEST_EXTRAS)]'\n",
+        ("tests/test_first_hour.py::test_make_demo_installs_no_torch_ray_or_test_tools_and_says_how_to_run_melset",),
+    ),
+    Mutation(
+        "a collection one level off is read",
+        "src/melset/catalog/folders.py",
+        'if len(tops) == 1 and all(r.count("/") >= 2 for r in rels):',
+        "if False:",
+        ("tests/test_catalog.py::test_a_collection_one_level_off_is_refused_with_the_audio_to_use",),
+    ),
 ]
 
 

@@ -56,7 +56,7 @@ def test_other_parameters_refused_then_overwrite(tmp_path):
     run_melset(*args)
     proc = run_melset(*args, "--dtype", "float32", check=False)
     assert proc.returncode == 2
-    assert 'made with other parameters (recipe.dtype: stored "float16", asked "float32")' in proc.stderr
+    assert "made with --dtype float16; this run asks --dtype float32: run with --dtype float16 to resume it" in proc.stderr
     assert "--overwrite" in proc.stderr
     run_melset(*args, "--dtype", "float32", "--overwrite")
     assert np.load(out / "mels.npy").dtype == np.float32

@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from melset.cli.base import _cell, _fail, _open, err, out, say
+from melset.cli.base import _cell, _fail, _open, err, other_subsets_note, out, say
 from melset.errors import MelsetError, UsageError
 from melset.recipe import SCALINGS, Recipe, recipe_from_options
 from melset.system import strict_json
@@ -67,6 +67,9 @@ def info(store_dir, as_json, verify):
         say(
             f"unlisted: {report['unlisted_count']} audio file(s) on disk that no row lists: {', '.join(report['unlisted_files'][:20])}"
         )
+    others = other_subsets_note(report["source"])
+    if others:
+        say(f"other subsets: {others}")
     if report["no_genre"]:
         say(f"no genre: {report['no_genre']} track(s) without a label ({report['labels']}; all-zero label rows)")
     kind = report["labels"]
