@@ -11,7 +11,7 @@ CORE_STAMP := $(VENV)/.installed-core
 FULL_STAMP := $(VENV)/.installed-full
 DEMO := demo-out
 
-.PHONY: demo test install install-core bench clean browser
+.PHONY: demo test install install-core bench clean system-packages
 
 $(CORE_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,16 +41,18 @@ demo: $(CORE_STAMP)
 	@echo "melset is installed in $(VENV): run $(VENV)/bin/melset --help,"
 	@echo "or first 'source $(VENV)/bin/activate', then melset --help"
 
-# headless Chromium for the HTML report tests (Debian's package; skipped where it cannot be installed)
-browser:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
-		{ [ "$$(id -u)" = 0 ] && apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } || \
-		echo "chromium not installed: the HTML report tests will skip"
+# Debian's packages the tests use, where they can be installed (root): headless Chromium for the
+# HTML report tests, libmpg123 for the mono mix of stereo MP3 (tests of either skip without it)
+system-packages:
+	@{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } && \
+		ldconfig -p 2>/dev/null | grep -q libmpg123.so.0 || \
+		{ [ "$$(id -u)" = 0 ] && apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium libmpg123-0; } || \
+		echo "chromium or libmpg123 not installed: the report-page and mono-mix tests will skip"
 
 # two test processes, one file each at a time: the suite is mostly single-threaded waiting on
 # whole `melset` commands, and the durability tests are built to pass on a busy machine
 # mutations.py --check first (seconds, no tests): a planted bug whose text moved away fails the run
-test: $(FULL_STAMP) browser
+test: $(FULL_STAMP) system-packages
 	$(PY) tests/mutations.py --check
 	$(PY) -m pytest -q -n 2 --dist loadfile
 

@@ -1,6 +1,6 @@
 """Headless Chromium for the HTML report tests: install it when absent, render, screenshot.
 
-`make test` (and CI) install Debian's chromium package first (`make browser`); where it is
+`make test` (and CI) install Debian's chromium package first (`make system-packages`); where it is
 absent and cannot be installed (not root, no apt-get, no network) the tests that need it
 skip with the reason.
 """
