@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import sys
 import tempfile
 import traceback
@@ -113,3 +114,12 @@ def _cell(value) -> Text:
 def _score(x) -> str:
     """A score as every command prints it: three decimals, or - when it is undefined (None)."""
     return "-" if x is None else f"{x:.3f}"
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is."""
+
+
+def _terminated(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the clean-up must not be cut short
+    raise _Terminated()

@@ -7,8 +7,7 @@ import sys
 
 import click
 
-from melset.cli.base import EXIT_INTERRUPTED, EXIT_TERMINATED, _fail, _open, err, say
-from melset.cli.extract import _Terminated, _terminated
+from melset.cli.base import EXIT_INTERRUPTED, EXIT_TERMINATED, _fail, _open, _Terminated, _terminated, err, say
 from melset.errors import MelsetError
 
 

@@ -11,7 +11,16 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from melset.cli.base import EXIT_INTERRUPTED, EXIT_TERMINATED, _fail, err, other_subsets_note, say
+from melset.cli.base import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    _fail,
+    _Terminated,
+    _terminated,
+    err,
+    other_subsets_note,
+    say,
+)
 from melset.cli.options import _recipe, _recipe_options
 from melset.engines import ENGINES
 from melset.errors import MelsetError
@@ -275,15 +284,6 @@ def extract(
         sys.exit(code)
     _print_summary(summary, quiet)
     sys.exit(summary.exit_code)
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C is."""
-
-
-def _terminated(signum, frame) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the clean-up must not be cut short
-    raise _Terminated()
 
 
 def _check_inputs(inputs: dict, layout: str | None, decoder: str) -> None:

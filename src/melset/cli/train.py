@@ -11,8 +11,19 @@ from click.core import ParameterSource
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from melset.cli.base import EXIT_INTERRUPTED, EXIT_TERMINATED, _cell, _fail, _open, _score, err, out, say
-from melset.cli.extract import _Terminated, _terminated
+from melset.cli.base import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    _cell,
+    _fail,
+    _open,
+    _score,
+    _Terminated,
+    _terminated,
+    err,
+    out,
+    say,
+)
 from melset.cli.options import _DEVICE, _train_options
 from melset.errors import MissingDependency, UsageError
 from melset.system import strict_json
