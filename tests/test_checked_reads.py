@@ -20,12 +20,15 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import SAMPLE_AUDIO, SAMPLE_TRACKS, copy_tree, run_melset
+from conftest import copy_tree, run_melset
 from melset.errors import StoreError
 from melset.store import Store
 from melset.store.format import read_journal
 
+import test_multilabel
+
 KINDS = ("flip", "nan-resealed")
+sample_multi = test_multilabel.sample_multi  # the fixture: the sample extracted with --labels genres_all
 
 
 def _training_row(store: Path) -> int:
@@ -122,16 +125,6 @@ def test_the_exports_library_calls_refuse_too(sample_store, tmp_path, kind):
         with pytest.raises(StoreError, match=rf"row {row} of .* \(track {track}\) is damaged"):
             fn(Store(store), tmp_path / f"out{i}")
         assert not (tmp_path / f"out{i}").exists()
-
-
-@pytest.fixture(scope="module")
-def sample_multi(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("multi") / "store"
-    run_melset(
-        "extract", "--tracks", SAMPLE_TRACKS, "--audio", SAMPLE_AUDIO, "--out", out, "--subset", "large",
-        "--labels", "genres_all", "--quiet", "--workers", "2",
-    )  # fmt: skip
-    return out
 
 
 @pytest.mark.slow
