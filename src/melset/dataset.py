@@ -1,4 +1,4 @@
-"""PyTorch access to a store: `MelDataset`, memory-mapped, safe with DataLoader workers.
+"""PyTorch access to a store: `MelDataset`, read from disk and checked, safe with DataLoader workers.
 
     from melset.dataset import MelDataset
     train = MelDataset("fma_small.melset", split="training")
@@ -83,11 +83,11 @@ class MelDataset(Dataset):
 
     The target is the class index (an int), or in a multi-label store (``extract --labels
     genres|genres_all``) a float32 multi-hot tensor of length ``len(classes)``. The
-    attributes follow torchvision's datasets. The matrices stay on disk (memory-mapped,
-    opened lazily in each DataLoader worker); labels and row indices are small arrays held
-    in memory. Every item is read through the store's checked reader (`Store.reader`): its
-    crc32 against the journal and finite values, so a damaged row raises StoreError, never
-    reaches a model.
+    attributes follow torchvision's datasets. The matrices stay on disk, each item read
+    (pread, the file opened lazily in each DataLoader worker) through the store's checked
+    reader (`Store.reader`): its crc32 against the journal and finite values, so a damaged
+    row raises StoreError and never reaches a model. Labels and row indices are small arrays
+    held in memory.
 
     Parameters
     ----------
