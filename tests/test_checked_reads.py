@@ -112,6 +112,7 @@ def test_every_export_refuses_a_damaged_row(sample_store, tmp_path, fmt, kind):
     out = tmp_path / "exports" / "x"
     _refused(run_melset("export", store, "--format", fmt, "--to", out, check=False), store, row, track)
     assert not out.exists()  # an export never holds damaged data
+    assert not list((tmp_path / "exports").glob(".melset*"))  # nor leaves its work folders behind
 
 
 @pytest.mark.slow

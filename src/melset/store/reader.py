@@ -155,8 +155,9 @@ class RowReader:
             without the row, damaged rows are left out of the chunks and appended to it.
         """
         rows = _row_array(rows)
-        for start in range(0, len(rows), max(1, int(chunk_rows))):
-            part = rows[start : start + chunk_rows]
+        step = max(1, int(chunk_rows))
+        for start in range(0, len(rows), step):
+            part = rows[start : start + step]
             out, bad = self._block(part)
             if bad.any():
                 if damaged is None:
