@@ -107,6 +107,9 @@ class RowReader:
 
     def _block(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The matrices of `rows` in order, and a bool per row: damaged."""
+        unknown = [int(r) for r in rows if int(r) not in self._crcs]
+        if unknown:
+            raise KeyError(f"row {unknown[0]} of {self.root} is not among the rows this reader was made for")
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
         n = len(rows)
@@ -167,7 +170,8 @@ class RowReader:
             yield part, out
 
     def close(self) -> None:
-        if self._fd is not None:
+        """Close the file (a later read opens it again)."""
+        if getattr(self, "_fd", None) is not None:
             os.close(self._fd)
             self._fd = None
 
