@@ -377,6 +377,56 @@ MUTATIONS = [
         "if False:",
         ("tests/test_catalog.py::test_a_collection_one_level_off_is_refused_with_the_audio_to_use",),
     ),
+    # -- issue 23: one checked way to read a row --
+    Mutation(
+        "a row's checksum is not checked when read",
+        "src/melset/store/reader.py",
+        "            bad[j] = zlib.crc32(out[j]) != self._crcs[int(rows[j])]",
+        "            bad[j] = False",
+        ("tests/test_checked_reads.py::test_store_reads_refuse_a_damaged_row_or_leave_it_out_when_asked",),
+    ),
+    Mutation(
+        "non-finite rows are read",
+        "src/melset/store/reader.py",
+        "        bad |= _not_finite(out.reshape(n, -1))",
+        "        bad |= np.zeros(n, dtype=bool)",
+        ("tests/test_checked_reads.py::test_store_reads_refuse_a_damaged_row_or_leave_it_out_when_asked",),
+    ),
+    Mutation(
+        "the WebDataset export reads rows around the check",
+        "src/melset/export.py",
+        "                    for chunk, block in store.iter_rows(rows[start : start + shard_size]):",
+        "                    for chunk, block in [(rows[start : start + shard_size], store.mels[rows[start : start + shard_size]])]:",
+        ("tests/test_checked_reads.py::test_the_exports_library_calls_refuse_too",),
+    ),
+    Mutation(
+        "MelDataset is not verified when opened",
+        "src/melset/dataset.py",
+        "        if verify:",
+        "        if verify and False:",
+        ("tests/test_checked_reads.py::test_dataset_never_serves_a_damaged_row",),
+    ),
+    Mutation(
+        "a multi-label y.pickle keyed on genre_top",
+        "src/melset/export.py",
+        "            labelled = labels.any(axis=1)",
+        "            labelled = np.array([isinstance(g, str) for g in store.tracks[GENRE_TOP].tolist()], dtype=bool)",
+        ("tests/test_checked_reads.py::test_seed_pickles_of_a_multi_label_store_carry_the_multi_hot_rows",),
+    ),
+    Mutation(
+        "evaluate reads rows unchecked",
+        "src/melset/evaluate.py",
+        "    parts = [run.probabilities(block) for _, block in store.iter_rows(rows, chunk_rows=32)]",
+        "    parts = [run.probabilities(store.mels[rows[i : i + 32]]) for i in range(0, len(rows), 32)]",
+        ("tests/test_checked_reads.py::test_evaluate_refuses_a_damaged_row",),
+    ),
+    Mutation(
+        "repair misses a NaN row whose journal line was forged",
+        "src/melset/store/checks.py",
+        "                    or not np.isfinite(np.frombuffer(piece, mels.dtype)).all()\n",
+        "",
+        ("tests/test_checked_reads.py::test_repair_and_extract_heal_a_nan_row_whose_journal_line_was_forged",),
+    ),
 ]
 
 

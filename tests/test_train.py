@@ -30,9 +30,9 @@ def test_dataset_serves_ok_labelled_rows_memory_mapped(sample_store):
     mels = np.load(sample_store / "mels.npy")
     assert np.array_equal(x[0].numpy(), mels[expected[0]].astype(np.float32))
     assert ds.classes[y] == t.loc[expected[0], "genre_top"]
-    # pickles without the memory map (what DataLoader workers receive)
+    # pickles without its open file (what DataLoader workers receive)
     state = pickle.loads(pickle.dumps(ds))
-    assert state._mels is None and torch.equal(state[0][0], x)
+    assert state._reader._fd is None and torch.equal(state[0][0], x)
 
 
 def test_dataloader_with_worker_processes(sample_store):

@@ -1,4 +1,4 @@
-"""PyTorch access to a store: `MelDataset`, memory-mapped, safe with DataLoader workers.
+"""PyTorch access to a store: `MelDataset`, read from disk and checked, safe with DataLoader workers.
 
     from melset.dataset import MelDataset
     train = MelDataset("fma_small.melset", split="training")
@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from melset.store import Store
-from melset.vocab import MELS, OK, SPLIT, SPLITS, STATUS, TEST, TRAINING, VALIDATION
+from melset.vocab import OK, SPLIT, SPLITS, STATUS, TEST, TRAINING, VALIDATION
 
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 
@@ -83,9 +83,11 @@ class MelDataset(Dataset):
 
     The target is the class index (an int), or in a multi-label store (``extract --labels
     genres|genres_all``) a float32 multi-hot tensor of length ``len(classes)``. The
-    attributes follow torchvision's datasets. The matrices stay on disk (memory-mapped,
-    opened lazily in each DataLoader worker); labels and row indices are small arrays held
-    in memory.
+    attributes follow torchvision's datasets. The matrices stay on disk, each item read
+    (pread, the file opened lazily in each DataLoader worker) through the store's checked
+    reader (`Store.reader`): its crc32 against the journal and finite values, so a damaged
+    row raises StoreError and never reaches a model. Labels and row indices are small arrays
+    held in memory.
 
     Parameters
     ----------
@@ -102,6 +104,10 @@ class MelDataset(Dataset):
         Seed of the stratified split (when the store has no split of its own).
     fractions : (float, float, float)
         Training, validation and test shares of the stratified split.
+    verify : bool
+        Check every served row once, now (crc32 of the journal and finite values, read in
+        chunks), so that a damaged store is refused before a long training run rather than
+        when the row comes up. Each item is checked again as it is served, whatever this says.
 
     Attributes
     ----------
@@ -121,6 +127,10 @@ class MelDataset(Dataset):
     ------
     ValueError
         An unknown split name.
+    StoreError
+        A served row is damaged (its bytes do not match the journal's checksum, or hold values
+        that are not finite): on opening with `verify`, else when the item is read. Never a
+        damaged matrix served.
 
     Examples
     --------
@@ -137,6 +147,7 @@ class MelDataset(Dataset):
         seed: int = 0,
         fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
         target_transform: Callable | None = None,
+        verify: bool = True,
     ):
         store = store if isinstance(store, Store) else Store(store)
         self.root = store.root
@@ -153,23 +164,20 @@ class MelDataset(Dataset):
         self.transform = transform
         self.target_transform = target_transform
         self.recipe = store.recipe
-        self._mels = None
+        self._reader = store.reader(self.rows)
+        if verify:
+            for _ in self._reader.chunks(self.rows):
+                pass
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, Any]:
-        if self._mels is None:
-            self._mels = np.load(os.path.join(self.root, MELS), mmap_mode="r")
-        x = torch.from_numpy(np.array(self._mels[self.rows[i]], dtype=np.float32)).unsqueeze(0)
+        x = self._reader.read([self.rows[i]])[0]  # checked: crc32 of the journal, finite values
+        x = torch.from_numpy(x.astype(np.float32, copy=False)).unsqueeze(0)
         if self.transform is not None:
             x = self.transform(x)
         y = torch.from_numpy(self.targets[i].copy()) if self.multi_label else int(self.targets[i])
         if self.target_transform is not None:
             y = self.target_transform(y)
         return x, y
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_mels"] = None  # each worker maps the file itself
-        return state

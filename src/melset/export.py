@@ -10,7 +10,8 @@ store split, written from a generator in bounded memory.
 webdataset: tar shards `DIR/<split>-NNNNNN.tar` that the `webdataset` library streams; each
 sample is `<key>.npy` (the matrix, `np.save` bytes) and `<key>.json`. Same store, same bytes.
 
-Each writes only ok rows, and leaves `DIR/melset-export.json` so that exporting again into
+Each writes only ok rows, read through the store's checked reader (`Store.iter_rows`: crc32
+of the journal and finite values), so a damaged row refuses the export; and each leaves `DIR/melset-export.json` so that exporting again into
 the same folder replaces the earlier export (and nothing else).
 """
 
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from melset.errors import MissingDependency, StoreError, UsageError
+from melset.errors import MelsetError, MissingDependency, StoreError, UsageError
 from melset.outputs import leftover_pid, pid_gone, refuse_inside_melset, signals_held, what_is
 from melset.store import Store
 from melset.vocab import (
@@ -60,24 +61,42 @@ LABEL, GENRE = "label", "genre"
 def seed_pickles(store: Store, to: str | os.PathLike) -> dict[str, int]:
     """Write P/pickles/NNNNNN.pickle (ok rows, float64), P/y.pickle and P/classlabels.pickle.
 
-    `to` is a new or empty folder, or an earlier seed-pickles export: it is replaced once the
-    new export is complete, so no pickle of a row that is no longer ok stays behind. Raises
-    UsageError when `to` cannot take the export.
+    As the reference notebook writes them: each pickle is ``ndarray.dump`` of one float64
+    matrix; ``y.pickle`` is a dict from the file stem (``export_name``) to an int64 row of
+    ``len(classes)``, and ``classlabels.pickle`` the class names as a numpy array, in that
+    order. In a genre_top store ``y`` holds LabelBinarizer's one-hot row of every track with
+    a genre_top, as the notebook's. In a multi-label store (``extract --labels genres|
+    genres_all``) it holds the multi-hot row of labels.npy (scikit-learn MultiLabelBinarizer's
+    form, one 1 per genre of the track) of every track with at least one genre.
+
+    Every row is read checked (`Store.iter_rows`): a damaged row refuses the export, so no
+    damaged matrix is ever exported. `to` is a new or empty folder, or an earlier
+    seed-pickles export: it is replaced once the new export is complete, so no pickle of a
+    row that is no longer ok stays behind.
+
+    Raises
+    ------
+    UsageError
+        `to` cannot take the export.
+    StoreError
+        A row is damaged (nothing is written to `to`).
     """
     with _export_folder(store, to, SEED_PICKLES) as work:
         os.mkdir(os.path.join(work, "pickles"))
         ids = store.tracks[TRACK_ID].tolist()
         n = 0
-        for row in store.ok_rows():
-            x = store.row(row).astype(np.float64)  # checked against its checksum
-            # ndarray.dump, as the notebook calls it: pickle protocol 2 of the array
-            x.dump(os.path.join(work, "pickles", f"{export_name(ids[row])}.pickle"))
-            n += 1
+        for rows, block in store.iter_rows():
+            for row, x in zip(rows.tolist(), block):
+                # ndarray.dump, as the notebook calls it: pickle protocol 2 of the array
+                x.astype(np.float64).dump(os.path.join(work, "pickles", f"{export_name(ids[row])}.pickle"))
+                n += 1
         classes = np.array(store.classes)
-        y = {}
-        for row, genre in enumerate(store.tracks[GENRE_TOP].tolist()):
-            if isinstance(genre, str):
-                y[export_name(ids[row])] = np.asarray(store.labels[row], dtype=np.int64)
+        labels = np.asarray(store.labels, dtype=np.int64)
+        if store.multi_label:
+            labelled = labels.any(axis=1)
+        else:
+            labelled = np.array([isinstance(g, str) for g in store.tracks[GENRE_TOP].tolist()], dtype=bool)
+        y = {export_name(ids[row]): labels[row].copy() for row in np.flatnonzero(labelled).tolist()}
         with open(os.path.join(work, "y.pickle"), "wb") as f:
             pickle.dump(y, f, protocol=pickle.HIGHEST_PROTOCOL)
         with open(os.path.join(work, "classlabels.pickle"), "wb") as f:
@@ -401,10 +420,22 @@ def hf_features(store: Store):
 
 def _hf_rows(root: str, rows: list[int]) -> Iterator[dict[str, Any]]:
     store = Store(root)
-    for row in rows:
-        rec = _record(store, row)
-        rec["mel"] = np.asarray(store.mels[row])
-        yield rec
+    for chunk, block in store.iter_rows(rows, HF_WRITER_BATCH):  # checked: a damaged row raises
+        for row, x in zip(chunk.tolist(), block):
+            rec = _record(store, row)
+            rec["mel"] = x
+            yield rec
+
+
+def _melset_cause(exc: BaseException) -> MelsetError | None:
+    """The MelsetError a library wrapped (datasets raises its own error from a generator's)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, MelsetError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def hf(store: Store, to: str | os.PathLike) -> dict[str, int]:
@@ -428,7 +459,8 @@ def hf(store: Store, to: str | os.PathLike) -> dict[str, int]:
     UsageError
         `to` cannot take the export.
     StoreError
-        The store has no ok row.
+        The store has no ok row, or a row is damaged (read checked, `Store.iter_rows`: no
+        damaged matrix is ever exported).
     """
     datasets = _import("datasets", "hf")
     bars = datasets.is_progress_bar_enabled()
@@ -441,14 +473,20 @@ def hf(store: Store, to: str | os.PathLike) -> dict[str, int]:
             with _scratch(out) as cache:
                 parts = {}
                 for name, rows in splits.items():
-                    parts[name] = datasets.Dataset.from_generator(
-                        _hf_rows,
-                        features=features,
-                        gen_kwargs={"root": store.root, "rows": [int(r) for r in rows]},
-                        cache_dir=cache,
-                        fingerprint=f"melset-{store.manifest.get('store_id')}-{name}",
-                        writer_batch_size=HF_WRITER_BATCH,
-                    )
+                    try:
+                        parts[name] = datasets.Dataset.from_generator(
+                            _hf_rows,
+                            features=features,
+                            gen_kwargs={"root": store.root, "rows": [int(r) for r in rows]},
+                            cache_dir=cache,
+                            fingerprint=f"melset-{store.manifest.get('store_id')}-{name}",
+                            writer_batch_size=HF_WRITER_BATCH,
+                        )
+                    except Exception as exc:
+                        cause = _melset_cause(exc)
+                        if cause is None:
+                            raise
+                        raise cause from None  # a damaged row: the export is refused with its sentence
                 datasets.DatasetDict(parts).save_to_disk(out)
                 counts = {name: len(ds) for name, ds in parts.items()}
                 del parts
@@ -503,6 +541,11 @@ def webdataset(store: Store, to: str | os.PathLike, shard_size: int = DEFAULT_SH
     -------
     dict
         Samples written per split.
+
+    Raises
+    ------
+    StoreError
+        A row is damaged (read checked, `Store.iter_rows`: no damaged matrix is ever exported).
     """
     if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
         raise UsageError(f"--shard-size must be a whole number of samples, at least 1, not {shard_size!r}")
@@ -514,20 +557,22 @@ def webdataset(store: Store, to: str | os.PathLike, shard_size: int = DEFAULT_SH
             for start in range(0, len(rows), shard_size):
                 path = os.path.join(work, f"{split}-{shards[split]:06d}.tar")
                 with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
-                    for row in rows[start : start + shard_size]:
-                        rec = _record(store, int(row), split)
-                        label = rec.pop(LABEL)
-                        if store.multi_label:
-                            rec["labels"] = [names[i] for i in label]
-                        else:
-                            rec[LABEL] = names[label] if label >= 0 else None
-                        rec["label_index"] = label
-                        key = sample_key(rec[TRACK_ID])
-                        buf = io.BytesIO()
-                        np.save(buf, np.asarray(store.mels[row]), allow_pickle=False)
-                        _tar_member(tar, f"{key}.npy", buf.getvalue())
-                        body = json.dumps(rec, ensure_ascii=False, sort_keys=True).encode()
-                        _tar_member(tar, f"{key}.json", body)
+                    # checked: a damaged row raises, refusing the export
+                    for chunk, block in store.iter_rows(rows[start : start + shard_size]):
+                        for row, x in zip(chunk.tolist(), block):
+                            rec = _record(store, row, split)
+                            label = rec.pop(LABEL)
+                            if store.multi_label:
+                                rec["labels"] = [names[i] for i in label]
+                            else:
+                                rec[LABEL] = names[label] if label >= 0 else None
+                            rec["label_index"] = label
+                            key = sample_key(rec[TRACK_ID])
+                            buf = io.BytesIO()
+                            np.save(buf, x, allow_pickle=False)
+                            _tar_member(tar, f"{key}.npy", buf.getvalue())
+                            body = json.dumps(rec, ensure_ascii=False, sort_keys=True).encode()
+                            _tar_member(tar, f"{key}.json", body)
                 shards[split] += 1
         _write_marker(work, store, WEBDATASET, counts, {"shards": shards, "shard_size": int(shard_size)})
     return counts

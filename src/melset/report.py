@@ -179,11 +179,22 @@ def kind_of(path: str | os.PathLike) -> str:
 # -- the store's numbers -------------------------------------------------------------------------------
 
 
-def mean_spectrograms(store: Store, chunk_bytes: int = CHUNK_BYTES) -> tuple[np.ndarray, np.ndarray]:
+def mean_spectrograms(
+    store: Store, chunk_bytes: int = CHUNK_BYTES, damaged: list[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The mean matrix of each class over its ok rows, and how many rows each mean has.
 
-    Reads `chunk_bytes` of matrices (as float64) at a time (at least one row) and accumulates per-class
-    sums in float64, so memory grows with the number of classes, never with the rows.
+    Reads `chunk_bytes` of matrices (as float64) at a time (at least one row) through the
+    store's checked reader, and accumulates per-class sums in float64, so memory grows with
+    the number of classes, never with the rows.
+
+    Parameters
+    ----------
+    store : Store
+    chunk_bytes : int
+    damaged : list, optional
+        Where to leave damaged rows out (appended here, not counted in any mean). Without it
+        a damaged row raises StoreError.
 
     Returns
     -------
@@ -196,13 +207,10 @@ def mean_spectrograms(store: Store, chunk_bytes: int = CHUNK_BYTES) -> tuple[np.
     k = len(store.classes)
     sums = np.zeros((k, int(np.prod(shape))), dtype=np.float64)
     counts = np.zeros(k, dtype=np.int64)
-    rows = store.ok_rows()
     step = max(1, int(chunk_bytes // max(1, sums.shape[1] * 8)))  # rows per chunk, as float64
-    for start in range(0, len(rows), step):
-        chunk = rows[start : start + step]
+    for chunk, block in store.iter_rows(store.ok_rows(), chunk_rows=step, damaged=damaged):
         labels = np.asarray(store.labels[chunk], dtype=np.float64)  # (n, k)
-        x = np.asarray(store.mels[chunk], dtype=np.float64).reshape(len(chunk), -1)
-        sums += labels.T @ x
+        sums += labels.T @ block.astype(np.float64).reshape(len(chunk), -1)
         counts += labels.sum(axis=0).astype(np.int64)
     means = np.divide(sums, counts[:, None], out=np.zeros_like(sums), where=counts[:, None] > 0)
     return means.reshape(k, *shape), counts
@@ -276,6 +284,18 @@ def _thumbs_figure(mats: list[np.ndarray], titles: list[str], ncols: int, vmin=N
         ax.set_title(mpl_text(t), fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _damaged_note(store: Store, damaged: list[int], what: str) -> str:
+    """The page's sentence for damaged rows left out of its pictures; empty when there are none."""
+    if not damaged:
+        return ""
+    return (
+        f'<p class="note bad">{len(damaged)} damaged row(s) left out of the {what} '
+        f"(rows {esc(', '.join(map(str, damaged[:20])))}{' ...' if len(damaged) > 20 else ''}: their bytes do not "
+        f"match the journal's checksum, or hold values that are not finite); run "
+        f"<code>melset repair {esc(store.root)}</code>, then the same <code>melset extract</code> command again</p>"
+    )
 
 
 def store_page(store: Store, examples: int = 3, chunk_bytes: int = CHUNK_BYTES) -> str:
@@ -352,20 +372,29 @@ def store_page(store: Store, examples: int = 3, chunk_bytes: int = CHUNK_BYTES) 
         )
     )
 
+    # a page goes on without damaged rows (read checked, left out and counted), so that the
+    # report of a damaged store still shows what is wrong with it
     ex = examples_per_class(store, examples)
     ids = t[TRACK_ID].tolist()
-    grid = []
+    grid, damaged = [], []
     for c, rows in ex.items():
-        if rows:
+        read = [(int(r), x) for chunk, block in store.iter_rows(rows, damaged=damaged) for r, x in zip(chunk, block)]
+        if read:
             fig = _thumbs_figure(
-                [store.mels[r] for r in rows], [f"{c}: track {ids[r]}" for r in rows], ncols=examples, vmin=0, vmax=1
+                [x for _, x in read], [f"{c}: track {ids[r]}" for r, _ in read], ncols=examples, vmin=0, vmax=1
             )
             grid.append(f"<h3>{esc(c)}</h3>" + img(png_uri(fig), f"example spectrograms of {c}"))
         else:
-            grid.append(f'<h3>{esc(c)}</h3><p class="note">no ok track of this class</p>')
-    sections.append(("Example spectrograms per class", "".join(grid) or '<p class="note">no class</p>'))
+            grid.append(f'<h3>{esc(c)}</h3><p class="note">no {"undamaged " if rows else ""}ok track of this class</p>')
+    sections.append(
+        (
+            "Example spectrograms per class",
+            _damaged_note(store, damaged, "examples") + ("".join(grid) or '<p class="note">no class</p>'),
+        )
+    )
 
-    means, n = mean_spectrograms(store, chunk_bytes)
+    damaged = []
+    means, n = mean_spectrograms(store, chunk_bytes, damaged)
     keep = [j for j in range(len(store.classes)) if n[j]]
     mean_html = (
         img(
@@ -379,7 +408,7 @@ def store_page(store: Store, examples: int = 3, chunk_bytes: int = CHUNK_BYTES) 
         if keep
         else '<p class="note">no ok track</p>'
     )
-    sections.append(("Mean spectrogram per class", mean_html))
+    sections.append(("Mean spectrogram per class", _damaged_note(store, damaged, "means") + mean_html))
 
     m = store.manifest
     prov = {k: m.get(k) for k in ("state", "store_id", "created", "started", "finished", "updated", "labels")}

@@ -82,7 +82,7 @@ def info(store_dir, as_json, verify):
         if bad:
             say(
                 ("melset: damaged:", "bold red"),
-                f" {len(bad)} row(s) of {report['store']} do not match their checksums; "
+                f" {len(bad)} row(s) of {report['store']} are damaged (their bytes do not match their checksums, or hold values that are not finite); "
                 f"run `melset repair {report['store']}`, then the same `melset extract` command again",
                 console=err,
             )

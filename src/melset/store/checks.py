@@ -199,8 +199,8 @@ def _pread_all(fd: int, n: int, offset: int) -> bytes:
 
 
 def damaged_rows(mels: NpyFile, records: dict[int, Record]) -> list[int]:
-    """Rows whose bytes in mels.npy differ from the crc32 their journal record holds (or are
-    cut off by a short file). Reads CHUNK_ROWS rows at a time with pread: memory stays bounded
+    """Rows whose bytes in mels.npy differ from the crc32 their journal record holds, hold values
+    that are not finite (a forged journal line), or are cut off by a short file. Reads CHUNK_ROWS rows at a time with pread: memory stays bounded
     whatever the store's size, and rows without a record are not read at all."""
     row_bytes = int(np.prod(mels.shape[1:], dtype=np.int64)) * mels.dtype.itemsize
     bad = []
@@ -219,7 +219,11 @@ def damaged_rows(mels: NpyFile, records: dict[int, Record]) -> list[int]:
             buf = memoryview(_pread_all(fd, (last - start + 1) * row_bytes, mels.offset + start * row_bytes))
             for row in chunk:
                 piece = buf[(row - start) * row_bytes : (row - start + 1) * row_bytes]
-                if len(piece) != row_bytes or zlib.crc32(piece) != records[row].crc32:
+                if (
+                    len(piece) != row_bytes
+                    or zlib.crc32(piece) != records[row].crc32
+                    or not np.isfinite(np.frombuffer(piece, mels.dtype)).all()
+                ):
                     bad.append(row)
             del buf
     finally:

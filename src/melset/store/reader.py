@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import zlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,12 +13,12 @@ import numpy as np
 from melset.errors import StoreError
 from melset.store.checks import (
     _AGAIN,
+    CHUNK_ROWS,
     _REDO,
     _read_classes,
     _read_tracks,
     _rows_text,
     check_npy,
-    damaged_rows,
     read_manifest,
 )
 from melset.store.format import CHECKSUMS, CREATING, FINISHED_STATES, _sha256, journal_owner, read_journal
@@ -39,13 +40,156 @@ from melset.vocab import (
 )
 
 
+def _row_array(rows: Sequence[int]) -> np.ndarray:
+    return np.asarray(rows if isinstance(rows, np.ndarray) else list(rows), dtype=np.int64).reshape(-1)
+
+
+def _not_finite(block: np.ndarray) -> np.ndarray:
+    """Per row of a 2-D float block: holds a NaN or an infinity. Compares the bits (exponent
+    all ones), several times faster than np.isfinite on float16."""
+    if block.dtype.kind != "f":
+        return np.zeros(len(block), dtype=bool)
+    size = block.dtype.itemsize
+    bits = np.dtype(f"u{size}")
+    inf = np.array(np.inf, dtype=block.dtype).view(bits)
+    if not block.size:
+        return np.zeros(len(block), dtype=bool)
+    return (block.view(bits) & bits.type((1 << (8 * size - 1)) - 1)).max(axis=1) >= inf
+
+
+def _pread_into(fd: int, buf: memoryview, offset: int) -> int:
+    """Fill `buf` from the file at `offset`; the bytes read (fewer only where the file ends)."""
+    done = 0
+    while done < len(buf):
+        n = os.preadv(fd, [buf[done:]], offset + done)
+        if n == 0:
+            break
+        done += n
+    return done
+
+
+class RowReader:
+    """The one checked way to read a store's matrices: each row read is compared with the crc32
+    its journal record holds and checked to hold only finite values, so a damaged row is never
+    handed on.
+
+    Rows are read with pread (a run of consecutive rows at once), so memory stays bounded by
+    the rows asked for and a file cut short after opening reads as damage, never as a crash.
+    A reader pickles without its open file (each DataLoader worker opens its own). Made by
+    `Store.reader`.
+
+    Parameters
+    ----------
+    root : str
+        The store, for the sentences.
+    path, offset, row_shape, dtype
+        mels.npy, where its data starts, one matrix's shape and the stored dtype.
+    crcs : dict of int to int
+        The journal's crc32 of each row this reader may read.
+    track_ids : dict of int to object
+        Each row's track id, for the sentences.
+    """
+
+    def __init__(self, root: str, path: str, offset: int, row_shape, dtype, crcs: dict, track_ids: dict):
+        self.root, self.path, self.offset = root, path, int(offset)
+        self.row_shape, self.dtype = tuple(int(n) for n in row_shape), np.dtype(dtype)
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+        self._crcs, self._track_ids = crcs, track_ids
+        self._fd: int | None = None
+
+    def damaged_error(self, row: int) -> StoreError:
+        """The sentence for a damaged row: which row and track, and what to do."""
+        return StoreError(
+            f"row {row} of {self.root} (track {self._track_ids.get(row)}) is damaged (its bytes do not match the "
+            f"journal's checksum, or hold values that are not finite); run `melset repair {self.root}`, "
+            "then the same `melset extract` command again"
+        )
+
+    def _block(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The matrices of `rows` in order, and a bool per row: damaged."""
+        unknown = [int(r) for r in rows if int(r) not in self._crcs]
+        if unknown:
+            raise KeyError(f"row {unknown[0]} of {self.root} is not among the rows this reader was made for")
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        n = len(rows)
+        out = np.empty((n, *self.row_shape), dtype=self.dtype)
+        bad = np.zeros(n, dtype=bool)
+        j = 0
+        while j < n:  # one pread per run of consecutive rows
+            k = j + 1
+            while k < n and rows[k] == rows[k - 1] + 1:
+                k += 1
+            buf = memoryview(out[j:k].reshape(-1).view(np.uint8))
+            got = _pread_into(self._fd, buf, self.offset + int(rows[j]) * self.row_bytes)
+            bad[j + got // self.row_bytes : k] = True  # cut off by a short file
+            j = k
+        bad |= _not_finite(out.reshape(n, -1))
+        for j in np.flatnonzero(~bad):
+            bad[j] = zlib.crc32(out[j]) != self._crcs[int(rows[j])]
+        return out, bad
+
+    def read(self, rows: Sequence[int]) -> np.ndarray:
+        """The matrices of `rows`, in order: (len(rows), n_mels, n_frames) in the stored dtype.
+
+        Raises
+        ------
+        StoreError
+            A row is damaged (the sentence names the first).
+        """
+        rows = _row_array(rows)
+        out, bad = self._block(rows)
+        if bad.any():
+            raise self.damaged_error(int(rows[np.argmax(bad)]))
+        return out
+
+    def chunks(
+        self, rows: Sequence[int], chunk_rows: int = CHUNK_ROWS, damaged: list[int] | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """`rows` read `chunk_rows` at a time, in order: yields (rows, matrices) per chunk.
+
+        Parameters
+        ----------
+        rows : sequence of int
+        chunk_rows : int
+            Rows per chunk (memory: this many matrices).
+        damaged : list, optional
+            Without it a damaged row raises StoreError. With it, for a consumer that can go on
+            without the row, damaged rows are left out of the chunks and appended to it.
+        """
+        rows = _row_array(rows)
+        step = max(1, int(chunk_rows))
+        for start in range(0, len(rows), step):
+            part = rows[start : start + step]
+            out, bad = self._block(part)
+            if bad.any():
+                if damaged is None:
+                    raise self.damaged_error(int(part[np.argmax(bad)]))
+                damaged.extend(int(r) for r in part[bad])
+                part, out = part[~bad], out[~bad]
+            yield part, out
+
+    def close(self) -> None:
+        """Close the file (a later read opens it again)."""
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_fd": None}  # each process opens the file itself
+
+
 class Store:
     """A store opened for reading: arrays memory-mapped, tables in pandas.
 
     Every file is checked on opening (manifest and its checksum, .npy headers and sizes,
     labels and classes, tracks.parquet, every journal line); a store that fails a check is
-    refused with a StoreError that says what is wrong and what to do. The rows' bytes are
-    checked by `verify` (all of them) and `row` (one).
+    refused with a StoreError that says what is wrong and what to do. Matrices are read
+    checked (crc32 of the journal, finite values) through `reader`, `rows`, `iter_rows` and
+    `row`; `verify` checks every row. `mels` is the raw memory map, unchecked.
 
     Parameters
     ----------
@@ -60,6 +204,7 @@ class Store:
         One row per track: track_id, path, genre_top, subset, split, status, error, duration_s.
     mels : numpy.memmap
         (rows, n_mels, n_frames); nothing is read until indexed. Rows not ok hold zeros.
+        Unchecked: read matrices through `rows` / `iter_rows` / `row`.
     labels : numpy.memmap
         (rows, n_classes) uint8 one-hot (multi-hot in a multi-label store), aligned with `tracks`.
     classes : list of str
@@ -75,7 +220,7 @@ class Store:
     Examples
     --------
     >>> store = Store("fma_small.melset")                       # doctest: +SKIP
-    >>> x = store.mels[store.ok_rows()]                         # doctest: +SKIP
+    >>> x = store.rows(store.ok_rows()[:32])                    # doctest: +SKIP
     """
 
     def __init__(self, root: str | os.PathLike):
@@ -160,6 +305,53 @@ class Store:
         """Row indices whose status is ok."""
         return np.flatnonzero(self.tracks[STATUS].to_numpy() == OK)
 
+    def reader(self, rows: Sequence[int] | None = None) -> RowReader:
+        """A checked reader of some ok rows (all of them by default), that pickles small.
+
+        Raises
+        ------
+        StoreError
+            A row is not ok (it has no spectrogram).
+        """
+        rows = self.ok_rows() if rows is None else _row_array(rows)
+        crcs = {}
+        for row in rows.tolist():
+            rec = self.records.get(row)
+            if rec is None or rec.status != OK:
+                raise StoreError(f"row {row} of {self.root} has no spectrogram ({rec.status if rec else PENDING})")
+            crcs[row] = rec.crc32
+        return self._reader(crcs)
+
+    def _reader(self, crcs: dict[int, int]) -> RowReader:
+        ids = self.tracks[TRACK_ID].to_numpy()
+        f = self._mels_file
+        return RowReader(self.root, f.path, f.offset, f.shape[1:], f.dtype, crcs, {r: ids[r] for r in crcs})
+
+    def rows(self, rows: Sequence[int]) -> np.ndarray:
+        """Ok rows' matrices, in order, each checked against its journal checksum and for
+        non-finite values: (len(rows), n_mels, n_frames) in the stored dtype.
+
+        Raises
+        ------
+        StoreError
+            A row is not ok, or its bytes are damaged (the sentence names the row, its track,
+            and says to run `melset repair`, then extract again).
+        """
+        rows = _row_array(rows)
+        return self.reader(rows).read(rows)
+
+    def iter_rows(
+        self, rows: Sequence[int] | None = None, chunk_rows: int = CHUNK_ROWS, damaged: list[int] | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Ok rows (all by default) read checked, `chunk_rows` at a time: yields (rows, matrices).
+
+        With `damaged` (a list) a damaged row is left out and appended there, for a consumer
+        that can go on without it; without it, a damaged row raises StoreError. See
+        `RowReader.chunks`.
+        """
+        rows = self.ok_rows() if rows is None else _row_array(rows)
+        return self.reader(rows).chunks(rows, chunk_rows, damaged)
+
     def row(self, row: int) -> np.ndarray:
         """One ok row's matrix, checked against its journal checksum and for non-finite values.
 
@@ -168,23 +360,20 @@ class Store:
         StoreError
             The row is not ok, or its bytes are damaged.
         """
-        rec = self.records.get(row)
-        if rec is None or rec.status != OK:
-            raise StoreError(f"row {row} of {self.root} has no spectrogram ({rec.status if rec else PENDING})")
-        x = np.array(self.mels[row])
-        if zlib.crc32(x.tobytes()) != rec.crc32 or not np.isfinite(x).all():
-            raise StoreError(
-                f"row {row} of {self.root} is damaged (its bytes do not match the journal's checksum); "
-                f"run `melset repair {self.root}`, then the same `melset extract` command again"
-            )
-        return x
+        return self.rows([row])[0]
 
     def verify(self) -> list[int]:
-        """Rows whose bytes in mels.npy differ from what the journal recorded (should be none).
+        """Rows whose bytes in mels.npy differ from what the journal recorded, or hold values
+        that are not finite (should be none).
 
-        Reads mels.npy in chunks of CHUNK_ROWS rows (bounded memory, whatever the store's size).
+        Reads mels.npy CHUNK_ROWS rows at a time (bounded memory, whatever the store's size).
         """
-        return damaged_rows(self._mels_file, self.records)
+        bad: list[int] = []
+        reader = self._reader({row: rec.crc32 for row, rec in self.records.items()})
+        for _ in reader.chunks(sorted(self.records), damaged=bad):
+            pass
+        reader.close()
+        return bad
 
     def describe(self) -> dict[str, Any]:
         """What the store holds, as plain data: counts per status and genre, every row that is
