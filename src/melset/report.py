@@ -110,11 +110,6 @@ def img(uri: str, alt: str) -> str:
     return f'<img src="{uri}" alt="{esc(alt)}">'
 
 
-def mpl_text(s: Any) -> str:
-    """Text for a matplotlib label: '$' would start mathtext (and fail on odd names)."""
-    return str(s).replace("$", r"\$")
-
-
 def page(title: str, subtitle: str, sections: list[tuple[str, str]]) -> str:
     """A whole HTML document: inline style, no scripts, no external resources."""
     body = "".join(
@@ -243,7 +238,7 @@ def _counts_figure(store: Store, report: dict):
         if n.any():
             a1.barh(range(len(genres)), n, left=left, label=s, color=colors.get(s))
             left += n
-    a1.set_yticks(range(len(genres)), [mpl_text(g) for g in genres])
+    a1.set_yticks(range(len(genres)), genres, **plots.PLAIN)
     a1.invert_yaxis()
     a1.set(xlabel="tracks", title="tracks per genre_top and status")
     a1.legend(fontsize=8)
@@ -253,7 +248,7 @@ def _counts_figure(store: Store, report: dict):
         n = labels[mask].sum(axis=0).astype(float) if mask.any() else np.zeros(len(store.classes))
         a2.barh(range(len(store.classes)), n, left=left, label=s)
         left += n
-    a2.set_yticks(range(len(store.classes)), [mpl_text(c) for c in store.classes])
+    a2.set_yticks(range(len(store.classes)), store.classes, **plots.PLAIN)
     a2.invert_yaxis()
     a2.set(xlabel="ok tracks", title=f"ok tracks per class ({store.label_kind}) and split")
     if split_names:
@@ -281,7 +276,7 @@ def _thumbs_figure(mats: list[np.ndarray], titles: list[str], ncols: int, vmin=N
         ax.axis("off")
     for ax, m, t in zip(axes.ravel(), mats, titles):
         ax.imshow(np.asarray(m, dtype=np.float32), origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax)
-        ax.set_title(mpl_text(t), fontsize=8)
+        ax.set_title(t, fontsize=8, **plots.PLAIN)
     fig.tight_layout()
     return fig
 
@@ -444,7 +439,7 @@ def _ap_figure(per_class: dict):
     names = [g for g, m in per_class.items() if m["average_precision"] is not None]
     fig, ax = plt.subplots(figsize=(10, max(2.5, 0.3 * len(names) + 1)), dpi=90)
     ax.barh(range(len(names)), [per_class[g]["average_precision"] for g in names], color="#3b6fb6")
-    ax.set_yticks(range(len(names)), [mpl_text(g) for g in names])
+    ax.set_yticks(range(len(names)), names, **plots.PLAIN)
     ax.invert_yaxis()
     ax.set(xlim=(0, 1), xlabel="average precision", title="average precision per genre")
     fig.tight_layout()
@@ -544,7 +539,7 @@ def run_page(
     else:
         fig_buf = io.BytesIO()
         classes = config.get("classes", [])
-        plots.confusion_png(np.array(scores["confusion_matrix"]), [mpl_text(c) for c in classes], fig_buf)
+        plots.confusion_png(np.array(scores["confusion_matrix"]), classes, fig_buf)
         plt.close("all")
         uri = "data:image/png;base64," + base64.b64encode(fig_buf.getvalue()).decode("ascii")
         per = scores["per_class"]
