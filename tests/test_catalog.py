@@ -296,6 +296,11 @@ def test_a_collection_one_level_off_is_refused_with_the_audio_to_use(tmp_path):
         "extract", "--tracks", SAMPLE_TRACKS, "--audio", parent, "--subset", "large", "--out", tmp_path / "s", check=False
     )  # fmt: skip
     assert proc.returncode == 2 and f"pass --audio {parent / 'fma_small'}" in proc.stderr, proc.stderr
+    proc = run_melset(
+        "extract", "--tracks", SAMPLE_TRACKS, "--audio", parent / "fma_small" / "200", "--subset", "large",
+        "--out", tmp_path / "s", check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and f"pass --audio {parent / 'fma_small'}" in proc.stderr, proc.stderr  # one too deep
     gtzan = tmp_path / "gtzan $1"
     for genre, clip in zip(("rock", "folk"), sorted(SAMPLE_AUDIO.rglob("*.mp3"))[:2]):
         (gtzan / "genres" / genre).mkdir(parents=True)

@@ -222,10 +222,14 @@ def looks_like_fma(audio: str | os.PathLike) -> bool:
     return False
 
 
-def _one_level_off(audio_dir: str) -> str | None:
-    """A folder inside `audio_dir` that holds FMA's layout (NNN/NNNNNN.mp3), when audio_dir itself does not."""
+def _one_level_off(audio_dir: str, on_disk: list[str]) -> str | None:
+    """The folder that holds FMA's layout (NNN/NNNNNN.mp3) when audio_dir itself does not: one
+    inside it (FMA's parent folder was given), or its parent (one of the NNN folders was given)."""
     if looks_like_fma(audio_dir):
         return None
+    name = os.path.basename(audio_dir)
+    if len(name) == 3 and name.isdigit() and any(p.startswith(name) and p.endswith(".mp3") for p in on_disk):
+        return os.path.dirname(audio_dir)
     try:
         with os.scandir(audio_dir) as top:
             inner = sorted(e.path for e in top if e.is_dir())
@@ -271,7 +275,7 @@ def catalog(
     lists = genre_lists(tracks, chosen.index, labels, tracks_csv, genres_csv) if multi else None
     listed = {relative_audio_path(t) for t in tracks.index}  # the whole CSV: 106,574 rows in FMA's
     on_disk = scan_audio(audio_dir)
-    inner = None if listed.intersection(on_disk) else _one_level_off(audio_dir)
+    inner = None if listed.intersection(on_disk) else _one_level_off(audio_dir, on_disk)
     if inner:
         raise MetadataError(
             f"--audio {audio_dir}: none of tracks.csv's tracks is there, but {inner} holds FMA's NNN/NNNNNN.mp3 "
