@@ -96,8 +96,18 @@ def test_a_store_says_what_it_holds_and_is_indexed_like_a_dataset(sample_store):
     store = melset.Store(sample_store)
     text = repr(store)
     assert len(text.splitlines()) == 2, text
-    for part in (str(store.root), "complete", "16 rows", "128x1024 float16", "ok 8", "too_short 2", "failed 4",
-                 "missing 2", "genre_top", "6 classes"):
+    for part in (
+        str(store.root),
+        "complete",
+        "16 rows",
+        "128x1024 float16",
+        "ok 8",
+        "too_short 2",
+        "failed 4",
+        "missing 2",
+        "genre_top",
+        "6 classes",
+    ):
         assert part in text, text
     assert str(store) == text and len(store) == 16
 
@@ -106,7 +116,9 @@ def test_a_store_says_what_it_holds_and_is_indexed_like_a_dataset(sample_store):
     assert set(item) == {"mel", "label", "track_id", "path", "genre_top", "subset", "split", "status", "duration_s"}
     assert item["mel"].tobytes() == np.asarray(store.mels[row]).tobytes()
     assert item["track_id"] == 200010 and item["genre_top"] == "Folk" and item["status"] == "ok"
-    assert store.classes[item["label"]] == "Folk" and item["split"] == "training" and item["path"].endswith("200010.mp3")
+    assert (
+        store.classes[item["label"]] == "Folk" and item["split"] == "training" and item["path"].endswith("200010.mp3")
+    )
     assert store[row - len(store)]["track_id"] == 200010  # negative: from the end
     assert store.track("200010")["mel"].tobytes() == item["mel"].tobytes()
     assert [r["track_id"] for r in store] == store.tracks["track_id"].to_numpy()[store.ok_rows()].tolist()
