@@ -4,6 +4,8 @@
     catalog = melset.open_catalog("fma_small", tracks="fma_metadata/tracks.csv", subset="small")
     summary = melset.extract.extract(catalog, melset.Recipe(), "fma_small.melset")
     store = melset.Store("fma_small.melset")
+    row = store[2]                     # {"mel": matrix, "track_id": ..., "label": ..., ...}
+    mel = melset.log_mel(y, sr)        # samples in memory -> the recipe's matrix, as extract stores it
 
 The data's path, one module (or package) per step; see README's Architecture section.
 Submodules load on first use, so `import melset` stays light.
@@ -49,6 +51,7 @@ _NAMES = {
     "Catalog": "melset.catalog",
     "Recipe": "melset.recipe",
     "Store": "melset.store",
+    "log_mel": "melset.track",
 }
 
 if TYPE_CHECKING:
@@ -56,8 +59,9 @@ if TYPE_CHECKING:
     from melset.catalog import Catalog, open_catalog
     from melset.recipe import Recipe
     from melset.store import Store
+    from melset.track import log_mel
 
-__all__ = ["Catalog", "MelsetError", "Recipe", "Store", "__version__", "open_catalog"]
+__all__ = ["Catalog", "MelsetError", "Recipe", "Store", "__version__", "log_mel", "open_catalog"]
 
 
 def __getattr__(name: str) -> Any:

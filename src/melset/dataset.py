@@ -122,6 +122,13 @@ class MelDataset(Dataset):
         Whether a track may carry several classes.
     rows : numpy.ndarray
         The store rows served, in order.
+    split_name : str or None
+        The split served (None: every usable row).
+    label_kind : str
+        What the labels are: genre_top (one-hot), or FMA's genres / genres_all (multi-hot).
+
+    ``repr`` prints it as torchvision prints a dataset: the number of items, the store, the
+    split and where it came from, the classes.
 
     Raises
     ------
@@ -156,6 +163,8 @@ class MelDataset(Dataset):
         self.multi_label = store.multi_label
         self.split = split_rows(store, seed, fractions)
         self.rows = self.split.select(split)
+        self.split_name = split
+        self.label_kind = store.label_kind
         labels = np.asarray(store.labels)[self.rows]
         if self.multi_label:
             self.targets = labels.astype(np.float32)
@@ -171,6 +180,21 @@ class MelDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def __repr__(self) -> str:
+        where = "the store's own" if self.split.source == "store" else f"stratified, seed {self.split.seed}"
+        lines = [
+            f"Dataset {type(self).__name__}",
+            f"    Number of datapoints: {len(self)}",
+            f"    Root location: {self.root}",
+            f"    Split: {self.split_name or 'all'} ({where})",
+            f"    Classes: {len(self.classes)} ({self.label_kind}{', multi-label' if self.multi_label else ''})",
+        ]
+        if self.transform is not None:
+            lines.append(f"    Transform: {self.transform!r}")
+        if self.target_transform is not None:
+            lines.append(f"    Target transform: {self.target_transform!r}")
+        return "\n".join(lines)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, Any]:
         x = self._reader.read([self.rows[i]])[0]  # checked: crc32 of the journal, finite values

@@ -33,6 +33,7 @@ from melset.system import strict_json
 from melset.train_config import TrainConfig, option_flag
 from melset.vocab import (
     CONFUSION_PNG,
+    MANIFEST,
     RUN_CHECKPOINT,
     RUN_CONFIG,
     RUN_FILES,
@@ -151,6 +152,16 @@ def require(run_dir: str, names: tuple[str, ...]) -> None:
     if not os.path.isdir(run_dir):
         raise RunError(
             f"{run_dir} is not a run folder (it does not exist); train one with melset train STORE --run {run_dir}"
+        )
+    if os.path.exists(os.path.join(run_dir, MANIFEST)):
+        raise RunError(
+            f"{run_dir} is a store, not a training run; pass a run folder made by "
+            f"`melset train {shlex.quote(run_dir)} --run RUN` (the RUN folder)"
+        )
+    if not any(os.path.lexists(os.path.join(run_dir, n)) for n in RUN_FILES):
+        raise RunError(
+            f"{run_dir} is not a training run (it holds no {RUN_CONFIG}); pass a run folder made by "
+            "`melset train STORE --run RUN`"
         )
     for name in names:
         if not os.path.isfile(os.path.join(run_dir, name)):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from melset.errors import MelsetError, UsageError
 from melset.recipe import Recipe
 from melset.vocab import FAILED, MISSING, OK, TOO_SHORT
 
@@ -32,7 +33,7 @@ class TrackResult:
 def process(path: str | os.PathLike, recipe: Recipe) -> TrackResult:
     """Run the recipe on one file. Never raises for a bad file."""
     # here, not at the top: the driver unpickles TrackResults and needs neither
-    from melset import audio, features
+    from melset import audio
 
     try:
         decoded = audio.decode(path, recipe.sample_rate, recipe.input_frames_needed, recipe.decoder)
@@ -42,16 +43,23 @@ def process(path: str | os.PathLike, recipe: Recipe) -> TrackResult:
         return TrackResult.failed(str(exc))
     except MemoryError:
         return TrackResult.failed("out of memory while decoding")
-    y = decoded.samples
+    return from_samples(decoded.samples, recipe, decoded.duration_s, decoded.backend)
+
+
+def from_samples(y: np.ndarray, recipe: Recipe, duration_s: float, backend: str = "") -> TrackResult:
+    """The recipe's matrix of mono float32 samples already at recipe.sample_rate, as `process`
+    stores it: too short (on_short skip), failed (values out of range) or ok. Never raises."""
+    from melset import features
+
     if len(y) < recipe.min_samples and recipe.on_short == "skip":
         frames = features.n_centred_frames(len(y), recipe.hop_length, recipe.n_fft)
         return TrackResult(
             TOO_SHORT,
             None,
-            f"{decoded.duration_s:.2f} s of audio gives {frames} frames; the recipe keeps {recipe.n_frames} "
+            f"{duration_s:.2f} s of audio gives {frames} frames; the recipe keeps {recipe.n_frames} "
             f"(at least {recipe.min_samples / recipe.sample_rate:.2f} s)",
-            decoded.duration_s,
-            decoded.backend,
+            duration_s,
+            backend,
         )
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         mel = features.log_mel(y, recipe)
@@ -61,9 +69,85 @@ def process(path: str | os.PathLike, recipe: Recipe) -> TrackResult:
         return TrackResult.failed(
             f"sample values out of range: the loudest sample is {peak:.3g} (audio lies within ±1), "
             f"so the spectrogram {problem}",
-            decoded.duration_s,
+            duration_s,
         )
-    return TrackResult(OK, mel.astype(recipe.dtype), "", decoded.duration_s, decoded.backend)
+    return TrackResult(OK, mel.astype(recipe.dtype), "", duration_s, backend)
+
+
+def log_mel(y: np.ndarray, sr: int, recipe: Recipe | dict | None = None) -> np.ndarray:
+    """The recipe's log-mel matrix of samples already in memory, byte for byte what `melset
+    extract` stores for the same samples.
+
+    The samples are resampled to ``recipe.sample_rate`` with soxr 'HQ' as the decode path
+    resamples a whole file (librosa.load's resampling), then go through the same steps as
+    every extracted track: the first ``n_frames`` centred frames, the too-short and padding
+    rules, the range checks and the cast to ``recipe.dtype``.
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        Mono samples within ±1, shape (n,), as ``librosa.load(path, sr=None)`` or
+        ``soundfile.read(path, dtype="float32")`` (channels averaged) gives them. Computed in
+        float32, as melset decodes: float64 samples are rounded to float32 first.
+    sr : int
+        The rate of `y` in Hz.
+    recipe : Recipe or dict, optional
+        The recipe (``Recipe()`` by default); a dict such as ``Store.recipe`` is read with
+        ``Recipe.from_dict``.
+
+    Returns
+    -------
+    numpy.ndarray
+        (recipe.n_mels, recipe.n_frames) in ``recipe.dtype``.
+
+    Raises
+    ------
+    MelsetError
+        `y` is not mono float samples, `sr` is not a positive whole number, the samples are
+        shorter than the recipe keeps (``on_short="skip"``), or they are not finite or out of
+        range; the sentence says which and what to do.
+
+    Examples
+    --------
+    >>> import librosa, melset                                    # doctest: +SKIP
+    >>> y, sr = librosa.load("000002.mp3", sr=None)               # doctest: +SKIP
+    >>> melset.log_mel(y, sr).shape                               # doctest: +SKIP
+    (128, 1024)
+    """
+    import numbers
+
+    from melset.audio.decoded import AudioError, finish
+
+    recipe = Recipe() if recipe is None else recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)
+    y = np.asarray(y)
+    if y.dtype.kind != "f":
+        raise UsageError(
+            f"log_mel needs float samples within ±1 (as librosa.load or soundfile.read(dtype='float32') gives), "
+            f"not {y.dtype}"
+        )
+    if y.ndim != 1:
+        raise UsageError(
+            f"log_mel needs mono samples, one dimension; these have shape {y.shape}: average the channels first "
+            "(librosa.to_mono, or melset.audio.to_mono for soundfile's (n, channels))"
+        )
+    if isinstance(sr, bool) or not isinstance(sr, numbers.Integral) or sr <= 0:
+        raise UsageError(f"log_mel needs sr, the samples' rate in Hz, as a positive whole number, not {sr!r}")
+    if not len(y):
+        raise UsageError("log_mel needs samples: the array is empty")
+    duration_s = len(y) / int(sr)
+    try:
+        y = finish(y.astype(np.float32, copy=False), int(sr), recipe.sample_rate, reached_end=True)
+    except AudioError as exc:
+        raise MelsetError(f"log_mel cannot use these samples: {exc}") from None
+    result = from_samples(y, recipe, duration_s)
+    if result.status == TOO_SHORT:
+        raise MelsetError(
+            f"the samples are too short for the recipe: {result.error}; pass a longer array, "
+            'or use a recipe with on_short="pad"'
+        )
+    if result.status != OK:
+        raise MelsetError(f"log_mel cannot use these samples: {result.error}")
+    return result.mel
 
 
 # float32 arithmetic of MinMaxScaler and power_to_db lands a few ulps outside the exact range

@@ -14,7 +14,20 @@ from melset.cli.base import _cell, _fail, _open, err, other_subsets_note, out, s
 from melset.errors import MelsetError, UsageError
 from melset.recipe import SCALINGS, Recipe, recipe_from_options
 from melset.system import strict_json
-from melset.vocab import ERROR, FAILED, GENRE_TOP, MANIFEST, MELS, OK, PENDING, RUN_CONFIG, STATUS, STATUSES, TRACK_ID
+from melset.vocab import (
+    ERROR,
+    FAILED,
+    GENRE_TOP,
+    MANIFEST,
+    MELS,
+    OK,
+    PENDING,
+    RUN_CONFIG,
+    STATUS,
+    STATUSES,
+    TRACK_ID,
+    TRACKS,
+)
 
 
 @click.command()
@@ -157,9 +170,7 @@ def show(store_dir, track, png):
     try:
         row = store.row_of(track)
     except (KeyError, ValueError):
-        raise UsageError(
-            f"there is no track {track!r} in {store.root}; `melset info {store.root}` lists them"
-        ) from None
+        raise UsageError(f"there is no track {track!r} in {store.root}; {_close_ids(store, track)}") from None
     rec = store.tracks.iloc[row]
     if rec[STATUS] != OK:
         raise UsageError(f"track {track} has no spectrogram: {rec[STATUS]} ({rec[ERROR]})")
@@ -180,6 +191,29 @@ def show(store_dir, track, png):
     except OSError as exc:
         raise UsageError(f"cannot write {png}: {exc.strerror or exc}") from None
     say(f"wrote {png}")
+
+
+def _close_ids(store, given: str) -> str:
+    """What to try instead of a track id the store does not hold: the ids it was probably
+    meant for (the same file name without its folder, FMA's number without its zeros or
+    folder, close spellings), else a few of the store's ids and where all of them are."""
+    import difflib
+
+    ids = [str(t) for t in store.tracks[TRACK_ID].tolist()]
+    name = given.replace("\\", "/").rsplit("/", 1)[-1]
+    stem = os.path.splitext(name)[0]
+    numeric = store.tracks[TRACK_ID].dtype.kind in "iu"
+    key = str(int(stem)) if numeric and stem.isascii() and stem.isdigit() else None
+    if numeric:
+        hits = [t for t in ids if t == key]
+    else:  # a folder layout's id is its path below --audio: the file name alone, with or without extension
+        bases = [(t, t.rsplit("/", 1)[-1]) for t in ids]
+        hits = [t for t, b in bases if name and (name == b or os.path.splitext(b)[0] in (name, stem))]
+    hits = hits or difflib.get_close_matches(given, ids, n=3, cutoff=0.75)
+    if hits:
+        return "did you mean " + " or ".join(repr(h) for h in hits[:3]) + "?"
+    every = f"every id is in the {TRACK_ID} column of {os.path.join(store.root, TRACKS)}"
+    return f"its {len(ids)} track ids include {', '.join(ids[:3])}{' ...' if len(ids) > 3 else ''}; {every}"
 
 
 @click.command()

@@ -58,8 +58,12 @@ def _load_manifest(root: str) -> dict[str, Any]:
         with open(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
+        if not os.path.lexists(root):
+            raise StoreError(f"{root}: no such folder; give the folder `melset extract --out` made") from None
         _refuse_files_without_manifest(root)
         raise StoreError(f"{root} is not a melset store (no {MANIFEST})") from None
+    except NotADirectoryError:
+        raise StoreError(f"{root} is a file, not a store; give the folder `melset extract --out` made") from None
     except OSError as exc:
         raise StoreError(f"cannot read {path} ({exc.strerror}); check the store folder") from None
     try:

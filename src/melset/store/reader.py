@@ -32,12 +32,17 @@ from melset.vocab import (
     MANIFEST,
     MELS,
     OK,
+    PATH,
     PENDING,
+    SPLIT,
     STATUS,
     STATUSES,
+    SUBSET,
     TRACK_ID,
     TRACKS,
 )
+
+MEL, LABEL = "mel", "label"  # a row's matrix and class index(es), as the hf export names them
 
 
 def _row_array(rows: Sequence[int]) -> np.ndarray:
@@ -273,6 +278,78 @@ class Store:
 
     def __len__(self) -> int:
         return len(self.tracks)
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        counts = self.tracks[STATUS].value_counts()
+        held = ", ".join(f"{s} {int(counts[s])}" for s in (*STATUSES, PENDING) if counts.get(s, 0))
+        shape = "x".join(str(n) for n in m["shape"][1:])
+        return (
+            f"melset Store {self.root}: {m['state']}, {len(self)} rows of {shape} {m['dtype']}\n"
+            f"    {held or 'no rows'}; labels {self.label_kind}, {len(self.classes)} classes"
+        )
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Row `index` (negative counts from the end) as a dict, as a Hugging Face dataset row:
+        its matrix read checked, and its metadata.
+
+        Keys: ``mel`` (n_mels, n_frames) in the stored dtype; ``label`` the class index into
+        `classes` (-1 without a genre), or in a multi-label store the list of class indices, as
+        the hf export has it; ``track_id``, ``path``, ``genre_top``, ``subset``, ``split``,
+        ``status`` (always ok) and ``duration_s``.
+
+        Raises
+        ------
+        IndexError
+            `index` is outside the store's rows.
+        StoreError
+            The row has no matrix (it is not ok: the sentence says why), or its bytes are damaged.
+        """
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+            raise TypeError(
+                f"a store is indexed by one row number, not {type(index).__name__}; "
+                "store.rows(list_of_rows) reads many, store.track(track_id) one track"
+            )
+        n = len(self)
+        row = int(index) + n if index < 0 else int(index)
+        if not 0 <= row < n:
+            raise IndexError(f"row {index} is outside {self.root}, which has {n} rows")
+        t = self.tracks
+        status = t[STATUS].iat[row]
+        if status != OK:
+            why = t[ERROR].iat[row]
+            raise StoreError(
+                f"row {row} of {self.root} (track {t[TRACK_ID].iat[row]}) has no spectrogram: {status}"
+                f"{f' ({why})' if why else ''}; store.ok_rows() lists the rows that have one"
+            )
+        return self._record(row, self.row(row))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Every ok row, in order, as `store[row]` gives it (the other rows have no matrix)."""
+        for rows, block in self.iter_rows():
+            for row, mel in zip(rows.tolist(), block):
+                yield self._record(row, mel)
+
+    def track(self, track_id) -> dict[str, Any]:
+        """A track's row, as `store[row]` gives it; KeyError for an id the store does not hold."""
+        return self[self.row_of(track_id)]
+
+    def _record(self, row: int, mel: np.ndarray) -> dict[str, Any]:
+        t = self.tracks
+        hot = np.flatnonzero(np.asarray(self.labels[row])).tolist()
+        label: int | list[int] = hot if self.multi_label else hot[0] if hot else -1
+        tid, genre, duration = t[TRACK_ID].iat[row], t[GENRE_TOP].iat[row], float(t[DURATION_S].iat[row])
+        return {
+            MEL: mel,
+            LABEL: label,
+            TRACK_ID: int(tid) if isinstance(tid, (int, np.integer)) else str(tid),
+            PATH: str(t[PATH].iat[row]),
+            GENRE_TOP: genre if isinstance(genre, str) else None,
+            SUBSET: t[SUBSET].iat[row] if isinstance(t[SUBSET].iat[row], str) else None,
+            SPLIT: t[SPLIT].iat[row] if isinstance(t[SPLIT].iat[row], str) else None,
+            STATUS: t[STATUS].iat[row],
+            DURATION_S: None if math.isnan(duration) else duration,
+        }
 
     @property
     def label_kind(self) -> str:
