@@ -427,6 +427,48 @@ MUTATIONS = [
         "",
         ("tests/test_checked_reads.py::test_repair_and_extract_heal_a_nan_row_whose_journal_line_was_forged",),
     ),
+    Mutation(
+        "log_mel does not resample",
+        "src/melset/track.py",
+        "        y = finish(y.astype(np.float32, copy=False), int(sr), recipe.sample_rate, reached_end=True)\n",
+        "        y = y.astype(np.float32, copy=False)\n",
+        ("tests/test_objects.py::test_log_mel_of_samples_in_memory_is_the_stored_row",),
+    ),
+    Mutation(
+        "store[i] reads unchecked",
+        "src/melset/store/reader.py",
+        "        return self._record(row, self.row(row))\n",
+        "        return self._record(row, np.asarray(self.mels[row]))\n",
+        ("tests/test_objects.py::test_indexing_a_damaged_row_is_refused_in_words",),
+    ),
+    Mutation(
+        "a negative store index is not counted from the end",
+        "src/melset/store/reader.py",
+        "        row = int(index) + n if index < 0 else int(index)\n",
+        "        row = int(index)\n",
+        ("tests/test_objects.py::test_a_store_says_what_it_holds_and_is_indexed_like_a_dataset",),
+    ),
+    Mutation(
+        "show suggests no FMA id",
+        "src/melset/cli/store.py",
+        "        hits = [t for t in ids if t == key]\n",
+        "        hits = []\n",
+        ("tests/test_objects.py::test_show_an_unknown_track_suggests_the_ids_it_holds",),
+    ),
+    Mutation(
+        "a store passed as a run is not named a store",
+        "src/melset/runs.py",
+        "    if os.path.exists(os.path.join(run_dir, MANIFEST)):\n",
+        "    if False:\n",
+        ("tests/test_objects.py::test_a_store_given_for_a_run_is_named_a_store",),
+    ),
+    Mutation(
+        "a missing folder is called 'not a melset store'",
+        "src/melset/store/checks.py",
+        "        if not os.path.lexists(root):\n",
+        "        if False:\n",
+        ("tests/test_objects.py::test_info_of_a_folder_that_does_not_exist_says_so",),
+    ),
 ]
 
 
