@@ -310,3 +310,15 @@ def test_a_collection_one_level_off_is_refused_with_the_audio_to_use(tmp_path):
     assert not (tmp_path / "s").exists()
     cat = open_catalog(gtzan / "genres")  # the folder it names works
     assert cat.classes() == ["folk", "rock"]
+
+
+def test_a_limit_that_leaves_genres_out_says_so(tmp_path):
+    """--limit takes the first tracks by id: on a folder per genre, the first genres only."""
+    audio = tmp_path / "music"
+    for genre, clip in zip(("blues", "rock", "rock"), sorted(SAMPLE_AUDIO.rglob("*.mp3"))[:3]):
+        (audio / genre).mkdir(parents=True, exist_ok=True)
+        shutil.copy(clip, audio / genre / clip.name)
+    assert open_catalog(audio, limit=1).source["limit_left_out_genres"] == ["rock"]
+    assert "limit_left_out_genres" not in open_catalog(audio, limit=2).source
+    proc = run_melset("extract", "--audio", audio, "--out", tmp_path / "s", "--limit", "1", "--workers", "1")
+    assert "--limit 1 left out 1 genre(s) (the first tracks by id): rock" in proc.stdout, proc.stdout

@@ -60,7 +60,12 @@ class Catalog:
         """The first n tracks (in track_id order)."""
         if n is None:
             return self
-        return Catalog(self.table.head(n), {**self.source, "limit": n}, self.unlisted, self.labels, self.genre_lists)
+        kept = self.table.head(n)
+        source = {**self.source, "limit": n}
+        left_out = sorted(set(self.classes()) - {g for g in kept[GENRE_TOP] if isinstance(g, str) and g})
+        if left_out:  # the first tracks by id: a folder collection's first genres only
+            source["limit_left_out_genres"] = left_out
+        return Catalog(kept, source, self.unlisted, self.labels, self.genre_lists)
 
     def classes(self) -> list[str]:
         """Sorted genre names present in the selection: LabelBinarizer's class order."""

@@ -339,6 +339,13 @@ def _print_summary(summary, quiet: bool) -> None:
         say(
             f"  unlisted ({len(summary.unlisted)}): on disk but not in the metadata: {', '.join(summary.unlisted[:5])}{' ...' if len(summary.unlisted) > 5 else ''}"
         )
+    left_out = src.get("limit_left_out_genres") or []
+    if left_out:
+        shown = ", ".join(left_out[:8]) + (f" and {len(left_out) - 8} more" if len(left_out) > 8 else "")
+        say(
+            (f"  --limit {src.get('limit')} left out {len(left_out)} genre(s)", "yellow"),
+            f" (the first tracks by id): {shown}; a model trained on this store never sees them",
+        )
     others = other_subsets_note(src)
     if others:
         say(f"  other subsets: {others}")
