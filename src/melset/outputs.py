@@ -19,6 +19,7 @@ import os
 import secrets
 import signal
 import stat
+import threading
 from collections.abc import Callable, Iterator
 
 from melset.errors import UsageError
@@ -160,13 +161,25 @@ def leftover_pid(name: str, prefix: str) -> int | None:
 
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait until the block ends (a rename pair must not be cut in two)."""
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    """Ctrl-C and SIGTERM wait until the block ends (a rename pair must not be cut in two).
+
+    Python runs signal handlers in the main thread whichever thread the signal reached, so
+    blocking it in this thread is not enough: the handlers are swapped for ones that only note
+    the signal, and a noted signal is raised again once the real handlers are back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers can only be set from the main thread, where melset's commands run
+        return
+    noted: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: noted.append(signum)) for s in held}
     try:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        for s in dict.fromkeys(noted):
+            signal.raise_signal(s)
 
 
 @contextlib.contextmanager
