@@ -130,13 +130,13 @@ class _EpochLines:
     def start(self, plan: dict) -> None:
         self.first, self.epochs = plan["first_epoch"], plan["epochs"]
         val = f"{plan['val_tracks']} validation tracks" if plan["val_tracks"] else "no validation tracks"
-        begin = f"resuming at epoch {self.first} of" if self.first > 1 else "training"
+        begin = f"resuming at epoch {self.first} of {self.epochs}" if self.first > 1 else f"training {self.epochs}"
         early = (
             f"; it stops early after {self.patience} epochs without a better score"
             if self.patience < self.epochs
             else ""
         )
-        say(f"{begin} {self.epochs} epochs on {plan['train_tracks']} training tracks ({val}), {plan['device']}{early}")
+        say(f"{begin} epochs on {plan['train_tracks']} training tracks ({val}), {plan['device']}{early}")
         self.last = time.monotonic()
 
     def epoch(self, row: dict) -> None:
