@@ -10,9 +10,10 @@ store split, written from a generator in bounded memory.
 webdataset: tar shards `DIR/<split>-NNNNNN.tar` that the `webdataset` library streams; each
 sample is `<key>.npy` (the matrix, `np.save` bytes) and `<key>.json`. Same store, same bytes.
 
-Each writes only ok rows, read through the store's checked reader (`Store.iter_rows`: crc32
-of the journal and finite values), so a damaged row refuses the export; and each leaves `DIR/melset-export.json` so that exporting again into
-the same folder replaces the earlier export (and nothing else).
+Each writes only ok rows, read checked (`Store.iter_rows`), so a damaged row refuses the export;
+and each leaves `DIR/melset-export.json` so that exporting again into the same folder replaces
+the earlier export (and nothing else). hf and webdataset store paths relative to the collection
+root, and a dataset card (`DIR/README.md`, melset.card).
 """
 
 from __future__ import annotations
@@ -32,19 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from melset.card import WDS_LOADER, export_splits, here, relative_path, source_root, write_card
 from melset.errors import MelsetError, MissingDependency, StoreError, UsageError
 from melset.outputs import leftover_pid, pid_gone, refuse_inside_melset, signals_held, what_is
 from melset.store import Store
-from melset.vocab import (
-    DURATION_S,
-    EXPORT_SPLITS,
-    GENRE_TOP,
-    PATH,
-    SPLIT,
-    TRACK_ID,
-    UNASSIGNED,
-    UNSPLIT,
-)
+from melset.vocab import DURATION_S, GENRE_TOP, PATH, SPLIT, TRACK_ID
 
 SEED_PICKLES, HF, WEBDATASET = "seed-pickles", "hf", "webdataset"
 FORMATS = (SEED_PICKLES, HF, WEBDATASET)
@@ -53,7 +46,8 @@ MARKER_MAX_BYTES = 256 * 2**20
 WROTE_FOLDERS, WROTE_FILES = "folders", "files"  # the marker's lists of what the export wrote
 WORK_PREFIX = ".melset-export-"  # <pid>-<random>: an export's work folder beside --to
 WORK_RECORD, OUT, OLD, SCRATCH = "work.json", "out", "old", "scratch"  # inside a work folder
-DEFAULT_SHARD_SIZE = 1000
+DEFAULT_SHARD_SIZE = 1000  # the most samples a shard holds unless --shard-size says otherwise
+MIN_SHARDS = 8  # per split, when it has the rows: a DataLoader's workers each get shards to read
 HF_WRITER_BATCH = 16  # rows datasets buffers before writing (a float32 row is 512 KB)
 LABEL, GENRE = "label", "genre"
 
@@ -117,18 +111,6 @@ def export_name(track_id) -> str:
 # -- shared by hf and webdataset ------------------------------------------------------------------
 
 
-def export_splits(store: Store) -> dict[str, np.ndarray]:
-    """The ok rows of each export split: FMA's training/validation/test as train/validation/test,
-    everything as train when the store has no split, rows without one apart when only some have one."""
-    rows = store.ok_rows()
-    given = store.tracks[SPLIT].to_numpy()[rows]
-    names = np.array([EXPORT_SPLITS.get(s, UNASSIGNED) if isinstance(s, str) else UNASSIGNED for s in given])
-    if len(rows) and (names == UNASSIGNED).all():
-        names[:] = UNSPLIT
-    order = [*EXPORT_SPLITS.values(), UNASSIGNED]
-    return {name: rows[names == name] for name in order if (names == name).any()}
-
-
 def _nonempty_splits(store: Store, fmt: str) -> dict[str, np.ndarray]:
     splits = export_splits(store)
     if not splits:
@@ -149,7 +131,7 @@ def _record(store: Store, row: int, split: str | None = None) -> dict[str, Any]:
         TRACK_ID: int(tid) if isinstance(tid, (int, np.integer)) else str(tid),
         LABEL: label,
         GENRE: genre if isinstance(genre, str) else None,
-        PATH: str(t[PATH].iat[row]),
+        PATH: relative_path(str(t[PATH].iat[row]), source_root(store)),
         DURATION_S: None if np.isnan(duration) else duration,
     }
     if split is not None:
@@ -386,6 +368,7 @@ def _write_marker(folder: str, store: Store, fmt: str, counts: dict[str, int], e
         "format": fmt,
         "store": store.root,
         "store_id": store.manifest.get("store_id"),
+        "source_root": source_root(store),  # the tracks' paths are relative to it
         "labels": store.label_kind,
         "classes": list(store.classes),
         "splits": counts,
@@ -490,6 +473,7 @@ def hf(store: Store, to: str | os.PathLike) -> dict[str, int]:
                 datasets.DatasetDict(parts).save_to_disk(out)
                 counts = {name: len(ds) for name, ds in parts.items()}
                 del parts
+            write_card(out, store, HF, counts, f"import datasets\ndd = datasets.load_from_disk({here(to)!r})")
             _write_marker(out, store, HF, counts)
     finally:
         if bars:
@@ -522,7 +506,16 @@ def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def webdataset(store: Store, to: str | os.PathLike, shard_size: int = DEFAULT_SHARD_SIZE) -> dict[str, int]:
+def shard_rows(rows: np.ndarray, shard_size: int | None = None) -> list[np.ndarray]:
+    """The rows of each shard of one split: `shard_size` each (the last fewer), or by default
+    at least MIN_SHARDS shards when the split has that many rows, of at most
+    DEFAULT_SHARD_SIZE rows, sizes differing by one at most."""
+    if shard_size is None:
+        return np.array_split(rows, max(-(-len(rows) // DEFAULT_SHARD_SIZE), min(len(rows), MIN_SHARDS)))
+    return [rows[start : start + shard_size] for start in range(0, len(rows), shard_size)]
+
+
+def webdataset(store: Store, to: str | os.PathLike, shard_size: int | None = None) -> dict[str, int]:
     """Write the store's ok rows as tar shards ``to/<split>-NNNNNN.tar`` that webdataset reads.
 
     Per sample ``<key>.npy`` (``np.save`` of the stored matrix, in the store's dtype) and
@@ -534,8 +527,10 @@ def webdataset(store: Store, to: str | os.PathLike, shard_size: int = DEFAULT_SH
     store : Store
     to : path
         A new or empty folder, or an earlier webdataset export (replaced once the new one is complete).
-    shard_size : int
-        Samples per shard (>= 1).
+    shard_size : int, optional
+        Samples per shard (>= 1); by default each split gets at least MIN_SHARDS shards
+        (one sample each when it has fewer rows) of at most DEFAULT_SHARD_SIZE samples, so
+        that a DataLoader's workers all have shards to read (see WDS_LOADER).
 
     Returns
     -------
@@ -547,18 +542,19 @@ def webdataset(store: Store, to: str | os.PathLike, shard_size: int = DEFAULT_SH
     StoreError
         A row is damaged (read checked, `Store.iter_rows`: no damaged matrix is ever exported).
     """
-    if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
+    given = shard_size is not None
+    if given and (isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1):
         raise UsageError(f"--shard-size must be a whole number of samples, at least 1, not {shard_size!r}")
     with _export_folder(store, to, WEBDATASET) as work:
         counts, shards = {}, {}
         names = store.classes
         for split, rows in _nonempty_splits(store, WEBDATASET).items():
             counts[split], shards[split] = len(rows), 0
-            for start in range(0, len(rows), shard_size):
+            for part in shard_rows(rows, shard_size):
                 path = os.path.join(work, f"{split}-{shards[split]:06d}.tar")
                 with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
                     # checked: a damaged row raises, refusing the export
-                    for chunk, block in store.iter_rows(rows[start : start + shard_size]):
+                    for chunk, block in store.iter_rows(part):
                         for row, x in zip(chunk.tolist(), block):
                             rec = _record(store, row, split)
                             label = rec.pop(LABEL)
@@ -574,7 +570,10 @@ def webdataset(store: Store, to: str | os.PathLike, shard_size: int = DEFAULT_SH
                             body = json.dumps(rec, ensure_ascii=False, sort_keys=True).encode()
                             _tar_member(tar, f"{key}.json", body)
                 shards[split] += 1
-        _write_marker(work, store, WEBDATASET, counts, {"shards": shards, "shard_size": int(shard_size)})
+        write_card(work, store, WEBDATASET, counts, WDS_LOADER.format(dir=here(to)))
+        _write_marker(
+            work, store, WEBDATASET, counts, {"shards": shards, "shard_size": int(shard_size) if given else None}
+        )
     return counts
 
 

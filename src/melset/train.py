@@ -406,6 +406,7 @@ def train(
     overwrite: bool = False,
     on_warning: Callable[[str], None] | None = None,
     resume: bool = False,
+    on_start: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train a CNN on a store's training split; keep the best epoch on validation.
 
@@ -430,6 +431,9 @@ def train(
     resume : bool
         Continue the interrupted run in `run_dir` from its checkpoint, to the weights and
         metrics an uninterrupted run gives; `cfg` and the store must be the ones it began with.
+    on_start : callable, optional
+        Called once the data is checked, before the first epoch, with ``{"first_epoch", "epochs",
+        "train_tracks", "val_tracks", "device"}`` (first_epoch > 1 when resuming).
 
     Returns
     -------
@@ -499,6 +503,16 @@ def train(
             _save_tensors(checkpoint["best"]["state"], weights)  # model.pt: the best epoch so far
         _save_tensors(checkpoint, os.path.join(run_dir, RUN_CHECKPOINT))
 
+    if on_start:
+        on_start(
+            {
+                "first_epoch": checkpoint["epoch"] + 1 if checkpoint else 1,
+                "epochs": cfg.epochs,
+                "train_tracks": len(train_set),
+                "val_tracks": len(val_set),
+                "device": str(device),
+            }
+        )
     model, history, best = fit(
         train_set, val_set, arch, cfg, on_epoch=on_epoch, on_checkpoint=keep, multi_label=multi, resume=checkpoint
     )

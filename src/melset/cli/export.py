@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
 import click
 
 from melset.cli.base import EXIT_INTERRUPTED, EXIT_TERMINATED, _fail, _open, _Terminated, _terminated, err, say
+from melset.card import CARD
 from melset.errors import MelsetError
 
 
@@ -26,7 +28,8 @@ from melset.errors import MelsetError
     "--shard-size",
     type=int,
     default=None,
-    help="webdataset: samples per tar shard (default 1000).",
+    help="webdataset: samples per tar shard (default: at least 8 shards per split when it has 8 rows, "
+    "at most 1000 samples each, so that a DataLoader's workers all get shards).",
 )
 def export(store_dir, fmt, to, shard_size):
     """Write a store in another format: the notebook's pickles, a Hugging Face dataset, WebDataset shards."""
@@ -47,8 +50,7 @@ def export(store_dir, fmt, to, shard_size):
             counts = exports.hf(store, to)
             how = f"datasets.load_from_disk({to!r})"
         else:
-            size = exports.DEFAULT_SHARD_SIZE if shard_size is None else shard_size
-            counts = exports.webdataset(store, to, size)
+            counts = exports.webdataset(store, to, shard_size)
             how = f"webdataset shards {to}/<split>-NNNNNN.tar"
     except MelsetError as exc:
         _fail(str(exc))
@@ -63,3 +65,5 @@ def export(store_dir, fmt, to, shard_size):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the export is over: nothing left to clean
     parts = ", ".join(f"{name} {n}" for name, n in counts.items())
     say(f"wrote {sum(counts.values())} ok rows ({parts}) as {how}")
+    if fmt != exports.SEED_PICKLES:
+        say(f"dataset card (what was made, how, the licences to check): {os.path.join(to, CARD)}")

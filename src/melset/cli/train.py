@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 import click
 from click.core import ParameterSource
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from melset.cli.base import (
@@ -51,7 +51,7 @@ def _needs_torch() -> None:
     is_flag=True,
     help="Continue the interrupted run in --run from its last epoch, with the options it began with.",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--quiet", is_flag=True, help="No line per epoch.")
 def train(store_dir, run_dir, overwrite, resume, quiet, **hyperparameters):
     """Train a genre classifier on a store (training split; best epoch on validation)."""
     _needs_torch()
@@ -69,25 +69,15 @@ def train(store_dir, run_dir, overwrite, resume, quiet, **hyperparameters):
         cfg = TrainConfig(**hyperparameters)
     check_config(cfg)
     store = _open(store_dir)
-    columns = (
-        TextColumn("[bold]train"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}", markup=False),
-        TimeElapsedColumn(),
-    )
-    # started at the first epoch, so that a refusal or a warning about the data prints on its own
-    progress = Progress(*columns, console=err, disable=quiet)
-    task = progress.add_task("", total=cfg.epochs)
+    progress = _EpochLines(cfg.patience)  # plain lines on stdout: a terminal and a log file alike
+
+    def on_start(plan: dict) -> None:
+        if not quiet:
+            progress.start(plan)
 
     def on_epoch(row: dict) -> None:
-        progress.start()
-        val = f"val {row['val_accuracy']:.2f}" if row["val_accuracy"] is not None else "no validation rows"
-        progress.update(
-            task,
-            completed=row["epoch"],
-            description=f"loss {row['train_loss']:.3f} acc {row['train_accuracy']:.2f} {val}",
-        )
+        if not quiet:
+            progress.epoch(row)
 
     def on_warning(message: str) -> None:
         say(("warning", "yellow"), f": {message}", console=err)
@@ -95,14 +85,19 @@ def train(store_dir, run_dir, overwrite, resume, quiet, **hyperparameters):
     previous = signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: the last finished epoch is kept
     try:
         metrics = run_train(
-            store.root, run_dir, cfg, on_epoch, overwrite=overwrite, on_warning=on_warning, resume=resume
+            store.root,
+            run_dir,
+            cfg,
+            on_epoch,
+            overwrite=overwrite,
+            on_warning=on_warning,
+            resume=resume,
+            on_start=on_start,
         )
     except KeyboardInterrupt as exc:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the sentence below is the last thing this command does
-        progress.stop()
         _stopped(store.root, run_dir, cfg.epochs, terminated=isinstance(exc, _Terminated))
     finally:
-        progress.stop()
         signal.signal(signal.SIGTERM, previous)
     best = metrics["epochs"][metrics["best_epoch"] - 1]
     val = f", validation accuracy {_score(best['val_accuracy'])}" if best["val_accuracy"] is not None else ""
@@ -110,6 +105,58 @@ def train(store_dir, run_dir, overwrite, resume, quiet, **hyperparameters):
         f"{run_dir}: {len(metrics['epochs'])} epochs{' (stopped early)' if metrics['stopped_early'] else ''}; "
         f"best epoch {metrics['best_epoch']}: training accuracy {_score(best['train_accuracy'])}{val}"
     )
+
+
+def _duration(seconds: float) -> str:
+    """4.2 s, 3 min 12 s, 2 h 05 min."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes = round(seconds) // 60
+    if minutes < 60:
+        return f"{minutes} min {round(seconds) % 60} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+class _EpochLines:
+    """One plain line per epoch (losses, accuracies, seconds, ETA), printed as each epoch ends,
+    and before the first one a line saying how many epochs will run."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.last = time.monotonic()
+        self.took: list[float] = []
+        self.first, self.epochs = 1, 0
+
+    def start(self, plan: dict) -> None:
+        self.first, self.epochs = plan["first_epoch"], plan["epochs"]
+        val = f"{plan['val_tracks']} validation tracks" if plan["val_tracks"] else "no validation tracks"
+        begin = f"resuming at epoch {self.first} of {self.epochs}" if self.first > 1 else f"training {self.epochs}"
+        early = (
+            f"; it stops early after {self.patience} epochs without a better score"
+            if self.patience < self.epochs
+            else ""
+        )
+        say(f"{begin} epochs on {plan['train_tracks']} training tracks ({val}), {plan['device']}{early}")
+        self.last = time.monotonic()
+
+    def epoch(self, row: dict) -> None:
+        now = time.monotonic()
+        self.took.append(now - self.last)
+        self.last = now
+        pace = sum(self.took) / len(self.took)
+        left = self.epochs - row["epoch"]
+
+        def pair(loss, acc) -> str:
+            return f"loss {_score(loss)} acc {_score(acc)}"
+
+        say(
+            f"epoch {row['epoch']}/{self.epochs}: train {pair(row['train_loss'], row['train_accuracy'])}, "
+            f"val {pair(row['val_loss'], row['val_accuracy'])}, {self.took[-1]:.1f} s, "
+            f"ETA {_duration(left * pace)}"
+        )
+        if len(self.took) == 1 and left:
+            total = pace * (self.epochs - self.first + 1)
+            say(f"estimated total: {_duration(total)} for {self.epochs - self.first + 1} epochs at this pace")
 
 
 def _stopped(store: str, run_dir: str, epochs: int, terminated: bool) -> None:
