@@ -24,8 +24,8 @@ from test_architecture import LAYERS  # noqa: E402
 PACKAGES = {p.name for p in (ROOT / "src" / "melset").iterdir() if (p / "__init__.py").exists()}
 # the order within a layer, as the docs list them
 ORDER = [
-    "vocab", "errors", "system", "melscale", "recipe", "catalog", "audio", "features", "track", "store",
-    "engines", "extract", "train_config", "runs", "dataset", "model", "augment", "export", "plots",
+    "vocab", "errors", "system", "outputs", "melscale", "recipe", "catalog", "audio", "features", "track", "store",
+    "engines", "extract", "train_config", "runs", "dataset", "model", "augment", "export", "card", "plots",
     "train", "evaluate", "predict", "report", "cli",
 ]  # fmt: skip
 GROUPS = [  # (first layer, last layer, name, colour)
@@ -51,8 +51,8 @@ def draw(path: Path) -> None:
     for i, layer in enumerate(LAYERS):
         rooms = sorted(layer, key=ORDER.index)
         y = -i * row - 0.12
-        box_w, gap = 1.55, 0.12
-        x0 = (width - 1.2 - len(rooms) * box_w - (len(rooms) - 1) * gap) / 2
+        box_w, gap = 1.45, 0.1
+        x0 = (width - len(rooms) * box_w - (len(rooms) - 1) * gap) / 2
         for j, room in enumerate(rooms):
             x = x0 + j * (box_w + gap)
             label = f"{room}/" if room in PACKAGES else f"{room}.py"
@@ -60,7 +60,7 @@ def draw(path: Path) -> None:
                                         ec="#35618f" if room in PACKAGES else "#888888", lw=1.2))  # fmt: skip
             ax.text(x + box_w / 2, y, label, ha="center", va="center", fontsize=8, family="monospace")
         if i + 1 < len(LAYERS):
-            mid = (width - 1.2) / 2
+            mid = width / 2
             ax.add_patch(FancyArrowPatch((mid, y - 0.2), (mid, y - row + 0.2), arrowstyle="-|>", mutation_scale=9,
                                          color="#444444", lw=1))  # fmt: skip
     ax.text(0.12, 0.45, "the data's path, top to bottom; a room imports only from the rooms above it",

@@ -395,8 +395,8 @@ MUTATIONS = [
     Mutation(
         "the WebDataset export reads rows around the check",
         "src/melset/export.py",
-        "                    for chunk, block in store.iter_rows(rows[start : start + shard_size]):",
-        "                    for chunk, block in [(rows[start : start + shard_size], store.mels[rows[start : start + shard_size]])]:",
+        "                    for chunk, block in store.iter_rows(part):",
+        "                    for chunk, block in [(part, store.mels[part])]:",
         ("tests/test_checked_reads.py::test_the_exports_library_calls_refuse_too",),
     ),
     Mutation(
@@ -468,6 +468,34 @@ MUTATIONS = [
         "        if not os.path.lexists(root):\n",
         "        if False:\n",
         ("tests/test_objects.py::test_info_of_a_folder_that_does_not_exist_says_so",),
+    ),
+    Mutation(
+        "exports carry the machine's absolute paths",
+        "src/melset/export.py",
+        "        PATH: relative_path(str(t[PATH].iat[row]), source_root(store)),",
+        "        PATH: str(t[PATH].iat[row]),",
+        ("tests/test_portable.py::test_exports_store_relative_paths_and_a_dataset_card",),
+    ),
+    Mutation(
+        "one WebDataset shard for a small split",
+        "src/melset/export.py",
+        "min(len(rows), MIN_SHARDS)))",
+        "1))",
+        ("tests/test_portable.py::test_a_dataloader_with_two_workers_reads_every_sample_once",),
+    ),
+    Mutation(
+        "no dataset card in a WebDataset export",
+        "src/melset/export.py",
+        "        write_card(work, store, WEBDATASET, counts, WDS_LOADER.format(dir=here(to)))\n",
+        "",
+        ("tests/test_portable.py::test_exports_store_relative_paths_and_a_dataset_card",),
+    ),
+    Mutation(
+        "train prints no line per epoch",
+        "src/melset/cli/train.py",
+        "        if not quiet:\n            progress.epoch(row)",
+        "        pass",
+        ("tests/test_portable.py::test_train_prints_a_line_per_epoch_into_a_log_file",),
     ),
 ]
 
