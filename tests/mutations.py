@@ -497,6 +497,13 @@ MUTATIONS = [
         "        pass",
         ("tests/test_portable.py::test_train_prints_a_line_per_epoch_into_a_log_file",),
     ),
+    Mutation(
+        "a FIFO in place of a store file is read",
+        "src/melset/store/format.py",
+        "    if not stat.S_ISREG(st.st_mode):\n        os.close(fd)",
+        "    if False:\n        os.close(fd)",
+        (f"{T_ATTACKS}::test_a_fifo_or_a_device_in_place_of_a_store_file_is_refused_not_read",),
+    ),
 ]
 
 

@@ -373,3 +373,23 @@ def test_repair_does_not_seal_an_edited_track_list(sample_store, tmp_path):
     run_melset(*_extract_args(store))
     assert Store(store).tracks["genre_top"][row] != "Polka"
     assert store_bytes(store) == store_bytes(sample_store)
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "mels.npy", "labels.npy", "classes.json", "tracks.parquet", "journal.jsonl"])
+def test_a_fifo_or_a_device_in_place_of_a_store_file_is_refused_not_read(sample_store, tmp_path, name):
+    """A FIFO waited for a writer for ever and a link to /dev/zero read without end: every
+    reader (info, a resume, an export) refuses it in one sentence instead."""
+    import os
+
+    for kind in ("fifo", "device"):
+        store = copy_tree(sample_store, tmp_path / kind)
+        (store / name).unlink()
+        os.mkfifo(store / name) if kind == "fifo" else (store / name).symlink_to("/dev/zero")
+        for command in (("info", store), ("export", store, "--format", "seed-pickles", "--to", tmp_path / f"p-{kind}")):
+            proc = run_melset(*command, check=False, timeout=60)
+            assert proc.returncode == 2 and f"{store / name} is not a regular file" in proc.stderr, proc.stderr
+        proc = run_melset(*_extract_args(store), check=False, timeout=60)
+        if name == "tracks.parquet":  # a resume writes it anew from the catalog: healed, never read
+            assert proc.returncode == 0 and store_bytes(store) == store_bytes(sample_store)
+        else:
+            assert proc.returncode == 2 and f"{store / name} is not a regular file" in proc.stderr, proc.stderr

@@ -18,6 +18,7 @@ import numpy as np
 
 from melset.errors import StoreError
 from melset.store.format import (
+    open_regular,
     CATALOG_SHA,
     CHECKSUM,
     CHECKSUMS,
@@ -55,7 +56,7 @@ def _load_manifest(root: str) -> dict[str, Any]:
     """manifest.json parsed and recognised as melset's (format marker), not yet checked further."""
     path = os.path.join(root, MANIFEST)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             raw = f.read()
     except FileNotFoundError:
         if not os.path.lexists(root):
@@ -157,7 +158,7 @@ def read_npy_header(path: str, fix: str = "") -> NpyFile:
     fmt = np.lib.format
     name = os.path.basename(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             version = fmt.read_magic(f)
             if version == (1, 0):
                 shape, fortran, dtype = fmt.read_array_header_1_0(f)
@@ -170,6 +171,8 @@ def read_npy_header(path: str, fix: str = "") -> NpyFile:
         raise StoreError(f"{os.path.dirname(path)} is damaged: {name} is missing; {fix}") from None
     except OSError as exc:
         raise StoreError(f"cannot read {path} ({exc.strerror}); {fix}") from None
+    except StoreError:
+        raise
     except Exception as exc:  # numpy raises ValueError, SyntaxError, EOFError, ... for a damaged header
         raise StoreError(f"{path} has no valid .npy header ({str(exc).splitlines()[0][:80]}); {fix}") from None
 
@@ -209,7 +212,8 @@ def damaged_rows(mels: NpyFile, records: dict[int, Record]) -> list[int]:
     row_bytes = int(np.prod(mels.shape[1:], dtype=np.int64)) * mels.dtype.itemsize
     bad = []
     rows = sorted(records)
-    fd = os.open(mels.path, os.O_RDONLY)
+    held = open_regular(mels.path)
+    fd = held.fileno()
     try:
         i = 0
         while i < len(rows):
@@ -231,14 +235,14 @@ def damaged_rows(mels: NpyFile, records: dict[int, Record]) -> list[int]:
                     bad.append(row)
             del buf
     finally:
-        os.close(fd)
+        held.close()
     return bad
 
 
 def _read_classes(root: str, manifest: dict[str, Any]) -> list[str]:
     path = os.path.join(root, CLASSES)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             classes = json.loads(f.read().decode("utf-8"))
     except FileNotFoundError:
         raise StoreError(f"{root} is damaged: {CLASSES} is missing; {_AGAIN}") from None
@@ -257,7 +261,7 @@ def _read_tracks(root: str, manifest: dict[str, Any]) -> pd.DataFrame:
 
     path = os.path.join(root, TRACKS)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             data = f.read()
     except FileNotFoundError:
         raise StoreError(f"{root} is damaged: {TRACKS} is missing; {_AGAIN}") from None

@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -58,6 +59,24 @@ CATALOG_SHA = "catalog_sha256"  # digest of tracks.parquet's catalog columns, wh
 def now_iso() -> str:
     """The current UTC time as written into manifests."""
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def open_regular(path: str, mode: str = "rb"):
+    """Open a store file for reading, once it is known to be a regular file: a FIFO in its place
+    would wait for a writer for ever, a link to /dev/zero would read without end. The check is
+    on the opened descriptor (O_NONBLOCK: opening a FIFO does not wait), so nothing can swap it
+    in between. FileNotFoundError as open() raises it; StoreError for anything else."""
+    fd = os.open(path, (os.O_RDWR if "+" in mode else os.O_RDONLY) | os.O_NONBLOCK | os.O_NOCTTY)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        root = os.path.dirname(os.path.abspath(path))
+        raise StoreError(
+            f"{path} is not a regular file (a FIFO, device or socket is in its place), so melset will not read it; "
+            f"put the store's own file back, or move {root} away and run extract again"
+        )
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, mode)
 
 
 def _write_atomic(path: str, data: bytes) -> None:
@@ -203,7 +222,7 @@ def scan_journal(path: str, rows: int | None = None, owner: str | None = None) -
     a kill (not damage); any other line that is not a valid record (or, with `owner`, a line of
     another store) is listed in `bad`."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             data = f.read()
     except FileNotFoundError:
         root = os.path.dirname(os.path.abspath(path))
@@ -249,7 +268,7 @@ def read_journal(
             "affects for re-extraction, or rebuild the store with --overwrite"
         )
     if truncate and scan.good_bytes < scan.size:
-        with open(path, "r+b") as f:
+        with open_regular(path, "r+b") as f:
             f.truncate(scan.good_bytes)
     return scan.records
 

@@ -21,7 +21,15 @@ from melset.store.checks import (
     check_npy,
     read_manifest,
 )
-from melset.store.format import CHECKSUMS, CREATING, FINISHED_STATES, _sha256, journal_owner, read_journal
+from melset.store.format import (
+    CHECKSUMS,
+    CREATING,
+    FINISHED_STATES,
+    _sha256,
+    journal_owner,
+    open_regular,
+    read_journal,
+)
 from melset.vocab import (
     DURATION_S,
     ERROR,
@@ -116,7 +124,8 @@ class RowReader:
         if unknown:
             raise KeyError(f"row {unknown[0]} of {self.root} is not among the rows this reader was made for")
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
+            with open_regular(self.path) as f:  # mels.npy replaced by a FIFO since opening: refused, not waited on
+                self._fd = os.dup(f.fileno())
         n = len(rows)
         out = np.empty((n, *self.row_shape), dtype=self.dtype)
         bad = np.zeros(n, dtype=bool)
@@ -246,7 +255,7 @@ class Store:
             raise StoreError(f"{mels.path} is {kind} ({mels.size:,} bytes, {mels.expected_size:,} expected); {_REDO}")
         labels_path = os.path.join(root, LABELS)
         check_npy(labels_path, (rows, len(m["classes"])), "uint8", fix=_AGAIN)
-        with open(labels_path, "rb") as f:
+        with open_regular(labels_path) as f:
             if _sha256(f.read()) != m.get(CHECKSUMS, {}).get(LABELS):
                 raise StoreError(
                     f"{labels_path} was changed after melset wrote it (its checksum does not match); {_AGAIN}"

@@ -38,6 +38,7 @@ from melset.store.format import (
     JOURNAL_BOUND,
     journal_lines,
     journal_owner,
+    open_regular,
     now_iso,
     read_journal,
     status_counts,
@@ -292,7 +293,7 @@ class StoreWriter:
         """Write a file derived from the catalog again when what is on disk differs."""
         path = os.path.join(self.root, name)
         try:
-            with open(path, "rb") as f:
+            with open_regular(path) as f:
                 same = f.read() == data
         except FileNotFoundError:
             same = False
