@@ -108,6 +108,7 @@ def test_separable_timbres_reach_high_validation_accuracy(tmp_path):
 
 
 @needs_shared
+@pytest.mark.timeout(600)  # 40 epochs: minutes on a machine whose cores are busy with other work
 def test_fma_mini_training_evaluate_predict(mini_store, tmp_path):
     run = tmp_path / "run"
     plain = ("--model", "baseline", "--crop", "0", "--freq-mask", "0", "--time-mask", "0", "--mixup", "0")
