@@ -504,6 +504,13 @@ MUTATIONS = [
         "    if False:\n        os.close(fd)",
         (f"{T_ATTACKS}::test_a_fifo_or_a_device_in_place_of_a_store_file_is_refused_not_read",),
     ),
+    Mutation(
+        "a hidden folder becomes a class",
+        "src/melset/catalog/table.py",
+        'dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))',
+        "dirnames.sort()",
+        ("tests/test_catalog.py::test_hidden_names_are_skipped_and_unlabelled_or_clashing_labels_are_named",),
+    ),
 ]
 
 

@@ -322,3 +322,20 @@ def test_a_limit_that_leaves_genres_out_says_so(tmp_path):
     assert "limit_left_out_genres" not in open_catalog(audio, limit=2).source
     proc = run_melset("extract", "--audio", audio, "--out", tmp_path / "s", "--limit", "1", "--workers", "1")
     assert "--limit 1 left out 1 genre(s) (the first tracks by id): rock" in proc.stdout, proc.stdout
+
+
+def test_hidden_names_are_skipped_and_unlabelled_or_clashing_labels_are_named(tmp_path):
+    """A folder collection as a newcomer's disk holds it: a hidden folder (it became a class
+    named '.hidden'), macOS's ._ companions, a file directly in --audio (stored without a
+    label, unnamed) and two folders whose names differ only in case (two classes)."""
+    clips = sorted(SAMPLE_AUDIO.rglob("*.mp3"))
+    audio = tmp_path / "my music"
+    for rel, clip in (("jazz/a.mp3", 0), ("Jazz/b.mp3", 1), (".hidden/c.mp3", 2), ("jazz/._a.mp3", 3), ("stray.mp3", 4)):
+        (audio / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(clips[clip], audio / rel)
+    cat = open_catalog(audio)
+    assert cat.table["track_id"].tolist() == ["Jazz/b.mp3", "jazz/a.mp3", "stray.mp3"]
+    assert cat.source["labels_differing_in_case"] == [["Jazz", "jazz"]]
+    proc = run_melset("extract", "--audio", audio, "--out", tmp_path / "s", "--workers", "1")
+    assert "files directly in --audio have no genre folder: stray.mp3" in proc.stdout, proc.stdout
+    assert "labels that differ only in case: Jazz, jazz are separate classes" in proc.stdout

@@ -153,4 +153,7 @@ def open_catalog(
     else:
         cat = folders.catalog(audio)
     cat.source["layout_reason"] = reason
+    clashes = cat.label_clashes()
+    if clashes:
+        cat.source["labels_differing_in_case"] = clashes
     return cat.limit(limit)

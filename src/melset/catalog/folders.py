@@ -44,4 +44,8 @@ def catalog(root: str | os.PathLike) -> Catalog:
             SPLIT: None,
         }
     )
-    return Catalog(table, {"layout": "folders", "audio": root})
+    source = {"layout": "folders", "audio": root}
+    at_root = [r for r in rels if "/" not in r]
+    if at_root:  # no genre folder: stored without a label
+        source["files_without_genre_folder"] = at_root[:20]
+    return Catalog(table, source)

@@ -67,6 +67,13 @@ class Catalog:
             source["limit_left_out_genres"] = left_out
         return Catalog(kept, source, self.unlisted, self.labels, self.genre_lists)
 
+    def label_clashes(self) -> list[list[str]]:
+        """Genre names that differ only in case ("Jazz" and "jazz"): each becomes its own class."""
+        groups: dict[str, set[str]] = {}
+        for g in self.classes():
+            groups.setdefault(g.casefold(), set()).add(g)
+        return [sorted(names) for names in groups.values() if len(names) > 1]
+
     def classes(self) -> list[str]:
         """Sorted genre names present in the selection: LabelBinarizer's class order."""
         return sorted({g for g in self.table[GENRE_TOP] if isinstance(g, str) and g})
@@ -75,10 +82,12 @@ class Catalog:
 def scan_audio(root: str, include_dirs: bool = False) -> list[str]:
     """Relative paths (with '/') of every audio file under root, sorted. Symbolic links are
     listed but not followed into (no loops); include_dirs also lists directories whose
-    name ends like an audio file (so that they get a reason instead of vanishing)."""
+    name ends like an audio file (so that they get a reason instead of vanishing). Hidden
+    names (a leading dot: `.DS_Store`, macOS's `._song.mp3` companions, `.git/`) are skipped."""
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        filenames = [f for f in filenames if not f.startswith(".")]
         names = filenames + ([d for d in dirnames if d.lower().endswith(AUDIO_EXTENSIONS)] if include_dirs else [])
         folder = os.path.relpath(dirpath, root).replace(os.sep, "/")
         prefix = "" if folder == "." else folder + "/"

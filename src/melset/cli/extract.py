@@ -351,6 +351,11 @@ def _print_summary(summary, quiet: bool) -> None:
         say(f"  other subsets: {others}")
     if summary.no_genre:
         say(f"  no genre ({summary.no_genre}): tracks without a label get an all-zero label row")
+        at_root = src.get("files_without_genre_folder") or []
+        if at_root:
+            say(f"    files directly in --audio have no genre folder: {', '.join(at_root[:5])}")
+    for names in src.get("labels_differing_in_case") or []:
+        say((f"  labels that differ only in case: {', '.join(names)}", "yellow"), " are separate classes")
     for note in summary.healed:
         say("  ", ("store damage undone", "yellow"), f": {note}")
     if summary.state != "complete":
