@@ -16,6 +16,7 @@ from melset.card import relative_path, source_root
 from melset.cli import main
 from melset.errors import UsageError
 from melset.store import Store
+from melset.store.format import _sealed
 
 pytestmark = pytest.mark.slow  # extracts stores, runs whole commands
 
@@ -208,7 +209,7 @@ def test_seed_pickles_replace_an_earlier_export_and_leave_other_folders_alone(sa
     stale.write_bytes((to / "pickles" / ok[0]).read_bytes())
     marker = json.loads((to / exports.MARKER).read_text())  # as that earlier export recorded it
     marker["files"].append("pickles/999999.pickle")
-    (to / exports.MARKER).write_text(json.dumps(marker))
+    (to / exports.MARKER).write_text(json.dumps(_sealed(marker)))  # as melset wrote it then
     exports.seed_pickles(store, to)
     assert sorted(p.name for p in (to / "pickles").iterdir()) == ok
     (tmp_path / "notebook").mkdir()

@@ -116,6 +116,7 @@ def _marker_edits(marker: dict) -> list:
         json.dumps({**marker, "files": [*marker["files"], "notes.txt"], "folders": "x"}),
         json.dumps({**marker, "files": [*marker["files"], "deep/notes.txt"]}),  # its folder is not listed
         json.dumps({**marker, "format": "zip"}),
+        json.dumps({**marker, "files": [*marker["files"], "notes.txt"]}),  # well formed, but not as melset wrote it
         json.dumps([marker]),
         "{not json",
         "",
@@ -186,7 +187,30 @@ def test_picture_and_page_names(sample_store, tmp_path):
         refused(show(png), words)
     (out / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"someone else's picture")
     (out / "notes.html").write_text("<!DOCTYPE html><html><body>my notes</body></html>")
-    refused(show(out / "photo.png"), "not written by melset")
+    refused(show(out / "photo.png"), "not drawn by melset")
+    # a user's own matplotlib figures, and a file that only names matplotlib, are not melset's
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure()
+    fig.gca().plot([1, 2])
+    for name in ("mine.png", "mine.pdf"):
+        fig.savefig(out / name)
+    plt.close(fig)
+    (out / "Dockerfile").write_text("FROM python:3.12\nRUN pip install matplotlib\n")
+    (out / "elsewhere.png").symlink_to(out / "pic.PNG")  # melset's own picture, through a link
+    kept = ("mine.png", "mine.pdf", "Dockerfile", "pic.PNG")
+    mine = {n: (out / n).read_bytes() for n in kept}
+    for name, words in (
+        ("mine.png", "not drawn by melset"),
+        ("mine.pdf", "not drawn by melset"),
+        ("Dockerfile", "not drawn by melset"),
+        ("elsewhere.png", "symbolic link"),
+    ):
+        refused(show(out / name), words)
+    assert {n: (out / n).read_bytes() for n in kept} == mine and (out / "elsewhere.png").is_symlink()
     html = ("report", sample_store, "--html")
     for page, words in (
         (out / "notes.html", "not written by melset"),
@@ -219,7 +243,10 @@ def test_a_killed_exports_work_folder_is_cleaned_and_the_earlier_export_put_back
     # killed with kill -9 between moving the earlier export aside and renaming the new one in
     work = parent / f".melset-export-{_dead_pid()}-abc123"
     work.mkdir()
-    (work / "work.json").write_text(json.dumps({"pid": 0, "host": os.uname().nodename, "target": "w"}))
+    dead = int(work.name.split("-")[2])
+    (work / "work.json").write_text(
+        json.dumps({"pid": dead, "host": os.uname().nodename, "folder": work.name, "target": "w"})
+    )
     to.rename(work / "old")
     (work / "out").mkdir()
     (work / "out" / "half.tar").write_bytes(b"x" * 1000)

@@ -37,6 +37,7 @@ from melset.card import WDS_LOADER, export_splits, here, relative_path, source_r
 from melset.errors import MelsetError, MissingDependency, StoreError, UsageError
 from melset.outputs import leftover_pid, pid_gone, refuse_inside_melset, signals_held, what_is
 from melset.store import Store
+from melset.store.format import CHECKSUM, _manifest_digest, _sealed
 from melset.vocab import DURATION_S, GENRE_TOP, PATH, SPLIT, TRACK_ID
 
 SEED_PICKLES, HF, WEBDATASET = "seed-pickles", "hf", "webdataset"
@@ -183,7 +184,7 @@ def _check_earlier_export(folder: str, fmt: str, given: str) -> None:
 
 def _read_marker(folder: str, given: str) -> dict:
     """The earlier export's marker, checked to be one melset wrote: a regular file of bounded
-    size, a JSON object naming a known format and every file and folder it wrote as a plain
+    size, a JSON object sealed with the checksum melset wrote over its other fields, naming a known format and every file and folder it wrote as a plain
     relative name. Anything else is not trusted to say what may be replaced."""
     path = os.path.join(folder, MARKER)
 
@@ -208,7 +209,12 @@ def _read_marker(folder: str, given: str) -> dict:
             marker = json.load(f)
     except (OSError, ValueError) as exc:
         raise untrusted(f"not JSON: {exc}") from None
-    if not isinstance(marker, dict) or marker.get("format") not in FORMATS:
+    if not isinstance(marker, dict) or marker.get(CHECKSUM) != _manifest_digest(marker):
+        raise UsageError(
+            f"--to {given}: {path} was changed after melset wrote it, so melset will not delete anything there; "
+            "choose an empty --to or move the folder away (nothing there was changed)"
+        )
+    if marker.get("format") not in FORMATS:
         raise untrusted("it names no export format")
     files, folders = marker.get(WROTE_FILES), marker.get(WROTE_FOLDERS)
     if not (isinstance(files, list) and isinstance(folders, list)):
@@ -262,21 +268,24 @@ def _foreign_entries(folder: str, marker: dict) -> list[str]:
 
 
 def _leftovers(parent: str) -> None:
-    """Remove the work folders that killed exports (their pid no longer runs) left in
-    `parent`; an earlier export one of them had moved aside is put back first."""
+    """Remove the work folders that killed exports left in `parent`; an earlier export one of
+    them had moved aside is put back first. A folder is one only when its name is a work
+    folder's, it holds a work.json that names that very folder, this machine and a pid that
+    no longer runs (the pid in the name); anything else is a user's and is left alone (a
+    folder killed before its work.json was written is removed only while it is empty)."""
     for name in os.listdir(parent):
         pid = leftover_pid(name, WORK_PREFIX)
         path = os.path.join(parent, name)
         if pid is None or not pid_gone(pid) or not stat.S_ISDIR(os.lstat(path).st_mode):
             continue
-        try:
-            with open(os.path.join(path, WORK_RECORD), encoding="utf-8") as f:
-                record = json.load(f)
-            target = record["target"]
-            if record["host"] != platform.node():
-                continue  # a process on another machine, on a shared folder
-        except (OSError, ValueError, KeyError, TypeError):
-            target = None
+        record = _work_record(path)
+        if record is None:
+            with contextlib.suppress(OSError):
+                _remove_unborn(path)
+            continue
+        if record.get("folder") != name or record.get("pid") != pid or record.get("host") != platform.node():
+            continue  # another machine's, on a shared folder, or not a work folder at all
+        target = record.get("target")
         old = os.path.join(path, OLD)
         if os.path.isdir(old):
             if not (isinstance(target, str) and _plain_relative(target) and "/" not in target):
@@ -284,6 +293,35 @@ def _leftovers(parent: str) -> None:
             if not os.path.lexists(os.path.join(parent, target)):
                 os.rename(old, os.path.join(parent, target))
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_unborn(path: str) -> None:
+    """Remove a work folder killed before its work.json was written: only while it holds
+    nothing, or nothing but an empty work.json (opened, not yet written)."""
+    entries = os.listdir(path)
+    if entries == [WORK_RECORD]:
+        record_path = os.path.join(path, WORK_RECORD)
+        st = os.lstat(record_path)
+        if not (stat.S_ISREG(st.st_mode) and st.st_size == 0):
+            return
+        os.remove(record_path)
+    elif entries:
+        return
+    os.rmdir(path)
+
+
+def _work_record(path: str) -> dict | None:
+    """The work.json of a work folder: a small regular file holding a JSON object, else None."""
+    record_path = os.path.join(path, WORK_RECORD)
+    try:
+        st = os.lstat(record_path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > 65536:
+            return None
+        with open(record_path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _swap_in(work: str, to: str, fmt: str) -> None:
@@ -337,8 +375,15 @@ def _export_folder(store: Store, to: str | os.PathLike, fmt: str) -> Iterator[st
     try:
         with signals_held():  # a signal during mkdtemp would leave the folder unnamed here
             work = tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=parent)
+        record = {
+            "pid": os.getpid(),
+            "host": platform.node(),
+            "folder": os.path.basename(work),  # a leftover is removed only when its record names it
+            "target": os.path.basename(to),
+            "format": fmt,
+        }
         with open(os.path.join(work, WORK_RECORD), "w", encoding="utf-8") as f:
-            json.dump({"pid": os.getpid(), "host": platform.node(), "target": os.path.basename(to), "format": fmt}, f)
+            f.write(json.dumps(record))
         out = os.path.join(work, OUT)
         os.mkdir(out)
         yield out
@@ -362,7 +407,8 @@ def _scratch(out: str) -> Iterator[str]:
 
 def _write_marker(folder: str, store: Store, fmt: str, counts: dict[str, int], extra: dict | None = None) -> None:
     """DIR/melset-export.json: the format, the store, what was written per split, and every
-    folder and file the export wrote (all that a later export into DIR may replace)."""
+    folder and file the export wrote (all that a later export into DIR may replace), sealed
+    with a checksum over the rest (as a store's manifest.json): an edited marker authorises nothing."""
     folders, files, _ = _walk(folder)
     obj = {
         "format": fmt,
@@ -377,7 +423,7 @@ def _write_marker(folder: str, store: Store, fmt: str, counts: dict[str, int], e
         WROTE_FILES: [n for n in files if n != MARKER],
     }
     with open(os.path.join(folder, MARKER), "w", encoding="utf-8") as f:
-        f.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+        f.write(json.dumps(_sealed(obj), indent=2, ensure_ascii=False) + "\n")
 
 
 # -- Hugging Face datasets --------------------------------------------------------------------------

@@ -6,7 +6,8 @@ Every file or folder a command writes at a path the user gives (``export --to``,
 * the path is resolved (symbolic links and ``..``) and refused when it lies inside a melset
   store or a training run, whose files are their own records;
 * an existing file is replaced only when melset wrote it (the caller says how to recognise
-  one); a folder, a FIFO, a device or anything else that is not a regular file is refused;
+  one: melset's own mark, never merely the library that drew it); a folder, a FIFO, a device,
+  a symbolic link or anything else that is not a regular file is refused;
 * the new bytes go to a temporary file beside the target, renamed over it once complete. A
   temporary file left by a process that was killed (its pid in the name no longer runs) is
   removed by the next write of the same target.
@@ -80,7 +81,9 @@ def what_is(mode: int) -> str:
     return "a file" if stat.S_ISREG(mode) else "not a regular file"
 
 
-def output_file(path, option: str, ours: Callable[[str], bool], example: str, runs: bool = True) -> str:
+def output_file(
+    path, option: str, ours: Callable[[str], bool], example: str, runs: bool = True, verb: str = "written"
+) -> str:
     """The resolved path of a file melset is about to write at `path`, checked.
 
     Parameters
@@ -96,16 +99,23 @@ def output_file(path, option: str, ours: Callable[[str], bool], example: str, ru
         A file name to suggest ("report.html").
     runs : bool
         Refuse a path inside a training run too (False: the run's own pictures).
+    verb : str
+        What melset did to an existing file it may replace ("written", "drawn"), for the sentence.
 
     Raises
     ------
     UsageError
-        The path lies inside a store (or run), is a folder or a special file, or is a file
+        The path lies inside a store (or run), is a symbolic link, a folder or a special file, or is a file
         melset did not write.
     """
     given = os.fspath(path)
     if not given:
         raise UsageError(f"{option} is empty; give a file name such as {example}")
+    if os.path.islink(given):
+        raise UsageError(
+            f"{option} {given} is a symbolic link; melset does not write through one (it would write "
+            f"outside the folder named); give a file name such as {example}"
+        )
     real = os.path.realpath(given)
     refuse_inside_melset(real, option, given, runs=runs)
     try:
@@ -118,22 +128,22 @@ def output_file(path, option: str, ours: Callable[[str], bool], example: str, ru
         raise UsageError(f"{option} {given} is {what_is(mode)}; give a file name such as {example}")
     if not ours(real):
         raise UsageError(
-            f"{option} {given} exists and was not written by melset; choose another name or remove it yourself"
+            f"{option} {given} exists and was not {verb} by melset; choose another name or move it"
         )
     return real
 
 
-def file_holds(path: str, needles: tuple[bytes, ...], span: int = 16384) -> bool:
-    """Whether one of `needles` occurs in the first or last `span` bytes of the file."""
+def file_holds(path: str, needles: tuple[bytes, ...], span: int = 16384, head: bool = True, tail: bool = True) -> bool:
+    """Whether one of `needles` occurs in the first (`head`) or last (`tail`) `span` bytes of the file."""
     try:
         with open(path, "rb") as f:
-            head = f.read(span)
+            first = f.read(span)
             size = f.seek(0, os.SEEK_END)
-            f.seek(max(size - span, len(head)))
-            tail = f.read(span)
+            f.seek(max(size - span, 0 if not head else len(first)))
+            last = f.read(span)
     except OSError:
         return False
-    return any(n in head or n in tail for n in needles)
+    return any((head and n in first) or (tail and n in last) for n in needles)
 
 
 def pid_gone(pid: int) -> bool:

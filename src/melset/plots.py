@@ -142,26 +142,78 @@ def picture_format(out: str | os.PathLike, option: str = "the picture") -> str:
     return fmt
 
 
-def _drawn_by_matplotlib(path: str) -> bool:
-    # PNG: a tEXt "Software" chunk after the header; SVG, PDF: a comment or the document info
-    return file_holds(path, (b"Matplotlib", b"matplotlib"))
+# melset's own mark on every picture it draws: a user's own matplotlib figure has none and is never replaced
+DRAWN_BY = "melset"
+_MARKS = {
+    "png": ("tEXt", b"Software\x00" + DRAWN_BY.encode() + b" "),  # a tEXt chunk before the image data
+    "pdf": ("tail", b"/Creator (" + DRAWN_BY.encode() + b" "),  # the document info, at the end
+    "svg": ("head", b"<dc:title>" + DRAWN_BY.encode() + b" "),  # the metadata, after the header
+}
+
+
+def _metadata(fmt: str) -> dict[str, str]:
+    from melset import __version__
+
+    mark = f"{DRAWN_BY} {__version__}"
+    return {"png": {"Software": mark}, "pdf": {"Creator": mark, "Producer": mark}, "svg": {"Creator": mark}}[fmt]
+
+
+def _png_software(path: str) -> bytes | None:
+    """The PNG's tEXt "Software" chunk (key, NUL, value) before its image data, or None."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                return None
+            for _ in range(64):
+                head = f.read(8)
+                if len(head) < 8:
+                    return None
+                size, kind = int.from_bytes(head[:4], "big"), head[4:]
+                if kind in (b"IDAT", b"IEND") or size > 65536:
+                    return None
+                data = f.read(size)
+                f.read(4)  # the chunk's CRC
+                if kind == b"tEXt" and data.startswith(b"Software\x00"):
+                    return data
+    except OSError:
+        return None
+    return None
+
+
+def drawn_by_melset(path: str) -> bool:
+    """Whether the picture at `path` carries melset's mark (see _metadata): a PNG's Software
+    chunk, a PDF's Creator, an SVG's creator. Matplotlib alone is not enough: a user's own
+    figure is drawn by matplotlib too."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(8)
+    except OSError:
+        return False
+    if magic.startswith(b"\x89PNG"):
+        software = _png_software(path)
+        return software is not None and software.startswith(_MARKS["png"][1])
+    if magic.startswith(b"%PDF"):
+        return file_holds(path, (_MARKS["pdf"][1],), span=4096, head=False)
+    if magic.startswith((b"<?xml", b"<svg")):
+        return file_holds(path, (_MARKS["svg"][1],), span=4096, tail=False)
+    return False
 
 
 def picture_target(out: str | os.PathLike, option: str = "the picture", runs: bool = False) -> tuple[str, str]:
     """The resolved path and format of a picture to draw at `out`, checked (see
     melset.outputs.output_file; `runs`: refuse a place inside a training run too)."""
-    real = output_file(out, option, _drawn_by_matplotlib, "picture.png", runs=runs)
+    real = output_file(out, option, drawn_by_melset, "picture.png", runs=runs, verb="drawn")
     return real, picture_format(out, option)
 
 
 def _save(fig, out) -> str:
     try:
         if hasattr(out, "write"):  # a file object (the HTML report embeds pictures)
-            fig.savefig(out, format="png")
+            fig.savefig(out, format="png", metadata=_metadata("png"))
             return ""
         real, fmt = picture_target(out)
         with replacing(real) as tmp:
-            fig.savefig(tmp, format=fmt)
+            fig.savefig(tmp, format=fmt, metadata=_metadata(fmt))
         return os.fspath(out)
     finally:
         plt.close(fig)
