@@ -511,6 +511,34 @@ MUTATIONS = [
         "dirnames.sort()",
         ("tests/test_catalog.py::test_hidden_names_are_skipped_and_unlabelled_or_clashing_labels_are_named",),
     ),
+    Mutation(
+        "a user's matplotlib figure counts as melset's",
+        "src/melset/plots.py",
+        'return software is not None and software.startswith(_MARKS["png"][1])',
+        "return software is not None",
+        ("tests/test_output_attacks.py::test_a_users_own_matplotlib_figure_is_never_replaced",),
+    ),
+    Mutation(
+        "an edited export record is trusted",
+        "src/melset/export.py",
+        "marker.get(CHECKSUM) != _manifest_digest(marker)",
+        "False",
+        ("tests/test_output_attacks.py::test_an_edited_export_record_authorises_no_deletion",),
+    ),
+    Mutation(
+        "a folder named like a work folder is deleted",
+        "src/melset/export.py",
+        'if record.get("folder") != name or record.get("pid") != pid',
+        'if record.get("pid") == -1',
+        ("tests/test_output_attacks.py::test_a_folder_named_like_a_work_folder_is_not_deleted",),
+    ),
+    Mutation(
+        "a picture is written through a symbolic link",
+        "src/melset/outputs.py",
+        "    if os.path.islink(given):",
+        "    if False:",
+        ("tests/test_output_attacks.py::test_a_symbolic_link_at_the_output_is_refused",),
+    ),
 ]
 
 
