@@ -5,6 +5,7 @@ training, inputs too small for the model, a full or read-only disk: each is one 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -19,8 +20,7 @@ torch = pytest.importorskip("torch")
 from melset.cli import main  # noqa: E402
 from melset.errors import RunError, UsageError  # noqa: E402
 from melset.predict import load_run  # noqa: E402
-from melset.runs import file_sha256, prepare_run_dir  # noqa: E402
-from melset.train import check_input_size  # noqa: E402
+from melset.runs import prepare_run_dir  # noqa: E402
 from melset.train_config import TrainConfig  # noqa: E402
 
 TRAIN = ("--epochs", "1", "--device", "cpu", "--seed", "3", "--quiet")
@@ -61,6 +61,8 @@ def test_overwrite_keeps_a_users_own_files_named_like_a_runs(tmp_path):
     [("compact", {"n_mels": 8, "n_frames": 16}, 0), ("baseline", {"n_mels": 128, "n_frames": 64}, 0)],
 )
 def test_an_input_too_small_for_the_model_is_a_usage_error(model, recipe, crop):
+    from melset.train import check_input_size
+
     with pytest.raises(UsageError, match="needs inputs of at least"):
         check_input_size(TrainConfig(model=model, crop=crop), recipe, 4)
     check_input_size(TrainConfig(model=model, crop=0), {"n_mels": 128, "n_frames": 1024}, 4)
@@ -85,7 +87,7 @@ def _copy(run, tmp_path):
 def _restamp(run) -> None:
     """metrics.json's sha256 brought in line with the files now there (an attacker who edits both)."""
     metrics = json.loads((run / "metrics.json").read_text())
-    metrics["sha256"] = {n: file_sha256(str(run / n)) for n in ("config.json", "model.pt")}
+    metrics["sha256"] = {n: hashlib.sha256((run / n).read_bytes()).hexdigest() for n in ("config.json", "model.pt")}
     (run / "metrics.json").write_text(json.dumps(metrics))
 
 
