@@ -149,13 +149,17 @@ def evaluate(
     if confusion_png:
         from melset import plots
 
-        plots.confusion_png(
-            np.array(scores["confusion_matrix"]),
-            run.classes,
-            confusion_png,
-            title=f"{split or 'all'}: accuracy {scores['accuracy']:.2f}, macro-F1 {scores['macro_f1']:.2f}",
-        )
-        scores["confusion_png"] = confusion_png
+        try:
+            plots.confusion_png(
+                np.array(scores["confusion_matrix"]),
+                run.classes,
+                confusion_png,
+                title=f"{split or 'all'}: accuracy {scores['accuracy']:.2f}, macro-F1 {scores['macro_f1']:.2f}",
+            )
+            scores["confusion_png"] = confusion_png
+        except OSError as exc:  # a full or read-only disk: the scores stand, the picture is not drawn
+            scores["confusion_png"] = None
+            scores["confusion_png_error"] = f"cannot write {confusion_png}: {exc.strerror or exc}"
     ids = store.tracks[TRACK_ID].to_numpy()[rows]
     scores["predictions"] = [
         {TRACK_ID: str(t), "true": run.classes[a], "predicted": run.classes[b]} for t, a, b in zip(ids, y_true, y_pred)

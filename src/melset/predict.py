@@ -17,7 +17,7 @@ from melset.augment import covering_crops
 from melset.errors import RunError, UsageError
 from melset.model import Architecture, MelCNN, build
 from melset.recipe import Recipe
-from melset.runs import read_config, read_metrics, require, require_complete, unreadable
+from melset.runs import check_sha256, read_config, read_metrics, require, require_complete, unreadable
 from melset.system import silenced_stderr
 from melset.vocab import OK, RUN_CONFIG, RUN_WEIGHTS
 
@@ -39,6 +39,17 @@ def crop_probabilities(model: nn.Module, x: torch.Tensor, crop: int, multi_label
     crops = covering_crops(x, crop)
     link = torch.sigmoid if multi_label else (lambda logits: torch.softmax(logits, dim=1))
     return torch.stack([link(model(c)) for c in crops]).mean(dim=0)
+
+
+def all_finite(obj) -> bool:
+    """Whether every floating-point tensor in `obj` (tensors in dicts and lists, nested) is finite."""
+    if isinstance(obj, torch.Tensor):
+        return not obj.is_floating_point() or bool(torch.isfinite(obj).all())
+    if isinstance(obj, dict):
+        return all(all_finite(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return all(all_finite(v) for v in obj)
+    return True
 
 
 @dataclass
@@ -84,17 +95,21 @@ def load_run(run_dir: str, device: str = "auto") -> Run:
     model_path = os.path.join(run_dir, RUN_WEIGHTS)
     require_complete(run_dir)
     config = read_config(run_dir)
-    read_metrics(run_dir)  # written last: the run finished, and its record is whole
+    metrics = read_metrics(run_dir)  # written last: the run finished, and its record is whole
     require(run_dir, (RUN_WEIGHTS,))
+    check_sha256(run_dir, metrics)  # config.json and model.pt are the files train wrote
     try:
         model = build(Architecture.from_dict(config["model"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise unreadable(os.path.join(run_dir, RUN_CONFIG), exc) from None
     dev = pick_device(device)
     try:
-        model.load_state_dict(torch.load(model_path, map_location=dev, weights_only=True))
+        state = torch.load(model_path, map_location=dev, weights_only=True)
+        model.load_state_dict(state)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a damaged file
         raise RunError(f"{model_path} cannot be loaded ({type(exc).__name__}); train the run again") from exc
+    if not all_finite(state):
+        raise RunError(f"{model_path} holds weights that are not finite numbers (NaN or infinity); train the run again")
     model.to(dev).eval()
     return Run(os.path.abspath(run_dir), config, model, dev)
 

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import hashlib
 import json
+import math
 import os
 import shlex
 from typing import Any
@@ -84,13 +87,19 @@ def prepare_run_dir(run_dir: str, overwrite: bool = False) -> None:
         raise RunError(f"{run_dir} exists and is not a folder; choose another --run")
     if os.path.isdir(run_dir):
         present = sorted(os.listdir(run_dir))
-        if present and not overwrite:
-            raise RunError(
-                f"{run_dir} already holds a run ({', '.join(present[:4])}{' ...' if len(present) > 4 else ''}); "
-                "use --overwrite to replace it, or choose another --run"
-            )
         ours = [n for n in present if _is_ours(n)]
         others = [n for n in present if n not in ours]
+        if ours and not others and not _holds_melset_run(run_dir):
+            names = ", ".join(n for n in ours[:4])
+            raise RunError(
+                f"{run_dir} holds {names} that are not a melset run's; choose another --run or move them"
+            )
+        if present and not overwrite:
+            what = "a run" if ours and not others else "files"
+            raise RunError(
+                f"{run_dir} already holds {what} ({', '.join(present[:4])}{' ...' if len(present) > 4 else ''}); "
+                + ("use --overwrite to replace it, or choose another --run" if what == "a run" else "choose another --run")
+            )
         if others:
             raise RunError(
                 f"{run_dir} holds files that are not a run's ({', '.join(others[:4])}"
@@ -98,7 +107,23 @@ def prepare_run_dir(run_dir: str, overwrite: bool = False) -> None:
             )
         for name in ours:
             os.remove(os.path.join(run_dir, name))
-    os.makedirs(run_dir, exist_ok=True)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in FULL_OR_READ_ONLY:
+            raise RunError(f"cannot write {run_dir}: {exc.strerror}; choose another --run") from None
+        raise
+
+
+def _holds_melset_run(run_dir: str) -> bool:
+    """Whether `run_dir`'s config.json reads as one `melset train` wrote (a folder of half-written files only counts too)."""
+    if not os.path.isfile(os.path.join(run_dir, RUN_CONFIG)):
+        return all(n.endswith(RUN_PARTIAL) for n in os.listdir(run_dir) if _is_ours(n))
+    try:
+        read_config(run_dir)
+    except (RunError, UsageError):
+        return False
+    return True
 
 
 def remove_partials(run_dir: str) -> None:
@@ -108,8 +133,32 @@ def remove_partials(run_dir: str) -> None:
             os.remove(os.path.join(run_dir, name))
 
 
+FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG)
+
+
+def cannot_write(path: str, exc: OSError) -> RunError:
+    """The one sentence for a run file the disk refused (full, read-only, no permission)."""
+    run_dir = os.path.dirname(os.path.abspath(path))
+    if os.path.isfile(os.path.join(run_dir, RUN_CONFIG)) and not os.path.isfile(os.path.join(run_dir, RUN_METRICS)):
+        then = f"free some space and resume with {resume_command(run_dir)}"
+    else:
+        then = "free some space, or choose another --run"
+    return RunError(f"cannot write {path}: {exc.strerror or exc}; {then}")
+
+
 def write_atomic(path: str, data: bytes) -> None:
-    """Write `path` whole or not at all: written beside it (PATH.partial), synced, renamed over it."""
+    """Write `path` whole or not at all: written beside it (PATH.partial), synced, renamed over it.
+
+    A full or read-only disk is a RunError (nothing half-written stays behind)."""
+    try:
+        _write_atomic(path, data)
+    except OSError as exc:
+        if exc.errno in FULL_OR_READ_ONLY:
+            raise cannot_write(path, exc) from None
+        raise
+
+
+def _write_atomic(path: str, data: bytes) -> None:
     tmp = path + RUN_PARTIAL
     try:
         with open(tmp, "wb") as f:
@@ -176,6 +225,56 @@ def require_complete(run_dir: str) -> None:
             f"{run_dir} is a run whose training did not finish ({RUN_METRICS}, written when it ends, is missing); "
             f"resume it with {resume_command(run_dir)}"
         )
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number strict JSON allows")
+
+
+def load_strict_json(path: str) -> Any:
+    """A JSON file, refusing NaN, Infinity and numbers too large for a float. Raises OSError, ValueError."""
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f, parse_constant=_no_constant)
+    _finite(data)
+    return data
+
+
+def _finite(v: Any) -> None:
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"a number overflows to {v}")
+    if isinstance(v, dict):
+        for x in v.values():
+            _finite(x)
+    elif isinstance(v, list):
+        for x in v:
+            _finite(x)
+
+
+def file_sha256(path: str) -> str:
+    """The sha256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+SHA256_KEY = "sha256"  # metrics.json: {file name: sha256} of config.json and model.pt as train wrote them
+
+
+def check_sha256(run_dir: str, metrics: dict) -> None:
+    """Refuse a run whose config.json or model.pt is not the file `train` wrote (metrics.json's sha256)."""
+    recorded = metrics.get(SHA256_KEY)
+    if recorded is None:
+        return
+    for name in (RUN_CONFIG, RUN_WEIGHTS):
+        path = os.path.join(run_dir, name)
+        try:
+            same = file_sha256(path) == recorded.get(name)
+        except OSError as exc:
+            raise unreadable(path, exc, "file") from None
+        if not same:
+            raise RunError(f"{path} was changed after training wrote it; train it again")
 
 
 def unreadable(path: str, exc: Exception, what: str = "config") -> RunError:
@@ -258,8 +357,7 @@ def read_config(run_dir: str) -> dict:
     require(run_dir, (RUN_CONFIG,))
     path = os.path.join(run_dir, RUN_CONFIG)
     try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
+        config = load_strict_json(path)
     except (OSError, ValueError) as exc:
         raise unreadable(path, exc) from None
     if not isinstance(config, dict):
@@ -271,6 +369,9 @@ def read_config(run_dir: str) -> dict:
             f"{path}: the model has {config['model']['n_classes']} outputs for {len(config['classes'])} classes;"
             " train the run again"
         )
+    recorded = config.get("store_manifest", {}).get("classes")
+    if recorded is not None and recorded != config["classes"]:
+        raise RunError(f"{path}: its classes are not those of the store it was trained on; train the run again")
     try:
         recipe = Recipe.from_dict(config["recipe"])
     except (ValueError, KeyError, TypeError) as exc:
@@ -294,6 +395,10 @@ _METRICS_KEYS = {
     "best_epoch": ("an epoch's number", lambda v: v is None or _is_whole(v)),
     "stopped_early": ("true or false", lambda v: isinstance(v, bool)),
     "warnings": ("a list of sentences", lambda v: isinstance(v, list) and all(isinstance(w, str) for w in v)),
+    SHA256_KEY: (
+        "the sha256 of config.json and model.pt",
+        lambda v: isinstance(v, dict) and all(isinstance(v.get(n), str) for n in (RUN_CONFIG, RUN_WEIGHTS)),
+    ),
 }
 
 
@@ -303,8 +408,7 @@ def read_metrics(run_dir: str) -> dict:
     require_complete(run_dir)
     path = os.path.join(run_dir, RUN_METRICS)
     try:
-        with open(path, encoding="utf-8") as f:
-            metrics = json.load(f)
+        metrics = load_strict_json(path)
     except (OSError, ValueError) as exc:
         raise unreadable(path, exc, "metrics") from None
     if not isinstance(metrics, dict):
@@ -314,6 +418,10 @@ def read_metrics(run_dir: str) -> dict:
         if not isinstance(epoch, dict):
             raise RunError(f"{path}: epochs[{i}] must be a JSON object, not {_short(epoch)}; train the run again")
         _check_keys(path, f"epochs[{i}] ", epoch, _EPOCH_KEYS, ("epoch",))
+        if epoch["epoch"] != i + 1:
+            raise RunError(f"{path}: epochs[{i}] is epoch {epoch['epoch']}, not {i + 1}; train the run again")
+    if not metrics["epochs"]:
+        raise RunError(f"{path} records no epoch; train the run again")
     best = metrics.get("best_epoch")
     if best is not None and best not in [e["epoch"] for e in metrics["epochs"]]:
         raise RunError(f"{path}: best_epoch {best} is none of its epochs; train the run again")

@@ -9,6 +9,7 @@ melset.predict. `evaluate`, `predict`, `load_run`, `pick_device` and `prepare_ru
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import math
 import os
@@ -26,9 +27,13 @@ from melset.augment import covering_crops, mask_, mixup, random_crops
 from melset.dataset import MelDataset
 from melset.errors import RunError, UsageError
 from melset.model import Architecture, MelCNN, architecture, build
-from melset.predict import crop_probabilities, pick_device
+from melset.predict import all_finite, crop_probabilities, pick_device
 from melset.runs import (
+    FULL_OR_READ_ONLY,
+    SHA256_KEY,
+    cannot_write,
     check_same_store,
+    file_sha256,
     prepare_run_dir,
     remove_partials,
     resumable_config,
@@ -89,6 +94,41 @@ def check_training_data(store: Store, train_set: MelDataset, val_set: MelDataset
                 "validation accuracy says nothing about them"
             )
     return warnings
+
+
+def check_input_size(cfg: TrainConfig, recipe: dict, n_classes: int) -> None:
+    """Refuse, before anything is written, an input (the store's n_mels x frames, or --crop frames)
+    smaller than the model can take. Raises UsageError naming the smallest it accepts."""
+    n_mels, n_frames = int(recipe["n_mels"]), int(recipe["n_frames"])
+    frames = min(cfg.crop, n_frames) if cfg.crop else n_frames
+    arch = architecture(cfg.model, n_classes)
+    with torch.random.fork_rng(devices=[]):
+        model = build(arch).eval()
+
+    def accepts(f: int, t: int) -> bool:
+        try:
+            with torch.no_grad():
+                model(torch.zeros(2, 1, f, t))
+        except RuntimeError:
+            return False
+        return True
+
+    if accepts(n_mels, frames):
+        return
+    min_f = min_t = 1
+    for pf, pt in arch.pools:
+        min_f, min_t = min_f * pf, min_t * pt
+    while not accepts(min_f, max(frames, min_t)) and min_f < 1 << 16:
+        min_f *= 2
+    while not accepts(max(n_mels, min_f), min_t) and min_t < 1 << 16:
+        min_t *= 2
+    what = f"--crop {cfg.crop}" if cfg.crop else f"{n_frames} frames"
+    raise UsageError(
+        f"the {cfg.model} model needs inputs of at least {min_f} mel bands x {min_t} frames, and this store gives "
+        f"{n_mels} mel bands x {what}; "
+        + (f"use --crop {min_t} or more (at most {n_frames}), or " if cfg.crop and n_frames >= min_t else "")
+        + f"extract a store with --n-mels {max(n_mels, min_f)} --frames {max(n_frames, min_t)} or more"
+    )
 
 
 def _loss(logits: torch.Tensor, y: torch.Tensor, smoothing: float, multi_label: bool) -> torch.Tensor:
@@ -366,6 +406,31 @@ def _restore(checkpoint: dict, model, optimizer, scheduler, generators: dict[str
     return progress
 
 
+DIGEST = "sha256"  # a checkpoint's own: over its tensors' bytes, in order
+
+
+def _tensor_digest(obj) -> str:
+    """sha256 over the bytes of every tensor in `obj` (nested dicts and lists, in order)."""
+    h = hashlib.sha256()
+
+    def walk(v) -> None:
+        if isinstance(v, torch.Tensor):
+            h.update(str((v.dtype, tuple(v.shape))).encode())
+            h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                h.update(repr(k).encode())
+                walk(x)
+        elif isinstance(v, list | tuple):
+            for x in v:
+                walk(x)
+        else:
+            h.update(repr(v).encode())
+
+    walk(obj)
+    return h.hexdigest()
+
+
 def _save_tensors(obj: dict, path: str) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -385,6 +450,12 @@ def _load_checkpoint(run_dir: str) -> dict | None:
         raise RunError(
             f"{path} cannot be loaded ({type(exc).__name__}); train the run again with --overwrite"
         ) from None
+    digest = checkpoint.pop(DIGEST, None)
+    if digest != _tensor_digest(checkpoint) or not all_finite(checkpoint):
+        raise RunError(
+            f"{path} is damaged; its bytes are not those train saved, or it holds weights that are not finite: "
+            "train the run again with --overwrite"
+        )
     checkpoint["path"] = path
     return checkpoint
 
@@ -464,6 +535,7 @@ def train(
     train_set = MelDataset(store, TRAINING, seed=cfg.seed)
     val_set = MelDataset(store, VALIDATION, seed=cfg.seed)
     data_warnings = check_training_data(store, train_set, val_set)
+    check_input_size(cfg, store.recipe, len(store.classes))
     if resume:
         remove_partials(run_dir)
         checkpoint = _load_checkpoint(run_dir)
@@ -501,7 +573,7 @@ def train(
     def keep(checkpoint: dict) -> None:
         if checkpoint["best"]["epoch"] == checkpoint["epoch"]:
             _save_tensors(checkpoint["best"]["state"], weights)  # model.pt: the best epoch so far
-        _save_tensors(checkpoint, os.path.join(run_dir, RUN_CHECKPOINT))
+        _save_tensors({**checkpoint, DIGEST: _tensor_digest(checkpoint)}, os.path.join(run_dir, RUN_CHECKPOINT))
 
     if on_start:
         on_start(
@@ -522,13 +594,15 @@ def train(
         "best_epoch": best,
         "stopped_early": len(history) < cfg.epochs,
         "warnings": data_warnings,
+        SHA256_KEY: {name: file_sha256(os.path.join(run_dir, name)) for name in (RUN_CONFIG, RUN_WEIGHTS)},
     }
-    curves_png(
-        history,
-        os.path.join(run_dir, RUN_CURVES),
-        title=f"{model_name} on {os.path.basename(store.root)}",
-        multi_label=multi,
-    )
+    curves = os.path.join(run_dir, RUN_CURVES)
+    try:
+        curves_png(history, curves, title=f"{model_name} on {os.path.basename(store.root)}", multi_label=multi)
+    except OSError as exc:
+        if exc.errno in FULL_OR_READ_ONLY:
+            raise cannot_write(curves, exc) from None
+        raise
     write_record(run_dir, RUN_METRICS, metrics)  # last: from here on the run is complete
     with contextlib.suppress(FileNotFoundError):
         os.remove(os.path.join(run_dir, RUN_CHECKPOINT))

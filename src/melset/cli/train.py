@@ -222,7 +222,10 @@ def evaluate(run_dir, store_dir, split, device, as_json):
     for genre, m in report["per_class"].items():
         t.add_row(_cell(genre), *[_cell(_score(m[k])) for k in ("precision", "recall", "f1")], _cell(m["support"]))
     out.print(t)
-    say(f"confusion matrix: {report['confusion_png']}")
+    if report["confusion_png"]:
+        say(f"confusion matrix: {report['confusion_png']}")
+    else:
+        say(("warning", "yellow"), f": {report['confusion_png_error']}; the confusion matrix was not drawn", console=err)
 
 
 def _print_multi_label(report: dict, split: str) -> None:
