@@ -61,7 +61,7 @@ def test_overwrite_keeps_a_users_own_files_named_like_a_runs(tmp_path):
     [("compact", {"n_mels": 8, "n_frames": 16}, 0), ("baseline", {"n_mels": 128, "n_frames": 64}, 0)],
 )
 def test_an_input_too_small_for_the_model_is_a_usage_error(model, recipe, crop):
-    from melset.train import check_input_size
+    from melset.model import check_input_size
 
     with pytest.raises(UsageError, match="needs inputs of at least"):
         check_input_size(TrainConfig(model=model, crop=crop), recipe, 4)

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from melset.augment import covering_crops, mask_, mixup, random_crops
 from melset.dataset import MelDataset
 from melset.errors import RunError, UsageError
-from melset.model import Architecture, MelCNN, architecture, build
+from melset.model import Architecture, MelCNN, architecture, build, check_input_size
 from melset.predict import all_finite, crop_probabilities, pick_device
 from melset.runs import (
     FULL_OR_READ_ONLY,
@@ -94,41 +94,6 @@ def check_training_data(store: Store, train_set: MelDataset, val_set: MelDataset
                 "validation accuracy says nothing about them"
             )
     return warnings
-
-
-def check_input_size(cfg: TrainConfig, recipe: dict, n_classes: int) -> None:
-    """Refuse, before anything is written, an input (the store's n_mels x frames, or --crop frames)
-    smaller than the model can take. Raises UsageError naming the smallest it accepts."""
-    n_mels, n_frames = int(recipe["n_mels"]), int(recipe["n_frames"])
-    frames = min(cfg.crop, n_frames) if cfg.crop else n_frames
-    arch = architecture(cfg.model, n_classes)
-    with torch.random.fork_rng(devices=[]):
-        model = build(arch).eval()
-
-    def accepts(f: int, t: int) -> bool:
-        try:
-            with torch.no_grad():
-                model(torch.zeros(2, 1, f, t))
-        except RuntimeError:
-            return False
-        return True
-
-    if accepts(n_mels, frames):
-        return
-    min_f = min_t = 1
-    for pf, pt in arch.pools:
-        min_f, min_t = min_f * pf, min_t * pt
-    while not accepts(min_f, max(frames, min_t)) and min_f < 1 << 16:
-        min_f *= 2
-    while not accepts(max(n_mels, min_f), min_t) and min_t < 1 << 16:
-        min_t *= 2
-    what = f"--crop {cfg.crop}" if cfg.crop else f"{n_frames} frames"
-    raise UsageError(
-        f"the {cfg.model} model needs inputs of at least {min_f} mel bands x {min_t} frames, and this store gives "
-        f"{n_mels} mel bands x {what}; "
-        + (f"use --crop {min_t} or more (at most {n_frames}), or " if cfg.crop and n_frames >= min_t else "")
-        + f"extract a store with --n-mels {max(n_mels, min_f)} --frames {max(n_frames, min_t)} or more"
-    )
 
 
 def _loss(logits: torch.Tensor, y: torch.Tensor, smoothing: float, multi_label: bool) -> torch.Tensor:
