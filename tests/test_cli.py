@@ -383,3 +383,25 @@ def test_readme_python_example_runs_as_printed(tmp_path):
     counts = eval(proc.stdout.strip().splitlines()[-1])  # the printed dict
     assert counts["ok"] >= 4 and sum(counts.values()) == 10
     assert (tmp_path / "fma_small.melset" / "mels.npy").exists()
+
+
+def test_commands_called_in_process_give_sigterm_back(tmp_path):
+    """extract and export set SIGTERM to act as Ctrl-C while they run; called in-process (a test,
+    a notebook) they put the caller's handler back, as train does."""
+    import signal
+
+    from click.testing import CliRunner
+
+    from conftest import sample_extract
+
+    def mine(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        CliRunner().invoke(main, [str(a) for a in sample_extract(tmp_path / "s", "--workers", "1")])
+        assert signal.getsignal(signal.SIGTERM) is mine
+        CliRunner().invoke(main, ["export", str(tmp_path / "s"), "--format", "seed-pickles", "--to", str(tmp_path / "p")])
+        assert signal.getsignal(signal.SIGTERM) is mine and (tmp_path / "p" / "y.pickle").exists()
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -40,7 +40,7 @@ def export(store_dir, fmt, to, shard_size):
         _fail(f"--shard-size applies to --format webdataset only, not {fmt}")
     if store.manifest.get("state") != "complete":
         say(("warning", "yellow"), ": the store is incomplete; exporting the rows finished so far", console=err)
-    signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: the work folder is removed
+    previous = signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: the work folder is removed
     try:
         if fmt == exports.SEED_PICKLES:
             n = exports.seed_pickles(store, to)
@@ -62,7 +62,7 @@ def export(store_dir, fmt, to, shard_size):
         say((how, "yellow"), f": no part of the new export was kept; {to} is as it was", console=err)
         sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the export is over: nothing left to clean
+        signal.signal(signal.SIGTERM, previous)  # the export is over: nothing left to clean
     parts = ", ".join(f"{name} {n}" for name, n in counts.items())
     say(f"wrote {sum(counts.values())} ok rows ({parts}) as {how}")
     if fmt != exports.SEED_PICKLES:

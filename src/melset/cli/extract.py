@@ -259,7 +259,7 @@ def extract(
 
     inputs = dict(audio=audio_dir, tracks=tracks_csv, manifest=manifest_file, subset=subset, limit=limit)
     options = dict(overwrite=overwrite, retry_failed=retry_failed)
-    signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: finished rows are committed
+    previous = signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: finished rows are committed
     try:
         recipe = _recipe(recipe_file, **recipe_values)
         check_engine_options(engine, workers, timeout, ray_address)
@@ -282,6 +282,8 @@ def extract(
         )
         say((how, "yellow"), f": finished rows are saved; run the same command again to resume {out_dir}", console=err)
         sys.exit(code)
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # called in-process (tests, notebooks): SIGTERM given back
     _print_summary(summary, quiet)
     sys.exit(summary.exit_code)
 
