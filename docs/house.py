@@ -25,7 +25,7 @@ PACKAGES = {p.name for p in (ROOT / "src" / "melset").iterdir() if (p / "__init_
 # the order within a layer, as the docs list them
 ORDER = [
     "vocab", "errors", "system", "outputs", "melscale", "recipe", "catalog", "audio", "features", "track", "store",
-    "engines", "extract", "train_config", "runs", "dataset", "model", "augment", "export", "card", "plots",
+    "engines", "extract", "train_config", "runs", "dataset", "model", "augment", "export", "exportdir", "card", "plots",
     "train", "evaluate", "predict", "report", "cli",
 ]  # fmt: skip
 GROUPS = [  # (first layer, last layer, name, colour)

@@ -280,7 +280,7 @@ MUTATIONS = [
     # -- issue 23: outputs own only what they wrote --
     Mutation(
         "a re-export deletes what the earlier export did not write",
-        "src/melset/export.py",
+        "src/melset/exportdir.py",
         "    foreign = _foreign_entries(folder, marker)\n",
         "    foreign = []\n",
         ("tests/test_outputs.py::test_reexport_replaces_only_what_the_earlier_export_wrote",),
@@ -301,7 +301,7 @@ MUTATIONS = [
     ),
     Mutation(
         "a killed export's earlier export is not put back",
-        "src/melset/export.py",
+        "src/melset/exportdir.py",
         "            if not os.path.lexists(os.path.join(parent, target)):\n                os.rename(old, os.path.join(parent, target))\n",
         "            pass\n",
         ("tests/test_outputs.py::test_a_killed_exports_work_folder_is_cleaned_and_the_earlier_export_put_back",),
@@ -309,13 +309,13 @@ MUTATIONS = [
     Mutation(
         "SIGTERM during export leaves its work folder",
         "src/melset/cli/export.py",
-        "    signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: the work folder is removed\n",
-        "",
+        "    previous = signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: the work folder is removed\n",
+        "    previous = signal.getsignal(signal.SIGTERM)\n",
         ("tests/test_outputs.py::test_export_stopped_at_random_moments_leaves_nothing_behind",),
     ),
     Mutation(
         "an export marker without a file list authorises deletion",
-        "src/melset/export.py",
+        "src/melset/exportdir.py",
         '    if not (isinstance(files, list) and isinstance(folders, list)):\n        raise untrusted("it lists no files: an export by an older melset")\n',
         "    files, folders = files or [], folders or []\n",
         ("tests/test_outputs.py::test_a_damaged_or_edited_marker_authorises_no_deletion",),
@@ -520,14 +520,14 @@ MUTATIONS = [
     ),
     Mutation(
         "an edited export record is trusted",
-        "src/melset/export.py",
+        "src/melset/exportdir.py",
         "marker.get(CHECKSUM) != _manifest_digest(marker)",
         "False",
         ("tests/test_output_attacks.py::test_an_edited_export_record_authorises_no_deletion",),
     ),
     Mutation(
         "a folder named like a work folder is deleted",
-        "src/melset/export.py",
+        "src/melset/exportdir.py",
         'if record.get("folder") != name or record.get("pid") != pid',
         'if record.get("pid") == -1',
         ("tests/test_output_attacks.py::test_a_folder_named_like_a_work_folder_is_not_deleted",),

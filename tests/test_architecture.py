@@ -24,7 +24,7 @@ LAYERS = [
     {"engines"},
     {"extract"},
     {"train_config", "runs"},
-    {"dataset", "export", "card", "plots", "model", "augment"},
+    {"dataset", "export", "exportdir", "card", "plots", "model", "augment"},
     {"train", "evaluate", "predict"},
     {"report"},
     {"cli"},
