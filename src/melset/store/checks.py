@@ -194,48 +194,57 @@ def check_npy(path: str, shape: tuple[int, ...], dtype: str, *, exact_size: bool
     return npy
 
 
-def _pread_all(fd: int, n: int, offset: int) -> bytes:
-    parts, got = [], 0
-    while got < n:
-        b = os.pread(fd, n - got, offset + got)
-        if not b:
+def _not_finite(block: np.ndarray) -> np.ndarray:
+    """Per row of a 2-D float block: holds a NaN or an infinity. Compares the bits (exponent
+    all ones), several times faster than np.isfinite on float16."""
+    if block.dtype.kind != "f":
+        return np.zeros(len(block), dtype=bool)
+    size = block.dtype.itemsize
+    bits = np.dtype(f"u{size}")
+    inf = np.array(np.inf, dtype=block.dtype).view(bits)
+    if not block.size:
+        return np.zeros(len(block), dtype=bool)
+    return (block.view(bits) & bits.type((1 << (8 * size - 1)) - 1)).max(axis=1) >= inf
+
+
+def _pread_into(fd: int, buf: memoryview, offset: int) -> int:
+    """Fill `buf` from the file at `offset`; the bytes read (fewer only where the file ends)."""
+    done = 0
+    while done < len(buf):
+        n = os.preadv(fd, [buf[done:]], offset + done)
+        if n == 0:
             break
-        parts.append(b)
-        got += len(b)
-    return b"".join(parts)
+        done += n
+    return done
 
 
 def damaged_rows(mels: NpyFile, records: dict[int, Record]) -> list[int]:
     """Rows whose bytes in mels.npy differ from the crc32 their journal record holds, hold values
-    that are not finite (a forged journal line), or are cut off by a short file. Reads CHUNK_ROWS rows at a time with pread: memory stays bounded
-    whatever the store's size, and rows without a record are not read at all."""
+    that are not finite (a forged journal line), or are cut off by a short file. Reads CHUNK_ROWS
+    rows at a time with pread: memory stays bounded whatever the store's size, and rows without a
+    record are not read at all. The checks are the reader's (`RowReader`)."""
     row_bytes = int(np.prod(mels.shape[1:], dtype=np.int64)) * mels.dtype.itemsize
     bad = []
     rows = sorted(records)
-    held = open_regular(mels.path)
-    fd = held.fileno()
-    try:
+    with open_regular(mels.path) as held:
         i = 0
         while i < len(rows):
             start = rows[i]
-            end = start + CHUNK_ROWS
             chunk = []
-            while i < len(rows) and rows[i] < end:
+            while i < len(rows) and rows[i] < start + CHUNK_ROWS:
                 chunk.append(rows[i])
                 i += 1
-            last = chunk[-1]
-            buf = memoryview(_pread_all(fd, (last - start + 1) * row_bytes, mels.offset + start * row_bytes))
+            block = np.empty((chunk[-1] - start + 1, *mels.shape[1:]), dtype=mels.dtype)
+            got = _pread_into(held.fileno(), memoryview(block.reshape(-1).view(np.uint8)), mels.offset + start * row_bytes)
+            not_finite = _not_finite(block.reshape(len(block), -1))
             for row in chunk:
-                piece = buf[(row - start) * row_bytes : (row - start + 1) * row_bytes]
+                j = row - start
                 if (
-                    len(piece) != row_bytes
-                    or zlib.crc32(piece) != records[row].crc32
-                    or not np.isfinite(np.frombuffer(piece, mels.dtype)).all()
+                    (j + 1) * row_bytes > got
+                    or zlib.crc32(block[j]) != records[row].crc32
+                    or not_finite[j]
                 ):
                     bad.append(row)
-            del buf
-    finally:
-        held.close()
     return bad
 
 

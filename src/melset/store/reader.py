@@ -17,6 +17,8 @@ from melset.store.checks import (
     _REDO,
     _read_classes,
     _read_tracks,
+    _not_finite,
+    _pread_into,
     _rows_text,
     check_npy,
     read_manifest,
@@ -55,30 +57,6 @@ MEL, LABEL = "mel", "label"  # a row's matrix and class index(es), as the hf exp
 
 def _row_array(rows: Sequence[int]) -> np.ndarray:
     return np.asarray(rows if isinstance(rows, np.ndarray) else list(rows), dtype=np.int64).reshape(-1)
-
-
-def _not_finite(block: np.ndarray) -> np.ndarray:
-    """Per row of a 2-D float block: holds a NaN or an infinity. Compares the bits (exponent
-    all ones), several times faster than np.isfinite on float16."""
-    if block.dtype.kind != "f":
-        return np.zeros(len(block), dtype=bool)
-    size = block.dtype.itemsize
-    bits = np.dtype(f"u{size}")
-    inf = np.array(np.inf, dtype=block.dtype).view(bits)
-    if not block.size:
-        return np.zeros(len(block), dtype=bool)
-    return (block.view(bits) & bits.type((1 << (8 * size - 1)) - 1)).max(axis=1) >= inf
-
-
-def _pread_into(fd: int, buf: memoryview, offset: int) -> int:
-    """Fill `buf` from the file at `offset`; the bytes read (fewer only where the file ends)."""
-    done = 0
-    while done < len(buf):
-        n = os.preadv(fd, [buf[done:]], offset + done)
-        if n == 0:
-            break
-        done += n
-    return done
 
 
 class RowReader:
