@@ -123,11 +123,9 @@ def _record(store: Store, row: int, split: str | None = None) -> dict[str, Any]:
     tid = t[TRACK_ID].iat[row]
     genre = t[GENRE_TOP].iat[row]
     duration = float(t[DURATION_S].iat[row])
-    hot = np.flatnonzero(np.asarray(store.labels[row]))
-    label: int | list[int] = [int(i) for i in hot] if store.multi_label else int(hot[0]) if len(hot) else -1
     rec = {
         TRACK_ID: int(tid) if isinstance(tid, (int, np.integer)) else str(tid),
-        LABEL: label,
+        LABEL: store.label_of(row),
         GENRE: genre if isinstance(genre, str) else None,
         PATH: relative_path(str(t[PATH].iat[row]), source_root(store)),
         DURATION_S: None if np.isnan(duration) else duration,

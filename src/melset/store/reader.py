@@ -321,14 +321,18 @@ class Store:
         """A track's row, as `store[row]` gives it; KeyError for an id the store does not hold."""
         return self[self.row_of(track_id)]
 
+    def label_of(self, row: int) -> int | list[int]:
+        """A row's label as the hf export encodes it: its class index (-1 without one), or the
+        list of its class indices in a multi-label store."""
+        hot = np.flatnonzero(np.asarray(self.labels[row])).tolist()
+        return hot if self.multi_label else hot[0] if hot else -1
+
     def _record(self, row: int, mel: np.ndarray) -> dict[str, Any]:
         t = self.tracks
-        hot = np.flatnonzero(np.asarray(self.labels[row])).tolist()
-        label: int | list[int] = hot if self.multi_label else hot[0] if hot else -1
         tid, genre, duration = t[TRACK_ID].iat[row], t[GENRE_TOP].iat[row], float(t[DURATION_S].iat[row])
         return {
             MEL: mel,
-            LABEL: label,
+            LABEL: self.label_of(row),
             TRACK_ID: int(tid) if isinstance(tid, (int, np.integer)) else str(tid),
             PATH: str(t[PATH].iat[row]),
             GENRE_TOP: genre if isinstance(genre, str) else None,
