@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # `make demo` installs melset alone (what `pip install melset` gives: no torch, no Ray, no test
 # tools); `make test` adds what the tests, training, Ray and the exports' readers need
-TEST_EXTRAS := test,train,ray,av,hf,wds,fast
+TEST_EXTRAS := test,train,ray,av,hf,wds,fast,s3
 CORE_STAMP := $(VENV)/.installed-core
 FULL_STAMP := $(VENV)/.installed-full
 DEMO := demo-out

@@ -204,3 +204,86 @@ def write_audio(path: Path, seconds: float = 25.0, rate: int = 44100, channels: 
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, np.ascontiguousarray(x, dtype=np.float32), rate, **sf_kwargs)
     return path
+
+
+# -- audio where it lives: FMA-style archives and an S3 server on loopback ----------------------
+
+
+def fma_zip(dst: Path, audio: Path = SAMPLE_AUDIO, top: str = "fma_small", *, flip: str | None = None,
+            compression: int | None = None) -> Path:
+    """An archive laid out as FMA's: TOP/NNN/NNNNNN.mp3 members compressed with bzip2 (as FMA's
+    are), a TOP/checksums file (sha1sum's format, paths relative to TOP/) and a README. With
+    `flip` (a relative path), that member's bytes have one bit flipped while the checksums file
+    still lists the original's SHA-1: a corrupt download."""
+    import hashlib
+    import zipfile
+
+    compression = zipfile.ZIP_BZIP2 if compression is None else compression
+    lines = []
+    with zipfile.ZipFile(dst, "w", compression=compression) as z:
+        for path in sorted(p for p in audio.rglob("*") if p.is_file()):
+            rel = path.relative_to(audio).as_posix()
+            data = path.read_bytes()
+            lines.append(f"{hashlib.sha1(data).hexdigest()}  {rel}")
+            if rel == flip:
+                data = bytearray(data)
+                data[len(data) // 2] ^= 0x10
+                data = bytes(data)
+            z.writestr(f"{top}/{rel}" if top else rel, data)
+        z.writestr(f"{top}/checksums" if top else "checksums", "\n".join(lines) + "\n")
+        z.writestr(f"{top}/README.txt" if top else "README.txt", "An FMA-style archive made by melset's tests.\n")
+    return dst
+
+
+def fma_metadata_zip(dst: Path, tracks: Path = SAMPLE_TRACKS) -> Path:
+    """fma_metadata.zip as FMA ships it: fma_metadata/tracks.csv and genres.csv."""
+    import zipfile
+
+    with zipfile.ZipFile(dst, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name in ("tracks.csv", "genres.csv"):
+            z.write(tracks.parent / name, f"fma_metadata/{name}")
+    return dst
+
+
+def _have_moto() -> bool:
+    try:
+        import boto3  # noqa: F401
+        import moto.server  # noqa: F401
+        import s3fs  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_s3 = pytest.mark.skipif(
+    not _have_moto(),
+    reason="needs moto[server], boto3 and s3fs (make install adds them) for an S3 server on 127.0.0.1",
+)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 at a free port, for the whole session (one per test process)."""
+    if not _have_moto():
+        pytest.skip("needs moto[server], boto3 and s3fs (make install adds them) for an S3 server on 127.0.0.1")
+    sys.path.insert(0, str(SUPPORT))
+    from s3server import S3Server
+
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """The S3 server with no bucket, its endpoint and keys in this process's environment
+    (subprocesses inherit them), fsspec's cached clients forgotten."""
+    s3_server.reset()
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    try:
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
+    except ImportError:
+        pass
+    return s3_server

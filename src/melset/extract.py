@@ -162,11 +162,15 @@ def tracks_digest(catalog: Catalog) -> str:
     A track counts by its path relative to the collection root (with track_id, genre, subset
     and split), so a collection moved or mounted elsewhere resumes.
     """
-    root = catalog.source.get("audio")
+    place = catalog.place
+    root = catalog.source.get("audio") if place is None or place.is_local else None
     h = hashlib.sha256()
     for rec in catalog.table.itertuples(index=False):
         values = rec._asdict()
-        values[PATH] = _relative(values[PATH], root)
+        if root is not None:
+            values[PATH] = _relative(values[PATH], root)
+        else:  # an archive or a URL: the same relative path as the unpacked collection's
+            values[PATH] = place.relative(values[PATH]) or values[PATH]
         h.update(repr(tuple(values[c] for c in CATALOG_COLUMNS)).encode())
     return h.hexdigest()
 
@@ -232,25 +236,33 @@ def check_options(
     check_limit(limit)
     if subset not in SUBSETS:
         raise UsageError(f"--subset must be one of {', '.join(SUBSETS)}, not {subset!r}")
+    from melset.location import is_archive_name, is_url
+
     for option, path, kind in (
         ("--audio", audio, "folder"),
         ("--tracks", tracks, "file"),
         ("--manifest", manifest, "file"),
     ):
-        if path is None:
-            continue
+        if path is None or is_url(os.fspath(path)) or is_archive_name(os.fspath(path)):
+            continue  # a URL or an archive: open_catalog looks (it needs the storage options)
         if kind == "file":
             check_input_file(path, option, MAX_TABLE_BYTES, MetadataError)
         elif not os.path.exists(path):
             raise MetadataError(f"{option} {path}: no such {kind}")
-        elif not os.path.isdir(path):
-            raise MetadataError(f"{option} {path}: not a folder")
+        elif not os.path.isdir(path) and not (os.path.isfile(path) and _is_zip(path)):
+            raise MetadataError(f"{option} {path}: not a folder (nor a zip archive)")
     if decoder == "av":
         try:
             import av  # noqa: F401
         except ImportError:
             raise MissingDependency("--decoder av needs PyAV (FFmpeg): pip install 'melset[av]'") from None
     return choose_layout(layout, tracks, manifest, audio)
+
+
+def _is_zip(path) -> bool:
+    from melset.location.archive import is_zip
+
+    return is_zip(os.fspath(path))
 
 
 def extract(
@@ -348,7 +360,7 @@ def extract(
         processed, total, already, complete = 0, len(table), 0, False
         last_commit = time.monotonic()
         try:
-            tasks, already = _plan(store, table, retry_failed)
+            tasks, already = _plan(store, catalog, retry_failed)
             skipped = total - len(tasks)  # finished earlier, or recorded missing just now
             work_started = last_result = time.monotonic()
             if on_progress:
@@ -424,25 +436,27 @@ def extract(
     )
 
 
-def _plan(store: StoreWriter, table, retry_failed: bool) -> tuple[list[tuple[int, str]], int]:
+def _plan(store: StoreWriter, catalog: Catalog, retry_failed: bool) -> tuple[list[tuple[int, Any]], int]:
     """Rows that still need work, and how many rows earlier runs finished.
 
     A row recorded missing is looked at again (the file may have arrived since); with
-    retry_failed, failed rows are too. Files absent now are recorded missing at once.
+    retry_failed, failed rows are too. Files absent now (on disk, or from an archive's or a
+    URL's listing) are recorded missing at once. A task is (row, what the worker reads:
+    a path, or a `melset.location.Fetch`).
     """
     tasks, already = [], 0
-    for row, path in enumerate(table[PATH].tolist()):
+    for row, path in enumerate(catalog.table[PATH].tolist()):
         rec = store.done(row)
         redo = rec is None or rec.status == MISSING or (retry_failed and rec.status == FAILED)
         if not redo:
             already += 1
-        elif not os.path.lexists(path):
+        elif catalog.present(path) is False:
             if rec is None:
                 store.write(row, MISSING, f"file not found: {path}", math.nan, None)
             else:
                 already += 1
         else:
-            tasks.append((row, path))
+            tasks.append((row, catalog.task(path)))
     store.commit()
     return tasks, already
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from melset.errors import MelsetError, UsageError
+from melset.location import Fetch
 from melset.recipe import Recipe
 from melset.vocab import FAILED, MISSING, OK, TOO_SHORT
 
@@ -30,11 +31,17 @@ class TrackResult:
         return cls(FAILED, None, reason, duration_s)
 
 
-def process(path: str | os.PathLike, recipe: Recipe) -> TrackResult:
-    """Run the recipe on one file. Never raises for a bad file."""
+def process(path: str | os.PathLike | Fetch, recipe: Recipe) -> TrackResult:
+    """Run the recipe on one file: a local path, or a `Fetch` (a zip archive's member, an
+    object at a URL, a file with a checksum to check), read into memory first. Never raises
+    for a bad file."""
     # here, not at the top: the driver unpickles TrackResults and needs neither
     from melset import audio
 
+    if isinstance(path, Fetch):
+        path = _fetch(path)
+        if isinstance(path, TrackResult):
+            return path
     try:
         decoded = audio.decode(path, recipe.sample_rate, recipe.input_frames_needed, recipe.decoder)
     except FileNotFoundError:
@@ -44,6 +51,26 @@ def process(path: str | os.PathLike, recipe: Recipe) -> TrackResult:
     except MemoryError:
         return TrackResult.failed("out of memory while decoding")
     return from_samples(decoded.samples, recipe, decoded.duration_s, decoded.backend)
+
+
+def _fetch(item: Fetch):
+    """The file's bytes as an `audio.InMemory`, or the TrackResult that says why there are none."""
+    from melset.audio import InMemory
+    from melset.location import read_bytes
+    from melset.location.checksums import mismatch
+    from melset.location.remote import FetchError
+
+    try:
+        data = read_bytes(item.locator, item.options)
+    except FileNotFoundError:
+        return TrackResult(MISSING, None, f"file not found: {item.locator}", math.nan)
+    except FetchError as exc:
+        return TrackResult.failed(str(exc))
+    if item.sha1:
+        problem = mismatch(data, item.sha1, item.checksums)
+        if problem:
+            return TrackResult.failed(problem)
+    return InMemory(item.locator.split("::", 1)[0], data)  # a member: its own name, for its extension
 
 
 def from_samples(y: np.ndarray, recipe: Recipe, duration_s: float, backend: str = "") -> TrackResult:

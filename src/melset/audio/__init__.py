@@ -23,21 +23,28 @@ import os
 import stat
 
 from melset.audio import ffmpeg, libsndfile
-from melset.audio.decoded import AudioError, Decoded, clean, to_mono
+from melset.audio.decoded import AudioError, Decoded, InMemory, clean, to_mono
 from melset.audio.sniffing import Sniffed, sniff
 
-__all__ = ["AudioError", "Decoded", "Sniffed", "decode", "sniff", "to_mono"]
+__all__ = ["AudioError", "Decoded", "InMemory", "Sniffed", "decode", "sniff", "to_mono"]
 
 
-def decode(path: str | os.PathLike, sample_rate: int = 22050, max_frames_at=None, decoder: str = "auto") -> Decoded:
-    """Decode `path` to mono float32 at `sample_rate`.
+def decode(
+    path: str | os.PathLike | InMemory, sample_rate: int = 22050, max_frames_at=None, decoder: str = "auto"
+) -> Decoded:
+    """Decode `path` (a file, or an `InMemory` file's bytes) to mono float32 at `sample_rate`.
 
     max_frames_at: None to decode everything, or a function native_rate -> how many frames at
     the file's own rate to decode (the recipe's `input_frames_needed`).
     Raises FileNotFoundError for a missing file, AudioError for anything else that fails.
     """
-    path = os.fspath(path)
-    checked = _check_file(path)
+    if isinstance(path, InMemory):
+        if not path.data:
+            raise AudioError("empty file (0 bytes)")
+        checked = None
+    else:
+        path = os.fspath(path)
+        checked = _check_file(path)
     libsndfile_said = None
     if decoder != "av":
         try:

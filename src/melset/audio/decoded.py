@@ -17,6 +17,29 @@ class AudioError(Exception):
 
 
 @dataclass(frozen=True)
+class InMemory:
+    """A file's bytes already read (a zip archive's member, an object from storage), with its
+    name (for its extension and for messages). Every decoder reads it as it reads a file."""
+
+    name: str
+    data: bytes
+
+    def __repr__(self) -> str:
+        return f"InMemory({self.name!r}, {len(self.data)} bytes)"
+
+
+def open_binary(src: str | InMemory):
+    """A binary file object over a path or an `InMemory` file, read from its start."""
+    import io
+
+    return io.BytesIO(src.data) if isinstance(src, InMemory) else open(src, "rb")
+
+
+def name_of(src: str | InMemory) -> str:
+    return src.name if isinstance(src, InMemory) else src
+
+
+@dataclass(frozen=True)
 class Decoded:
     samples: np.ndarray  # mono float32 at `sample_rate`
     sample_rate: int

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 from melset.audio import mono_mix
-from melset.audio.decoded import AudioError, Decoded, clean, finish, to_mono
+from melset.audio.decoded import AudioError, Decoded, InMemory, clean, finish, open_binary, to_mono
 from melset.audio.sniffing import sniff
 
 # Tolerance for "the header promised more audio than the stream holds": MP3 headers may be
@@ -30,15 +30,19 @@ class NotForLibsndfile(Exception):
 
 
 def decode(
-    path: str, sample_rate: int, max_frames_at, checked: os.stat_result, mix: bool = False
+    path: str | InMemory, sample_rate: int, max_frames_at, checked: os.stat_result | None, mix: bool = False
 ) -> Decoded:
     """libsndfile's decode; with `mix`, stereo Layer III is mixed in libmpg123 instead, unless
-    the file changed since it was `checked` (its stat before libsndfile opened it)."""
+    the file changed since it was `checked` (its stat before libsndfile opened it; None for
+    bytes in memory, which cannot change)."""
     import soundfile as sf
 
     try:
-        # a name that is not UTF-8 (kept by Python as surrogates) opens only as bytes on POSIX
-        f = sf.SoundFile(path if sys.platform == "win32" else os.fsencode(path))
+        if isinstance(path, InMemory):
+            f = sf.SoundFile(open_binary(path))  # libsndfile's virtual I/O: the same decoder, bytes in memory
+        else:
+            # a name that is not UTF-8 (kept by Python as surrogates) opens only as bytes on POSIX
+            f = sf.SoundFile(path if sys.platform == "win32" else os.fsencode(path))
     except sf.LibsndfileError as exc:
         # libsndfile's own words ("File does not exist or is not a regular file") mislead
         # for unknown formats; `sniff` finds the real reason.
@@ -55,7 +59,8 @@ def decode(
         want = -1 if max_frames_at is None else int(max_frames_at(native))
         known_length = 0 < header_frames < _UNKNOWN_LENGTH
         mpeg_length = f.subtype.startswith("MPEG_LAYER") and known_length
-        plausible = header_frames <= _MPEG_MAX_FRAMES_PER_BYTE * checked.st_size
+        size = len(path.data) if checked is None else checked.st_size
+        plausible = header_frames <= _MPEG_MAX_FRAMES_PER_BYTE * size
         if mpeg_length and not plausible:
             # more than a stream of this size can hold: the file was cut short, or its Xing count
             # is wrong (librosa.load then tries to allocate it). The whole stream is decoded, so
@@ -67,8 +72,8 @@ def decode(
         mixed = None
         if mix and f.subtype == "MPEG_LAYER_III" and channels == 2 and known_length:
             mixed = mono_mix.decode(path, min(want, header_frames) if want >= 0 else header_frames, native)
-            after = os.stat(path)
-            if (checked.st_ino, checked.st_size, checked.st_mtime_ns) != (
+            after = checked if checked is None else os.stat(path)
+            if checked is not None and (checked.st_ino, checked.st_size, checked.st_mtime_ns) != (
                 after.st_ino,
                 after.st_size,
                 after.st_mtime_ns,
@@ -122,12 +127,12 @@ def _read_all(f) -> np.ndarray:
             return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
 
-def _wav_declared_frames(path: str) -> int | None:
+def _wav_declared_frames(path: str | InMemory) -> int | None:
     """Frames the RIFF header's data chunk announces (None when unreadable or open-ended)."""
     import struct
 
     try:
-        with open(path, "rb") as f:
+        with open_binary(path) as f:
             if f.read(12)[8:12] != b"WAVE":
                 return None
             block_align = None

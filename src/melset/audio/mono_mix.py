@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from melset.audio.decoded import InMemory, open_binary
+
 # mpg123.h: enum mpg123_parms, enum mpg123_param_flags, return codes, MPG123_ENC_FLOAT_32
 _ADD_FLAGS, _REMOVE_FLAGS = 2, 13
 _MONO_MIX, _QUIET, _GAPLESS, _FORCE_FLOAT, _AUTO_RESAMPLE, _NO_FRANKENSTEIN = (
@@ -82,7 +84,7 @@ def available() -> bool:
     return _load() is not None
 
 
-def decode(path: str, frames: int, native_rate: int) -> np.ndarray | None:
+def decode(path: str | InMemory, frames: int, native_rate: int) -> np.ndarray | None:
     """The first `frames` frames (all when negative) of a stereo MPEG Layer III file, mixed
     to mono as float32.
 
@@ -104,7 +106,7 @@ def decode(path: str, frames: int, native_rate: int) -> np.ndarray | None:
         if lib.mpg123_open_feed(handle) != _OK:
             return None
         try:
-            with open(path, "rb") as f:
+            with open_binary(path) as f:
                 feed = _Feed(lib, handle, f)
                 rate, channels, encoding = ctypes.c_long(), ctypes.c_int(), ctypes.c_int()
                 while (

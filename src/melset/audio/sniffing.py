@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from melset.audio.decoded import InMemory, name_of, open_binary
+
 _SNIFF_BYTES = 300 * 1024
 
 
@@ -27,16 +29,16 @@ _MAGIC = [
 ]
 
 
-def sniff(path: str) -> Sniffed:
+def sniff(path: str | InMemory) -> Sniffed:
     """Look at a file's first bytes and say what it is; used to explain failures."""
     try:
-        with open(path, "rb") as f:
+        with open_binary(path) as f:
             head = f.read(_SNIFF_BYTES)
     except OSError as exc:
         return Sniffed("unreadable", f"cannot read the file: {exc.strerror.lower()}")
     if not head:
         return Sniffed("empty", "empty file (0 bytes)")
-    ext = os.path.splitext(path)[1].lower().lstrip(".") or "audio"
+    ext = os.path.splitext(name_of(path))[1].lower().lstrip(".") or "audio"
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if stripped.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in stripped[:1024]:
         first = head.lstrip()[:40].decode("utf-8", "replace").split("\n")[0]

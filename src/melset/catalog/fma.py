@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from melset.catalog.labels import multi_hot
-from melset.catalog.table import MAX_GENRES_BYTES, Catalog, displayable, require_utf8, scan_audio
+from melset.catalog.table import MAX_GENRES_BYTES, Catalog, audio_files, displayable, require_utf8, scan_audio
 from melset.errors import MetadataError
+from melset.location import FOLDER, Place
 from melset.system import check_input_file
 from melset.vocab import GENRE_TOP, GENRES, GENRES_ALL, PATH, SPLIT, SUBSET, TRACK_ID
 
@@ -238,6 +239,22 @@ def _one_level_off(audio_dir: str, on_disk: list[str]) -> str | None:
     return next((p for p in inner if looks_like_fma(p)), None)
 
 
+def _listed_one_level_off(place: Place, on_disk: list[str]) -> str | None:
+    """The folder of an archive or a URL that holds FMA's layout when its root does not (one level down)."""
+    fma_like = [p for p in on_disk if p.count("/") == 2 and _fma_name(p.split("/", 1)[1])]
+    tops = sorted({p.split("/", 1)[0] for p in fma_like})
+    if len(tops) != 1:
+        return None
+    inner = Place(place.kind, f"{place.root}/{tops[0]}" if place.root else tops[0], place.archive)
+    return inner.url
+
+
+def _fma_name(rel: str) -> bool:
+    folder, _, name = rel.partition("/")
+    stem, ext = os.path.splitext(name)
+    return ext.lower() == ".mp3" and len(stem) == 6 and stem.isdigit() and stem[:3] == folder
+
+
 def _other_subsets_on_disk(tracks: pd.DataFrame, subset: str, on_disk: list[str]) -> dict[str, int]:
     """How many listed tracks of each larger subset have their file on disk, though `subset` leaves them out."""
     files = set(on_disk)
@@ -247,26 +264,32 @@ def _other_subsets_on_disk(tracks: pd.DataFrame, subset: str, on_disk: list[str]
 
 
 def catalog(
-    tracks_csv: str | os.PathLike, audio_dir: str | os.PathLike, subset: str = "small", labels: str = GENRE_TOP
+    tracks_csv: str | os.PathLike,
+    audio_dir: str | os.PathLike | Place,
+    subset: str = "small",
+    labels: str = GENRE_TOP,
+    files: dict[str, str] | None = None,
 ) -> Catalog:
     """The selected tracks of an FMA subset as a catalog, with unlisted files on disk noted.
 
     labels: genre_top, or FMA's track.genres / track.genres_all, read in the same pass over
     tracks.csv and titled from genres.csv (the catalog then carries each track's genre list).
+    audio_dir may be a `Place` (a zip archive, a URL); `files` is then its listing.
     """
-    tracks_csv, audio_dir = os.path.abspath(tracks_csv), os.path.abspath(audio_dir)
+    place = audio_dir if isinstance(audio_dir, Place) else Place(FOLDER, os.path.abspath(audio_dir))
+    tracks_csv, audio_dir = os.path.abspath(tracks_csv), place.root
     require_utf8([tracks_csv, audio_dir])
     genres_csv = os.path.join(os.path.dirname(tracks_csv), "genres.csv")
     multi = labels in (GENRES, GENRES_ALL)
     tracks = load_tracks(tracks_csv, [*NEEDED, ("track", labels)] if multi else NEEDED)
-    if not os.path.isdir(audio_dir):
+    if place.is_local and not os.path.isdir(audio_dir):
         raise MetadataError(f"{audio_dir}: the audio folder does not exist")
     chosen = select(tracks, subset)
     split = chosen[SPLIT_COL] if SPLIT_COL in chosen.columns else pd.Series(None, index=chosen.index)
     table = pd.DataFrame(
         {
             TRACK_ID: chosen.index.astype("int64"),
-            PATH: [audio_path(audio_dir, t) for t in chosen.index],
+            PATH: [place.locator(relative_audio_path(t)) for t in chosen.index],
             GENRE_TOP: [g if isinstance(g, str) and g else None for g in chosen[GENRE_TOP_COL]],
             SUBSET: [str(s) for s in chosen[SUBSET_COL]],
             SPLIT: [s if isinstance(s, str) and s else None for s in split],
@@ -274,18 +297,22 @@ def catalog(
     )
     lists = genre_lists(tracks, chosen.index, labels, tracks_csv, genres_csv) if multi else None
     listed = {relative_audio_path(t) for t in tracks.index}  # the whole CSV: 106,574 rows in FMA's
-    on_disk = scan_audio(audio_dir)
-    inner = None if listed.intersection(on_disk) else _one_level_off(audio_dir, on_disk)
+    if place.is_local:
+        on_disk = scan_audio(audio_dir)
+        inner = None if listed.intersection(on_disk) else _one_level_off(audio_dir, on_disk)
+    else:
+        on_disk = audio_files(files or {})
+        inner = None if listed.intersection(on_disk) else _listed_one_level_off(place, on_disk)
     if inner:
         raise MetadataError(
-            f"--audio {audio_dir}: none of tracks.csv's tracks is there, but {inner} holds FMA's NNN/NNNNNN.mp3 "
+            f"--audio {place}: none of tracks.csv's tracks is there, but {inner} holds FMA's NNN/NNNNNN.mp3 "
             f"layout; pass --audio {inner}"
         )
     unlisted = [displayable(p) for p in on_disk if p not in listed]
     source = {
         "layout": "fma",
         "tracks": tracks_csv,
-        "audio": audio_dir,
+        "audio": place.url,
         SUBSET: subset,
         "genres": genres_csv if os.path.exists(genres_csv) else None,
         "tracks_in_csv": int(len(tracks)),

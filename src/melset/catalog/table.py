@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from melset.errors import MetadataError
+from melset.location import Checksums, Fetch, Place, is_url
 from melset.vocab import CATALOG_COLUMNS, GENRE_TOP, TRACK_ID
 
 MAX_TABLE_BYTES = 4 * 10**9  # tracks.csv (FMA's full one is ~0.3 GB) or a manifest of millions of files
@@ -44,6 +45,10 @@ class Catalog:
     unlisted: list[str] = field(default_factory=list)  # audio files on disk that no row lists
     labels: str = GENRE_TOP  # what the labels are made of (vocab.LABEL_KINDS)
     genre_lists: dict[int, set[str]] | None = None  # track_id -> genre titles, for FMA's genres / genres_all
+    place: Place | None = None  # where the audio lives (None: paths are local files)
+    files: dict[str, str] | None = None  # an archive's or a URL's listing: relative path -> version
+    checksums: Checksums | None = None  # expected SHA-1s by relative path
+    options: dict = field(default_factory=dict, repr=False)  # storage options: to the workers, never written
 
     def __post_init__(self) -> None:
         missing = [c for c in CATALOG_COLUMNS if c not in self.table.columns]
@@ -65,7 +70,34 @@ class Catalog:
         left_out = sorted(set(self.classes()) - {g for g in kept[GENRE_TOP] if isinstance(g, str) and g})
         if left_out:  # the first tracks by id: a folder collection's first genres only
             source["limit_left_out_genres"] = left_out
-        return Catalog(kept, source, self.unlisted, self.labels, self.genre_lists)
+        return Catalog(
+            kept, source, self.unlisted, self.labels, self.genre_lists, self.place, self.files, self.checksums, self.options
+        )
+
+    def relative(self, locator: str) -> str | None:
+        """A track's path relative to the collection's root (its identity wherever the collection lives)."""
+        return self.place.relative(locator) if self.place is not None else None
+
+    def task(self, locator: str) -> str | Fetch:
+        """What a worker gets for the file at `locator`: the path itself for a local file
+        without a checksum (decoded in place), else a `Fetch` it reads into memory first."""
+        local = not is_url(locator)
+        if local and self.checksums is None:
+            return locator
+        rel = self.relative(locator)
+        sha1 = self.checksums.sha1.get(rel) if self.checksums is not None and rel is not None else None
+        if local and sha1 is None:
+            return locator
+        return Fetch(locator, self.options, sha1, self.checksums.source if sha1 else "")
+
+    def present(self, locator: str) -> bool | None:
+        """Whether the file is there: known for local files and listed places, None (ask the worker) else."""
+        if not is_url(locator):
+            return os.path.lexists(locator)
+        rel = self.relative(locator)
+        if self.files is not None and rel is not None:
+            return rel in self.files
+        return None
 
     def label_clashes(self) -> list[list[str]]:
         """Genre names that differ only in case ("Jazz" and "jazz"): each becomes its own class."""
@@ -93,6 +125,11 @@ def scan_audio(root: str, include_dirs: bool = False) -> list[str]:
         prefix = "" if folder == "." else folder + "/"
         found += [prefix + name for name in names if name.lower().endswith(AUDIO_EXTENSIONS)]
     return sorted(found)
+
+
+def audio_files(files: dict[str, str] | list[str]) -> list[str]:
+    """The audio files (by extension) of a listing of relative paths, sorted."""
+    return sorted(p for p in files if p.lower().endswith(AUDIO_EXTENSIONS))
 
 
 def _is_utf8(name: str) -> bool:

@@ -23,7 +23,7 @@ from melset.cli.base import (
 )
 from melset.cli.options import _recipe, _recipe_options
 from melset.engines import ENGINES
-from melset.errors import MelsetError
+from melset.errors import MelsetError, UsageError
 from melset.vocab import FAILED, GENRE_TOP, LABEL_KINDS, MISSING, OK, PENDING, TOO_SHORT
 
 
@@ -232,6 +232,19 @@ class Bar:
     show_default=True,
     help="What labels.npy encodes: one-hot genre_top, or (FMA) multi-hot track.genres / track.genres_all titled from genres.csv.",
 )
+@click.option(
+    "--checksums",
+    "checksums_file",
+    default=None,
+    help="A sha1sum file (paths relative to --audio) every file is checked against (default: the collection's own checksums file, as FMA's archives carry).",
+)
+@click.option(
+    "--storage-option",
+    "storage_option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An fsspec storage option for URLs (repeatable): anon=true, endpoint_url=..., a profile; credentials also come from the backend's environment (AWS_*).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar; a one-line summary.")
 @_recipe_options
 def extract(
@@ -249,6 +262,8 @@ def extract(
     overwrite,
     retry_failed,
     label_kind,
+    checksums_file,
+    storage_option,
     quiet,
     recipe_file,
     **recipe_values,
@@ -257,10 +272,18 @@ def extract(
     from melset.engines import make_engine
     from melset.engines.options import check_engine_options
 
+    from melset.location import is_url, parse_storage_options
+
     inputs = dict(audio=audio_dir, tracks=tracks_csv, manifest=manifest_file, subset=subset, limit=limit)
     options = dict(overwrite=overwrite, retry_failed=retry_failed)
     previous = signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: finished rows are committed
     try:
+        if is_url(out_dir):
+            raise UsageError(
+                f"--out {out_dir}: a store is written in place, row by row, so it lives on a local disk; extract "
+                "to a local --out, then `melset export STORE --format hf|webdataset --to URL` puts it in object storage"
+            )
+        storage_options = parse_storage_options(storage_option)
         recipe = _recipe(recipe_file, **recipe_values)
         check_engine_options(engine, workers, timeout, ray_address)
         if engine == "ray":  # joining a cluster takes seconds: the inputs are checked first
@@ -271,7 +294,8 @@ def extract(
             if engine != "ray":
                 _check_inputs(inputs, layout, recipe.decoder)
             # layout=None: open_catalog chooses it again, and says why in the store's manifest
-            summary = _extract(eng, recipe, {**inputs, "layout": layout, "labels": label_kind}, out_dir, options, quiet)
+            more = {"layout": layout, "labels": label_kind, "storage_options": storage_options, "checksums": checksums_file}
+            summary = _extract(eng, recipe, {**inputs, **more}, out_dir, options, quiet)
     except MelsetError as exc:
         _fail(str(exc))
     except KeyboardInterrupt as exc:
@@ -347,6 +371,14 @@ def _print_summary(summary, quiet: bool) -> None:
         say(
             (f"  --limit {src.get('limit')} left out {len(left_out)} genre(s)", "yellow"),
             f" (the first tracks by id): {shown}; a model trained on this store never sees them",
+        )
+    sums = src.get("checksums")
+    if sums:
+        bad = sum(1 for _, status, reason in summary.failures if status == FAILED and reason.startswith("checksum mismatch"))
+        unchecked = sum(c.values()) - sums["tracks_listed"]
+        say(
+            f"  checksums: {sums['tracks_listed']} of {sum(c.values())} tracks' files checked (SHA-1) against {sums['file']}"
+            f", {bad} did not match{f'; {unchecked} not listed there, not checked' if unchecked else ''}"
         )
     others = other_subsets_note(src)
     if others:

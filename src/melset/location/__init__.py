@@ -1,0 +1,239 @@
+"""Where a collection's files live: a local folder, a folder inside a zip archive (FMA's bzip2
+zips, read in place), or a folder at any fsspec URL (``s3://``, ``gs://``, ``az://``,
+``http(s)://``, ``zip://…::…``).
+
+A `Place` turns a track's path relative to the collection's root (its identity, the same
+wherever the collection lives) into a *locator*: the string a worker reads the file by and
+tracks.parquet keeps, which ``fsspec.open`` opens as well (a local path, ``zip://MEMBER::ARCHIVE``
+or a URL). Storage options (credentials, endpoints) travel beside it to the workers and are
+never written anywhere.
+
+    archive.py    zip archives: their top folder, their members' bytes (deflate, bzip2, zip64)
+    remote.py     fsspec filesystems, storage options, and their failures as sentences
+    checksums.py  sha1sum files (FMA's ``checksums``) and the check of each file's bytes
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+
+from melset.errors import MetadataError
+from melset.location import archive, remote
+from melset.location.checksums import Checksums, read_checksums
+from melset.location.remote import is_url, parse_storage_options
+
+FOLDER, ARCHIVE, URL = "folder", "archive", "url"
+MAX_ARCHIVE_TABLE_BYTES = 4 * 10**9
+
+__all__ = [
+    "ARCHIVE",
+    "FOLDER",
+    "URL",
+    "Checksums",
+    "Fetch",
+    "Place",
+    "is_url",
+    "open_place",
+    "parse_storage_options",
+    "read_checksums",
+]
+
+
+@dataclass(frozen=True)
+class Place:
+    """A collection's root: where its files are, and how a relative path becomes a locator.
+
+    kind: FOLDER (``root`` is an absolute local folder), ARCHIVE (``root`` is the folder inside
+    the zip archive ``archive``, "" for its top, ``archive`` a local path or a URL) or URL
+    (``root`` is a folder URL without its trailing "/").
+    """
+
+    kind: str
+    root: str
+    archive: str = ""
+
+    @property
+    def url(self) -> str:
+        """The root as one string (a folder, ``zip://FOLDER::ARCHIVE`` or a URL): what the manifest records."""
+        if self.kind == ARCHIVE:
+            return f"zip://{self.root}::{self.archive}"
+        return self.root
+
+    @property
+    def is_local(self) -> bool:
+        return self.kind == FOLDER
+
+    def __str__(self) -> str:
+        if self.kind == ARCHIVE:
+            return f"{self.archive} ({self.root}/)" if self.root else self.archive
+        return self.root
+
+    def locator(self, rel: str) -> str:
+        """Where the file at `rel` (relative, "/"-separated) is read from."""
+        if self.kind == FOLDER:
+            return os.path.join(self.root, *rel.split("/"))
+        if self.kind == ARCHIVE:
+            return f"zip://{self.root + '/' if self.root else ''}{rel}::{self.archive}"
+        return f"{self.root}/{rel}"
+
+    def relative(self, locator: str) -> str | None:
+        """The path of `locator` relative to the root ("/"-separated), None when outside it."""
+        if self.kind == FOLDER:
+            if is_url(locator):
+                return None
+            rel = os.path.relpath(locator, self.root)
+            return None if rel == ".." or rel.startswith(".." + os.sep) else rel.replace(os.sep, "/")
+        if self.kind == ARCHIVE:
+            member, _, outer = locator.partition("::")
+            if not member.startswith("zip://") or outer != self.archive:
+                return None
+            member = member[len("zip://") :]
+            prefix = self.root + "/" if self.root else ""
+            return member[len(prefix) :] if member.startswith(prefix) else None
+        return locator[len(self.root) + 1 :] if locator.startswith(self.root + "/") else None
+
+    def files(self, options: dict | None = None) -> dict[str, str]:
+        """Every file under the root that is not hidden: relative path -> its version in words
+        (size, and ETag or modification time where the storage has them)."""
+        if self.kind == FOLDER:
+            return _folder_files(self.root)
+        if self.kind == ARCHIVE:
+            return archive.files(self.archive, self.root, options or {})
+        return remote.files(self.root, options or {})
+
+    def read(self, rel: str, options: dict | None = None, max_bytes: int | None = None) -> bytes:
+        """The bytes of the file at `rel` (FileNotFoundError when it is not there)."""
+        return read_bytes(self.locator(rel), options or {}, max_bytes)
+
+
+def _folder_files(root: str) -> dict[str, str]:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        folder = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        prefix = "" if folder == "." else folder + "/"
+        for name in filenames:
+            if not name.startswith("."):
+                out[prefix + name] = ""
+    return out
+
+
+def open_place(audio: str | os.PathLike, options: dict | None = None, option: str = "--audio") -> Place:
+    """The place `audio` names: a local folder, a local zip archive, a folder URL or a zip at a URL.
+
+    A zip archive whose every member lies in one top folder (FMA's ``fma_small/``) has that
+    folder as its root. Raises MetadataError (no such folder, archive or URL; not readable),
+    MissingDependency (no backend for the URL's scheme) or UsageError (bad storage options),
+    each one sentence naming `option`; a URL is probed within bounded time.
+    """
+    options = options or {}
+    text = os.fspath(audio)
+    if is_url(text):
+        if text.startswith("zip://") or text.lower().rstrip("/").endswith(".zip"):
+            inner, arch = archive.split_url(text)
+            return Place(ARCHIVE, archive.root_of(arch, inner, options, option), arch)
+        return Place(URL, remote.probe_folder(text, options, option))
+    path = os.path.abspath(text)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise MetadataError(f"{option} {text}: no such folder or zip archive") from None
+    except OSError as exc:
+        raise MetadataError(f"{option} {text}: cannot read it ({exc.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        return Place(FOLDER, path)
+    if stat.S_ISREG(st.st_mode) and archive.is_zip(path):
+        return Place(ARCHIVE, archive.root_of(path, None, options, option), path)
+    if stat.S_ISREG(st.st_mode):
+        raise MetadataError(
+            f"{option} {text}: a file, neither a folder nor a zip archive; give the folder that holds the audio, "
+            "or FMA's zip (fma_small.zip)"
+        )
+    raise MetadataError(f"{option} {text}: not a folder (a pipe, socket or device)")
+
+
+def read_bytes(locator: str, options: dict, max_bytes: int | None = None) -> bytes:
+    """The bytes at `locator` (a local path, ``zip://MEMBER::ARCHIVE`` or a URL).
+
+    Raises FileNotFoundError when there is no such file, `remote.FetchError` (the reason in
+    words) when it cannot be read."""
+    if locator.startswith("zip://"):
+        return archive.read_member(locator, options, max_bytes)
+    if is_url(locator):
+        return remote.read(locator, options, max_bytes)
+    try:
+        with open(locator, "rb") as f:
+            return f.read() if max_bytes is None else f.read(max_bytes + 1)
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(locator) from None
+    except OSError as exc:
+        raise remote.FetchError(f"cannot read the file: {(exc.strerror or str(exc)).lower()}") from None
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """A file a worker reads into memory before decoding it (from an archive or a URL, or to
+    check its checksum), with what it needs to read it and the SHA-1 it must have."""
+
+    locator: str
+    options: dict = field(default_factory=dict, repr=False, compare=False)
+    sha1: str | None = None
+    checksums: str = ""  # the file that lists `sha1`, for the message
+
+    def __str__(self) -> str:
+        return self.locator
+
+
+def is_archive_name(text: str) -> bool:
+    return text.startswith("zip://") or text.lower().rstrip("/").endswith(".zip")
+
+
+def read_table(spec: str | os.PathLike, options: dict, option: str, name: str, max_bytes: int) -> tuple[str, bytes]:
+    """(where it was found, its bytes) of a table a user named by `option`: a file at a URL, or
+    the member called `name` in a zip archive (local or at a URL; FMA's ``fma_metadata.zip``
+    holds ``fma_metadata/tracks.csv``). A local file that is not an archive is not read here.
+    MetadataError names the option and what is wrong."""
+    text = os.fspath(spec)
+    if is_archive_name(text) or (not is_url(text) and archive.is_zip(text)):
+        inner, arch = archive.split_url(text)
+        if not is_url(arch):
+            arch = os.path.abspath(arch)
+        try:
+            members = archive.files(arch, "", options)
+        except FileNotFoundError:
+            raise MetadataError(f"{option} {text}: no such zip archive") from None
+        except Exception as exc:  # a damaged archive, a storage failure
+            why = str(exc) if isinstance(exc, remote.FetchError) else remote.explain(exc, arch)
+            raise MetadataError(f"{option} {text}: {why}") from None
+        if inner and not inner.endswith("/") and inner in members:
+            member = inner
+        else:
+            found = sorted(m for m in members if m.rsplit("/", 1)[-1] == name and m.startswith(inner or ""))
+            if not found:
+                raise MetadataError(f"{option} {text}: the archive holds no {name}")
+            member = min(found, key=lambda m: m.count("/"))
+        locator = f"zip://{member}::{arch}"
+    else:
+        locator = text
+    try:
+        data = read_bytes(locator, options, max_bytes)
+    except FileNotFoundError:
+        raise MetadataError(f"{option} {text}: no such file") from None
+    except remote.FetchError as exc:
+        raise MetadataError(f"{option} {text}: {exc}") from None
+    if len(data) > max_bytes:
+        raise MetadataError(f"{option} {text}: more than such a file can hold ({max_bytes} bytes at most)")
+    return locator, data
+
+
+def sibling(locator: str, name: str) -> str:
+    """The locator of the file called `name` in the same folder as `locator`."""
+    if locator.startswith("zip://"):
+        member, _, outer = locator[len("zip://") :].partition("::")
+        folder = member.rsplit("/", 1)[0] + "/" if "/" in member else ""
+        return f"zip://{folder}{name}::{outer}"
+    if is_url(locator):
+        return locator.rsplit("/", 1)[0] + "/" + name
+    return os.path.join(os.path.dirname(locator), name)
