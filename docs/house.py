@@ -24,7 +24,7 @@ from test_architecture import LAYERS  # noqa: E402
 PACKAGES = {p.name for p in (ROOT / "src" / "melset").iterdir() if (p / "__init__.py").exists()}
 # the order within a layer, as the docs list them
 ORDER = [
-    "vocab", "errors", "system", "outputs", "melscale", "recipe", "catalog", "audio", "features", "track", "store",
+    "vocab", "errors", "system", "outputs", "melscale", "recipe", "location", "catalog", "audio", "features", "track", "store",
     "engines", "extract", "train_config", "runs", "dataset", "model", "augment", "export", "exportdir", "card", "plots",
     "train", "evaluate", "predict", "report", "cli",
 ]  # fmt: skip

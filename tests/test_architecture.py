@@ -16,6 +16,7 @@ LAYERS = [
     {"vocab", "errors", "system", "outputs"},
     {"melscale"},
     {"recipe"},
+    {"location"},
     {"catalog"},
     {"audio"},
     {"features"},
