@@ -120,6 +120,35 @@ def _check_same_parameters(out: str | os.PathLike, identity: dict, source: dict,
     )
 
 
+def objects_digest(catalog: Catalog) -> str:
+    """A fingerprint of what each selected file was when listed (size, and ETag, CRC-32 or
+    modification time): a store resumed over changed objects would mix two versions."""
+    h = hashlib.sha256()
+    files = catalog.files or {}
+    for path in catalog.table[PATH].tolist():
+        rel = catalog.relative(path)
+        h.update(repr((rel, files.get(rel))).encode())
+    return h.hexdigest()
+
+
+def _check_same_objects(out: str | os.PathLike, source: dict, overwrite: bool) -> None:
+    """Refuse to resume a store whose archive or objects changed since it was made (their size,
+    ETag, CRC-32 or modification time), naming the collection."""
+    if overwrite or "objects_sha256" not in source or not os.path.exists(os.path.join(out, MANIFEST)):
+        return
+    try:
+        old = read_manifest(os.fspath(out))
+    except StoreError:
+        return
+    was = (old.get("source") or {}).get("objects_sha256")
+    if old.get("state") != CREATING and was and was != source["objects_sha256"]:
+        raise StoreError(
+            f"{os.path.abspath(out)} was made from {old['source'].get('audio')}, and its files changed since "
+            f"(size, ETag or modification time) in {source.get('audio')}: resuming would mix two versions; "
+            "--overwrite recomputes the store, or choose another --out"
+        )
+
+
 def _changed_options(old: dict, identity: dict, source: dict) -> tuple[list[str], list[str]]:
     """The options (and their values) that made the stored identity and those this run asks, where they differ."""
     was, made, asked = old.get("identity", {}), [], []
@@ -352,8 +381,11 @@ def extract(
         "no_genre": int((~label_rows.any(axis=1)).sum()) if len(classes) else len(table),
         "labels": labels,
     }
+    if catalog.files is not None:  # an archive or a URL: what each object was, to notice a change on resume
+        catalog.source["objects_sha256"] = objects_digest(catalog)
     _check_label_kind(out, labels, overwrite)
     _check_same_parameters(out, identity, catalog.source, overwrite)
+    _check_same_objects(out, catalog.source, overwrite)
     with StoreWriter.open(
         out, identity, table, label_rows, classes, recipe.shape, recipe.dtype, overwrite=overwrite, extra=extra
     ) as store:

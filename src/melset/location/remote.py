@@ -105,6 +105,8 @@ def explain(exc: BaseException, url: str) -> str:
             "no credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
             "or pass --storage-option anon=true for a public bucket"
         )
+    if isinstance(exc, TypeError) and "keyword argument" in text:
+        return f"a --storage-option this filesystem does not take ({text})"
     if isinstance(exc, PermissionError) or "AccessDenied" in text or "Forbidden" in text:
         return f"access denied ({text}): the credentials in use may not read it"
     if isinstance(exc, FileNotFoundError):

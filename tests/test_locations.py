@@ -1,0 +1,350 @@
+"""Audio where it lives: FMA's zip archives read in place, FMA's checksums, and fsspec URLs
+(an S3 server on 127.0.0.1). Each store is compared byte for byte with the same run over
+the unpacked, local files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import (
+    SAMPLE_AUDIO,
+    SAMPLE_TRACKS,
+    fma_metadata_zip,
+    fma_zip,
+    needs_s3,
+    run_melset,
+    sample_extract,
+)
+from melset.errors import MelsetError, MetadataError, MissingDependency, UsageError
+from melset.location import ARCHIVE, FOLDER, URL, Place, open_place, parse_storage_options, read_checksums
+from melset.vocab import ERROR, PATH, STATUS
+
+pytestmark = pytest.mark.slow
+
+FLIPPED = "200/200010.mp3"  # a good 30 s clip of the sample
+
+
+def _extract(audio, out, *extra) -> list:
+    """`melset extract` of the shipped sample's tracks.csv (subset large) over `audio`."""
+    return ["extract", "--tracks", SAMPLE_TRACKS, "--audio", audio, "--subset", "large", "--out", out, *extra]
+
+
+def _same_rows(store: Path, reference: Path) -> None:
+    """Same matrices and labels; same statuses, and the same reasons but for the file's own name."""
+    for name in ("mels.npy", "labels.npy", "classes.json"):
+        assert (store / name).read_bytes() == (reference / name).read_bytes(), name
+    a, b = pd.read_parquet(store / "tracks.parquet"), pd.read_parquet(reference / "tracks.parquet")
+    assert a[STATUS].tolist() == b[STATUS].tolist()
+    for path_a, err_a, path_b, err_b in zip(a[PATH], a[ERROR], b[PATH], b[ERROR]):
+        assert err_a.replace(path_a, "FILE") == err_b.replace(path_b, "FILE")
+
+
+# -- zip archives in place --------------------------------------------------------------------
+
+
+def test_fma_zips_in_place_give_the_unpacked_store(tmp_path, sample_store):
+    audio = fma_zip(tmp_path / "fma_large.zip")
+    meta = fma_metadata_zip(tmp_path / "fma_metadata.zip")
+    out = tmp_path / "store"
+    proc = run_melset("extract", "--tracks", meta, "--audio", audio, "--subset", "large", "--workers", "2", "--out", out)
+    _same_rows(out, sample_store)
+    paths = pd.read_parquet(out / "tracks.parquet")[PATH].tolist()
+    # the archive's top folder fma_small/ is the collection's root; each path opens with fsspec
+    assert f"zip://fma_small/{FLIPPED}::{audio}" in paths
+    source = json.loads((out / "manifest.json").read_text())["source"]
+    assert source["audio"] == f"zip://fma_small::{audio}"
+    assert source["tracks"] == f"zip://fma_metadata/tracks.csv::{meta}"
+    assert source["n_genres"] > 100  # genres.csv read from the same archive
+    assert "checksums: 14 of 16 tracks' files checked (SHA-1)" in proc.stdout
+    assert "0 did not match" in proc.stdout
+
+
+def test_a_run_resumes_whether_the_audio_was_zipped_or_unpacked(tmp_path):
+    audio = fma_zip(tmp_path / "fma_large.zip")
+    out = tmp_path / "store"
+    run_melset(*sample_extract(out, "--workers", "2", "--limit", "9"))
+    before = (out / "mels.npy").read_bytes()
+    proc = run_melset("extract", "--tracks", SAMPLE_TRACKS, "--audio", audio, "--subset", "large", "--limit", "9",
+                      "--quiet", "--out", out)
+    assert "0 processed" in proc.stdout and "9 already done" in proc.stdout
+    assert (out / "mels.npy").read_bytes() == before
+
+
+def test_a_flipped_bit_in_a_member_fails_with_the_checksum_named(tmp_path, sample_store):
+    audio = fma_zip(tmp_path / "fma_large.zip", flip=FLIPPED)
+    out = tmp_path / "store"
+    proc = run_melset(*_extract(audio, out, "--workers", "2"))
+    rows = pd.read_parquet(out / "tracks.parquet").set_index("track_id")
+    reason = rows.loc[200010, ERROR]
+    assert rows.loc[200010, STATUS] == "failed"
+    assert reason.startswith("checksum mismatch") and f"zip://fma_small/checksums::{audio}" in reason
+    assert "1 did not match" in proc.stdout
+    # the other rows are those of the unpacked run
+    ok = pd.read_parquet(sample_store / "tracks.parquet").set_index("track_id")[STATUS]
+    assert (rows[STATUS].drop(200010) == ok.drop(200010)).all()
+
+
+def test_checksums_name_a_corrupt_local_file_too(tmp_path):
+    audio = tmp_path / "fma_audio"
+    shutil.copytree(SAMPLE_AUDIO, audio)
+    good = (audio / FLIPPED).read_bytes()
+    sums = tmp_path / "sums.sha1"
+    sums.write_text(f"{hashlib.sha1(good).hexdigest()}  {FLIPPED}\n")
+    data = bytearray(good)
+    data[len(data) // 2] ^= 0x01
+    (audio / FLIPPED).write_bytes(bytes(data))
+    out = tmp_path / "store"
+    proc = run_melset("extract", "--tracks", SAMPLE_TRACKS, "--audio", audio, "--subset", "large",
+                      "--checksums", sums, "--out", out)
+    rows = pd.read_parquet(out / "tracks.parquet").set_index("track_id")
+    assert rows.loc[200010, STATUS] == "failed" and str(sums) in rows.loc[200010, ERROR]
+    assert "1 of 16 tracks' files checked" in proc.stdout and "15 not listed there" in proc.stdout
+    # without the checksum the corrupt MP3 decodes to a plausible, wrong spectrogram
+    (audio / FLIPPED).write_bytes(bytes(data))
+    out2 = tmp_path / "unchecked"
+    run_melset("extract", "--tracks", SAMPLE_TRACKS, "--audio", audio, "--subset", "large", "--out", out2, "--quiet")
+    assert pd.read_parquet(out2 / "tracks.parquet").set_index("track_id").loc[200010, STATUS] == "ok"
+
+
+def test_a_damaged_archive_member_is_a_failed_row_not_a_crash(tmp_path):
+    audio = fma_zip(tmp_path / "a.zip", compression=zipfile.ZIP_STORED)
+    with zipfile.ZipFile(audio) as z:
+        info = z.getinfo(f"fma_small/{FLIPPED}")
+    raw = bytearray(audio.read_bytes())
+    raw[info.header_offset + 30 + len(info.filename) + 5000] ^= 0xFF  # inside the member's data
+    audio.write_bytes(bytes(raw))
+    out = tmp_path / "store"
+    run_melset("extract", "--tracks", SAMPLE_TRACKS, "--audio", audio, "--subset", "large", "--out", out, "--quiet",
+               "--checksums", "/dev/null", check=False)
+    proc = run_melset("extract", "--tracks", SAMPLE_TRACKS, "--audio", audio, "--subset", "large", "--out", out,
+                      "--quiet")
+    rows = pd.read_parquet(out / "tracks.parquet").set_index("track_id")
+    # the checksum names it first; zip's own CRC-32 would too
+    assert rows.loc[200010, STATUS] == "failed", rows.loc[200010, ERROR]
+    assert proc.returncode == 0
+
+
+def test_zip_crc_catches_a_damaged_member_without_checksums(tmp_path):
+    from melset.location import read_bytes
+    from melset.location.remote import FetchError
+
+    audio = tmp_path / "plain.zip"
+    with zipfile.ZipFile(audio, "w", compression=zipfile.ZIP_STORED) as z:
+        z.write(SAMPLE_AUDIO / FLIPPED, "x/a.mp3")
+    with zipfile.ZipFile(audio) as z:
+        info = z.getinfo("x/a.mp3")
+    raw = bytearray(audio.read_bytes())
+    raw[info.header_offset + 30 + len(info.filename) + 5000] ^= 0xFF
+    audio.write_bytes(bytes(raw))
+    with pytest.raises(FetchError, match="damaged in the zip archive"):
+        read_bytes(f"zip://x/a.mp3::{audio}", {})
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"not a checksum\n", "line 1 is not"),
+        (b"\xff\xfe\x00garbage", "not UTF-8"),
+        (b"# only a comment\n\n", "lists no checksum"),
+    ],
+)
+def test_a_bad_checksums_file_is_one_sentence(tmp_path, content, words):
+    sums = tmp_path / "checksums"
+    sums.write_bytes(content)
+    proc = run_melset(*sample_extract(tmp_path / "s"), "--checksums", sums, check=False)
+    assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr
+    assert str(sums) in proc.stderr
+
+
+def test_checksums_lines_in_sha1sum_format():
+    sums = read_checksums(b"# FMA\n" + b"a" * 40 + b"  000/000002.mp3\n" + b"B" * 40 + b" *./000/000005.mp3\n", "c")
+    assert sums.sha1 == {"000/000002.mp3": "a" * 40, "000/000005.mp3": "b" * 40}
+
+
+def test_places_and_locators(tmp_path):
+    audio = fma_zip(tmp_path / "fma_small.zip")
+    place = open_place(audio)
+    assert (place.kind, place.root, place.archive) == (ARCHIVE, "fma_small", str(audio))
+    loc = place.locator("200/200010.mp3")
+    assert loc == f"zip://fma_small/200/200010.mp3::{audio}" and place.relative(loc) == "200/200010.mp3"
+    assert "checksums" in place.files() and "200/200010.mp3" in place.files()
+    folder = open_place(SAMPLE_AUDIO)
+    assert folder.kind == FOLDER and folder.relative(folder.locator("200/200010.mp3")) == "200/200010.mp3"
+    url = Place(URL, "s3://b/fma")
+    assert url.relative(url.locator("000/000002.mp3")) == "000/000002.mp3" and url.relative("s3://b/other/x") is None
+    # a zip:// URL naming a folder inside the archive
+    inner = open_place(f"zip://fma_small::{audio}")
+    assert inner == place
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda p: p.write_bytes(b"PK\x03\x04 not really"), "zip"),
+        (lambda p: p.write_text("hello"), "neither a folder nor a zip archive"),
+    ],
+)
+def test_a_file_that_is_no_archive_is_refused(tmp_path, make, words):
+    bad = tmp_path / "fma_small.zip"
+    make(bad)
+    proc = run_melset(*_extract(bad, tmp_path / "s"), check=False)
+    assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_zip_url_naming_a_folder_the_archive_lacks(tmp_path):
+    audio = fma_zip(tmp_path / "fma_small.zip")
+    with pytest.raises(MetadataError, match="no folder nope/"):
+        open_place(f"zip://nope::{audio}")
+
+
+def test_tracks_zip_without_tracks_csv(tmp_path):
+    meta = tmp_path / "fma_metadata.zip"
+    with zipfile.ZipFile(meta, "w") as z:
+        z.writestr("fma_metadata/other.csv", "x")
+    proc = run_melset("extract", "--tracks", meta, "--audio", SAMPLE_AUDIO, "--out", tmp_path / "s", check=False)
+    assert proc.returncode == 2 and "holds no tracks.csv" in proc.stderr
+
+
+def test_an_archive_that_changed_is_not_resumed_into_a_mix(tmp_path):
+    audio = fma_zip(tmp_path / "fma_large.zip")
+    out = tmp_path / "store"
+    args = ["extract", "--tracks", SAMPLE_TRACKS, "--audio", audio, "--subset", "large", "--quiet", "--out", out]
+    run_melset(*args)
+    fma_zip(audio, flip=FLIPPED)  # the same names, one member's bytes changed
+    proc = run_melset(*args, check=False)
+    assert proc.returncode == 2 and "changed since" in proc.stderr and "--overwrite" in proc.stderr
+
+
+# -- storage options --------------------------------------------------------------------------
+
+
+def test_storage_options_parse_json_values():
+    assert parse_storage_options(["anon=true", "endpoint_url=http://127.0.0.1:9", "n=3", 'k={"a": 1}']) == {
+        "anon": True,
+        "endpoint_url": "http://127.0.0.1:9",
+        "n": 3,
+        "k": {"a": 1},
+    }
+    for bad in ("novalue", "=x", "a b=1"):
+        with pytest.raises(UsageError, match="KEY=VALUE"):
+            parse_storage_options([bad])
+
+
+def test_a_scheme_without_its_backend_names_the_extra():
+    pytest.importorskip("fsspec")
+    try:
+        import gcsfs  # noqa: F401
+
+        pytest.skip("gcsfs is installed")
+    except ImportError:
+        pass
+    with pytest.raises(MissingDependency, match=r"melset\[gcs\]"):
+        open_place("gs://bucket/fma_small")
+
+
+def test_out_at_a_url_is_refused_with_the_export_to_use(tmp_path):
+    proc = run_melset(*sample_extract("s3://bucket/store"), check=False)
+    assert proc.returncode == 2 and "melset export" in proc.stderr and not Path("s3:").exists()
+
+
+# -- S3 (moto's server on 127.0.0.1) ------------------------------------------------------------
+
+
+@needs_s3
+def test_audio_and_tracks_from_s3_give_the_local_store(tmp_path, s3, sample_store):
+    s3.upload_folder(str(SAMPLE_AUDIO), "music", "fma_audio")
+    s3.upload_folder(str(SAMPLE_TRACKS.parent), "music", "fma_metadata")
+    out = tmp_path / "store"
+    proc = run_melset("extract", "--tracks", "s3://music/fma_metadata/tracks.csv", "--audio", "s3://music/fma_audio",
+                      "--subset", "large", "--workers", "2", "--out", out)
+    _same_rows(out, sample_store)
+    assert "s3://music/fma_audio/200/200010.mp3" in pd.read_parquet(out / "tracks.parquet")[PATH].tolist()
+    assert "unlisted (1)" in proc.stdout  # 299/299999.mp3, from the bucket's listing
+    # resuming from the local folder: the same tracks, relative to their root
+    again = run_melset(*sample_extract(out))
+    assert "16 already done" in again.stdout
+
+
+@needs_s3
+def test_a_zip_in_a_bucket_is_read_in_place(tmp_path, s3, sample_store):
+    audio = fma_zip(tmp_path / "fma_large.zip")
+    client = s3.client()
+    client.create_bucket(Bucket="music")
+    client.upload_file(str(audio), "music", "fma_large.zip")
+    out = tmp_path / "store"
+    run_melset("extract", "--tracks", SAMPLE_TRACKS, "--audio", "s3://music/fma_large.zip", "--subset", "large",
+               "--quiet", "--out", out)
+    _same_rows(out, sample_store)
+
+
+@needs_s3
+def test_a_manifest_at_a_url_with_relative_paths_and_urls(tmp_path, s3):
+    s3.upload_folder(str(SAMPLE_AUDIO), "music", "clips")
+    rows = "path,label\n200/200010.mp3,Folk\ns3://music/clips/200/200023.mp3,Classical\n200/nothere.mp3,Folk\n"
+    client = s3.client()
+    client.put_object(Bucket="music", Key="clips/manifest.csv", Body=rows.encode())
+    out = tmp_path / "store"
+    proc = run_melset("extract", "--manifest", "s3://music/clips/manifest.csv", "--audio", "s3://music/clips",
+                      "--out", out, "--quiet", check=False)
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_parquet(out / "tracks.parquet")
+    assert table[STATUS].tolist() == ["ok", "missing", "ok"]  # track_ids sort: relative paths, then the URL
+    assert json.loads((out / "manifest.json").read_text())["source"]["manifest"] == "s3://music/clips/manifest.csv"
+
+
+@needs_s3
+def test_a_changed_object_is_noticed_on_resume(tmp_path, s3):
+    s3.upload_folder(str(SAMPLE_AUDIO), "music", "fma_audio")
+    out = tmp_path / "store"
+    args = ["extract", "--tracks", SAMPLE_TRACKS, "--audio", "s3://music/fma_audio", "--subset", "large", "--quiet",
+            "--out", out]
+    run_melset(*args)
+    s3.client().put_object(Bucket="music", Key=f"fma_audio/{FLIPPED}", Body=b"replaced")
+    proc = run_melset(*args, check=False)
+    assert proc.returncode == 2 and "changed since" in proc.stderr
+
+
+@needs_s3
+@pytest.mark.parametrize(
+    "audio, env, words",
+    [
+        ("s3://nobucket/fma_audio", {}, "no such bucket or folder"),
+        ("s3://music/nothing-here", {}, "no such bucket or folder"),
+        ("s3://music/fma_audio", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "does not answer"),
+        (
+            "s3://music/fma_audio",
+            {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+             "AWS_CONFIG_FILE": "/nonexistent", "AWS_EC2_METADATA_DISABLED": "true"},
+            "no credentials",
+        ),
+    ],
+)
+def test_storage_failures_are_one_sentence_before_work(tmp_path, s3, audio, env, words):
+    import os
+
+    s3.upload_folder(str(SAMPLE_AUDIO), "music", "fma_audio")
+    run_env = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
+    proc = run_melset(*_extract(audio, tmp_path / "s"), check=False, env=run_env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert words in proc.stderr and "Traceback" not in proc.stderr and audio in proc.stderr
+    assert not (tmp_path / "s").exists()
+
+
+@needs_s3
+def test_a_bad_storage_option_is_one_sentence(tmp_path, s3):
+    s3.upload_folder(str(SAMPLE_AUDIO), "music", "fma_audio")
+    for option, words in (("nonsense", "KEY=VALUE"), ("no_such_option=1", "storage option")):
+        proc = run_melset(*_extract("s3://music/fma_audio", tmp_path / "s", "--storage-option", option), check=False,
+                          timeout=120)
+        assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_melset_errors_are_the_family():
+    assert issubclass(MissingDependency, MelsetError) and issubclass(MetadataError, MelsetError)
