@@ -340,7 +340,7 @@ def test_storage_failures_are_one_sentence_before_work(tmp_path, s3, audio, env,
 @needs_s3
 def test_a_bad_storage_option_is_one_sentence(tmp_path, s3):
     s3.upload_folder(str(SAMPLE_AUDIO), "music", "fma_audio")
-    for option, words in (("nonsense", "KEY=VALUE"), ("no_such_option=1", "storage option")):
+    for option, words in (("nonsense", "KEY=VALUE"), ("no_such_option=1", "--storage-option this filesystem does not take")):
         proc = run_melset(*_extract("s3://music/fma_audio", tmp_path / "s", "--storage-option", option), check=False,
                           timeout=120)
         assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
