@@ -588,6 +588,58 @@ MUTATIONS = [
         '            raise',
         ("tests/test_run_attacks.py::test_a_full_disk_is_one_sentence_that_says_how_to_resume",),
     ),
+    # -- audio where it lives (issue 25) --
+    Mutation(
+        "a checksum mismatch is decoded anyway",
+        "src/melset/track.py",
+        "        if problem:\n            return TrackResult.failed(problem)",
+        "        if False:\n            return TrackResult.failed(problem)",
+        ("tests/test_locations.py::test_a_flipped_bit_in_a_member_fails_with_the_checksum_named",
+         "tests/test_locations.py::test_checksums_name_a_corrupt_local_file_too"),
+    ),
+    Mutation(
+        "a local file listed in --checksums is decoded in place, unchecked",
+        "src/melset/catalog/table.py",
+        "        if local and sha1 is None:",
+        "        if local:",
+        ("tests/test_locations.py::test_checksums_name_a_corrupt_local_file_too",),
+    ),
+    Mutation(
+        "an archive's top folder is not its root",
+        "src/melset/location/archive.py",
+        "    if len(tops) == 1 and all(\"/\" in n for n in names):",
+        "    if False:",
+        ("tests/test_locations.py::test_places_and_locators",),
+    ),
+    Mutation(
+        "the track identity keeps the archive's locator",
+        "src/melset/extract.py",
+        "            values[PATH] = place.relative(values[PATH]) or values[PATH]",
+        "            pass",
+        ("tests/test_locations.py::test_a_run_resumes_whether_the_audio_was_zipped_or_unpacked",),
+    ),
+    Mutation(
+        "a changed object is resumed into a mix",
+        "src/melset/extract.py",
+        "    _check_same_objects(out, catalog.source, overwrite)",
+        "    pass",
+        ("tests/test_locations.py::test_an_archive_that_changed_is_not_resumed_into_a_mix",
+         "tests/test_locations.py::test_a_changed_object_is_noticed_on_resume"),
+    ),
+    Mutation(
+        "an endpoint that does not answer is a traceback",
+        "src/melset/location/remote.py",
+        "    except Exception as exc:\n        raise MetadataError(f\"{option} {url}: {explain(exc, url)}\") from None",
+        "    except FileExistsError as exc:\n        raise MetadataError(f\"{option} {url}: {explain(exc, url)}\") from None",
+        ("tests/test_locations.py::test_storage_failures_are_one_sentence_before_work",),
+    ),
+    Mutation(
+        "a zip member is decoded as a file named like the archive",
+        "src/melset/track.py",
+        "    return InMemory(item.locator.split(\"::\", 1)[0], data)",
+        "    return InMemory(item.locator, data)",
+        ("tests/test_locations.py::test_fma_zips_in_place_give_the_unpacked_store",),
+    ),
 ]
 
 
