@@ -132,7 +132,7 @@ def open_place(audio: str | os.PathLike, options: dict | None = None, option: st
     text = os.fspath(audio)
     if is_url(text):
         if text.startswith("zip://") or text.lower().rstrip("/").endswith(".zip"):
-            inner, arch = archive.split_url(text)
+            inner, arch = archive.split_url(text, option)
             return Place(ARCHIVE, archive.root_of(arch, inner, options, option), arch)
         return Place(URL, remote.probe_folder(text, options, option))
     path = os.path.abspath(text)
@@ -197,7 +197,7 @@ def read_table(spec: str | os.PathLike, options: dict, option: str, name: str, m
     MetadataError names the option and what is wrong."""
     text = os.fspath(spec)
     if is_archive_name(text) or (not is_url(text) and archive.is_zip(text)):
-        inner, arch = archive.split_url(text)
+        inner, arch = archive.split_url(text, option)
         if not is_url(arch):
             arch = os.path.abspath(arch)
         try:

@@ -25,13 +25,14 @@ def is_zip(path: str) -> bool:
         return False
 
 
-def split_url(url: str) -> tuple[str | None, str]:
+def split_url(url: str, option: str = "") -> tuple[str | None, str]:
     """(the folder inside the archive or None, the archive's path or URL) of ``zip://FOLDER::ARCHIVE``,
     or of an archive's own path or URL."""
     if url.startswith("zip://"):
         inner, sep, outer = url[len("zip://") :].partition("::")
         if not sep or not outer:
-            raise MetadataError(f"{url}: a zip URL names the archive after '::' (zip://FOLDER::ARCHIVE)")
+            where = f"{option} {url}" if option else url
+            raise MetadataError(f"{where}: a zip URL names the archive after '::' (zip://FOLDER::ARCHIVE)")
         if not remote.is_url(outer):
             outer = os.path.abspath(outer)
         return inner.strip("/"), outer

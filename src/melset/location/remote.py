@@ -99,7 +99,7 @@ def filesystem(url: str, options: dict):
 def explain(exc: BaseException, url: str) -> str:
     """A storage failure in words, with what to do."""
     name = type(exc).__name__
-    text = str(exc).splitlines()[0] if str(exc) else name
+    text = " ".join(str(exc).split())[:300] or name
     if name in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
         return (
             "no credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
@@ -113,10 +113,8 @@ def explain(exc: BaseException, url: str) -> str:
         return f"not found ({text})"
     connection = ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ClientConnectorError")
     if name in connection or isinstance(exc, (TimeoutError, ConnectionError)):
-        return (
-            f"the storage does not answer ({text}); check the endpoint (AWS_ENDPOINT_URL or "
-            "--storage-option endpoint_url=...) and the network"
-        )
+        where = " (AWS_ENDPOINT_URL or --storage-option endpoint_url=...)" if scheme(url) in ("s3", "s3a") else ""
+        return f"the storage does not answer ({text}); check the endpoint{where} and the network"
     return f"{name}: {text}"
 
 
@@ -142,7 +140,10 @@ def _bounded(fn, seconds: float, what: str):
 
 def probe_folder(url: str, options: dict, option: str) -> str:
     """The folder URL without its trailing "/", once something is known to be under it."""
-    url = url.rstrip("/")
+    head, sep, rest = url.partition("://")
+    if sep and not rest.strip("/"):
+        raise MetadataError(f"{option} {url}: the URL names no bucket or folder")
+    url = head + sep + rest.rstrip("/")
     fs, path = filesystem(url, options)
     try:
         found = _bounded(lambda: fs.ls(path, detail=False), PROBE_S, "listing it")
