@@ -619,6 +619,20 @@ MUTATIONS = [
         ("tests/test_locations.py::test_a_run_resumes_whether_the_audio_was_zipped_or_unpacked",),
     ),
     Mutation(
+        "a large object is read whole",
+        "src/melset/location/__init__.py",
+        "            and self.size > WHOLE_BELOW",
+        "            and self.size > 10**15",
+        ("tests/test_locations.py::test_a_long_object_is_read_by_ranges_to_the_same_matrix",),
+    ),
+    Mutation(
+        "a range request that fails mid-decode is stored as a short file",
+        "src/melset/track.py",
+        "        return _fetch_failed(path) or TrackResult.failed(str(exc))",
+        "        return TrackResult.failed(str(exc))",
+        ("tests/test_locations.py::test_a_range_request_that_fails_is_named",),
+    ),
+    Mutation(
         "a changed object is resumed into a mix",
         "src/melset/extract.py",
         "    _check_same_objects(out, catalog.source, overwrite)",
@@ -636,8 +650,8 @@ MUTATIONS = [
     Mutation(
         "a zip member is decoded as a file named like the archive",
         "src/melset/track.py",
-        "    return InMemory(item.locator.split(\"::\", 1)[0], data)",
-        "    return InMemory(item.locator, data)",
+        "    name = item.locator.split(\"::\", 1)[0]  # a member: its own name, for its extension",
+        "    name = item.locator",
         ("tests/test_locations.py::test_fma_zips_in_place_give_the_unpacked_store",),
     ),
 ]

@@ -47,19 +47,26 @@ def process(path: str | os.PathLike | Fetch, recipe: Recipe) -> TrackResult:
     except FileNotFoundError:
         return TrackResult(MISSING, None, f"file not found: {os.fspath(path)}", math.nan)
     except audio.AudioError as exc:
-        return TrackResult.failed(str(exc))
+        return _fetch_failed(path) or TrackResult.failed(str(exc))
     except MemoryError:
         return TrackResult.failed("out of memory while decoding")
+    failed = _fetch_failed(path)
+    if failed:
+        return failed
     return from_samples(decoded.samples, recipe, decoded.duration_s, decoded.backend)
 
 
 def _fetch(item: Fetch):
-    """The file's bytes as an `audio.InMemory`, or the TrackResult that says why there are none."""
-    from melset.audio import InMemory
+    """The file as an `audio.InMemory` (its bytes) or an `audio.Ranged` (read by ranges as the
+    decoders ask), or the TrackResult that says why there is none."""
+    from melset.audio import InMemory, Ranged
     from melset.location import read_bytes
     from melset.location.checksums import mismatch
-    from melset.location.remote import FetchError
+    from melset.location.remote import FetchError, read_range
 
+    name = item.locator.split("::", 1)[0]  # a member: its own name, for its extension
+    if item.ranged:
+        return Ranged(name, item.size, lambda start, end: read_range(item.locator, item.options, start, end))
     try:
         data = read_bytes(item.locator, item.options)
     except FileNotFoundError:
@@ -70,7 +77,21 @@ def _fetch(item: Fetch):
         problem = mismatch(data, item.sha1, item.checksums)
         if problem:
             return TrackResult.failed(problem)
-    return InMemory(item.locator.split("::", 1)[0], data)  # a member: its own name, for its extension
+    return InMemory(name, data)
+
+
+def _fetch_failed(src) -> TrackResult | None:
+    """The failed row of a file read by ranges whose reading failed mid-decode (which the
+    decoder saw as the file's end), or None."""
+    from melset.audio import Ranged
+    from melset.location.remote import FetchError
+
+    error = src.error if isinstance(src, Ranged) else None
+    if error is None:
+        return None
+    if isinstance(error, FileNotFoundError):
+        return TrackResult(MISSING, None, f"file not found: {src.name}", math.nan)
+    return TrackResult.failed(str(error) if isinstance(error, FetchError) else f"reading failed: {error}")
 
 
 def from_samples(y: np.ndarray, recipe: Recipe, duration_s: float, backend: str = "") -> TrackResult:

@@ -23,14 +23,14 @@ import os
 import stat
 
 from melset.audio import ffmpeg, libsndfile
-from melset.audio.decoded import AudioError, Decoded, InMemory, clean, to_mono
+from melset.audio.decoded import AudioError, Decoded, FileBytes, InMemory, Ranged, clean, to_mono
 from melset.audio.sniffing import Sniffed, sniff
 
-__all__ = ["AudioError", "Decoded", "InMemory", "Sniffed", "decode", "sniff", "to_mono"]
+__all__ = ["AudioError", "Decoded", "FileBytes", "InMemory", "Ranged", "Sniffed", "decode", "sniff", "to_mono"]
 
 
 def decode(
-    path: str | os.PathLike | InMemory, sample_rate: int = 22050, max_frames_at=None, decoder: str = "auto"
+    path: str | os.PathLike | FileBytes, sample_rate: int = 22050, max_frames_at=None, decoder: str = "auto"
 ) -> Decoded:
     """Decode `path` (a file, or an `InMemory` file's bytes) to mono float32 at `sample_rate`.
 
@@ -38,8 +38,8 @@ def decode(
     the file's own rate to decode (the recipe's `input_frames_needed`).
     Raises FileNotFoundError for a missing file, AudioError for anything else that fails.
     """
-    if isinstance(path, InMemory):
-        if not path.data:
+    if isinstance(path, FileBytes):
+        if path.size == 0:
             raise AudioError("empty file (0 bytes)")
         checked = None
     else:

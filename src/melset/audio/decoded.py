@@ -6,8 +6,9 @@ librosa.load does, then refuses non-finite samples.
 
 from __future__ import annotations
 
+import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -16,27 +17,116 @@ class AudioError(Exception):
     """A file that cannot be turned into audio; str() is the reason in words."""
 
 
+class FileBytes:
+    """A file that is not at a local path (a zip archive's member, an object in storage): its
+    name (for its extension and for messages), its size, and `open()`, a seekable binary file
+    object over its bytes. Every decoder reads one as it reads a file."""
+
+    name: str
+    size: int
+
+    def open(self):  # pragma: no cover - each kind has its own
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class InMemory:
-    """A file's bytes already read (a zip archive's member, an object from storage), with its
-    name (for its extension and for messages). Every decoder reads it as it reads a file."""
+class InMemory(FileBytes):
+    """A file's bytes, read whole."""
 
     name: str
     data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def open(self):
+        import io
+
+        return io.BytesIO(self.data)
 
     def __repr__(self) -> str:
         return f"InMemory({self.name!r}, {len(self.data)} bytes)"
 
 
-def open_binary(src: str | InMemory):
-    """A binary file object over a path or an `InMemory` file, read from its start."""
-    import io
+@dataclass(frozen=True, eq=False)
+class Ranged(FileBytes):
+    """A file read by ranges as the decoders ask for them (an object in storage, through range
+    requests): `fetch(start, end)` gives bytes [start, end). What was fetched is kept, so a
+    second reader (libmpg123's mix after libsndfile's look) fetches nothing again; `fetched`
+    counts the bytes, `error` keeps a fetch's failure (a decoder sees it as the end of the file)."""
 
-    return io.BytesIO(src.data) if isinstance(src, InMemory) else open(src, "rb")
+    name: str
+    size: int
+    fetch: object = field(repr=False)
+    block: int = 1 << 20
+    _have: list = field(default_factory=list, repr=False)  # [(start, bytes)]
+    _state: dict = field(default_factory=dict, repr=False)  # "fetched", "error"
+
+    @property
+    def fetched(self) -> int:
+        return self._state.get("fetched", 0)
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._state.get("error")
+
+    def read_at(self, pos: int, n: int) -> bytes:
+        end = min(pos + n, self.size)
+        if pos >= end:
+            return b""
+        for start, data in self._have:
+            if start <= pos and end <= start + len(data):
+                return data[pos - start : end - start]
+        want = min(max(end, pos + self.block), self.size)
+        try:
+            data = self.fetch(pos, want)
+        except BaseException as exc:
+            self._state["error"] = exc
+            raise
+        self._state["fetched"] = self.fetched + len(data)
+        self._have.append((pos, data))
+        return data[: end - pos]
+
+    def open(self):
+        return _RangedReader(self)
 
 
-def name_of(src: str | InMemory) -> str:
-    return src.name if isinstance(src, InMemory) else src
+class _RangedReader(io.RawIOBase):
+    def __init__(self, ranged: Ranged):
+        self._r, self._pos = ranged, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._r.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        try:
+            data = self._r.read_at(self._pos, len(buffer))
+        except Exception:  # kept in `error`; a decoder (a C callback) sees the end of the file
+            return 0
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+def open_binary(src: str | FileBytes):
+    """A binary file object over a path or a `FileBytes` file, read from its start."""
+    return src.open() if isinstance(src, FileBytes) else open(src, "rb")
+
+
+def name_of(src: str | FileBytes) -> str:
+    return src.name if isinstance(src, FileBytes) else src
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from melset.audio.decoded import AudioError, Decoded, InMemory, clean, finish, open_binary, to_mono
+from melset.audio.decoded import AudioError, Decoded, FileBytes, clean, finish, open_binary, to_mono
 from melset.audio.sniffing import sniff
 
 
-def decode(path: str | InMemory, sample_rate: int, max_frames_at, libsndfile_said: str | None = None) -> Decoded:
+def decode(path: str | FileBytes, sample_rate: int, max_frames_at, libsndfile_said: str | None = None) -> Decoded:
     try:
         import av
     except ImportError:
@@ -16,7 +16,7 @@ def decode(path: str | InMemory, sample_rate: int, max_frames_at, libsndfile_sai
             f"{sniff(path).what}: libsndfile cannot read it; install melset[av] (PyAV/FFmpeg) to try FFmpeg"
         ) from None
     try:
-        source = open_binary(path) if isinstance(path, InMemory) else path
+        source = open_binary(path) if isinstance(path, FileBytes) else path
         with av.open(source, metadata_errors="ignore") as container:
             streams = container.streams.audio
             if not streams:

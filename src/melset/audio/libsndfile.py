@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 from melset.audio import mono_mix
-from melset.audio.decoded import AudioError, Decoded, InMemory, clean, finish, open_binary, to_mono
+from melset.audio.decoded import AudioError, Decoded, FileBytes, clean, finish, open_binary, to_mono
 from melset.audio.sniffing import sniff
 
 # Tolerance for "the header promised more audio than the stream holds": MP3 headers may be
@@ -30,7 +30,7 @@ class NotForLibsndfile(Exception):
 
 
 def decode(
-    path: str | InMemory, sample_rate: int, max_frames_at, checked: os.stat_result | None, mix: bool = False
+    path: str | FileBytes, sample_rate: int, max_frames_at, checked: os.stat_result | None, mix: bool = False
 ) -> Decoded:
     """libsndfile's decode; with `mix`, stereo Layer III is mixed in libmpg123 instead, unless
     the file changed since it was `checked` (its stat before libsndfile opened it; None for
@@ -38,7 +38,7 @@ def decode(
     import soundfile as sf
 
     try:
-        if isinstance(path, InMemory):
+        if isinstance(path, FileBytes):
             f = sf.SoundFile(open_binary(path))  # libsndfile's virtual I/O: the same decoder, bytes in memory
         else:
             # a name that is not UTF-8 (kept by Python as surrogates) opens only as bytes on POSIX
@@ -59,7 +59,7 @@ def decode(
         want = -1 if max_frames_at is None else int(max_frames_at(native))
         known_length = 0 < header_frames < _UNKNOWN_LENGTH
         mpeg_length = f.subtype.startswith("MPEG_LAYER") and known_length
-        size = len(path.data) if checked is None else checked.st_size
+        size = path.size if checked is None else checked.st_size
         plausible = header_frames <= _MPEG_MAX_FRAMES_PER_BYTE * size
         if mpeg_length and not plausible:
             # more than a stream of this size can hold: the file was cut short, or its Xing count
@@ -127,7 +127,7 @@ def _read_all(f) -> np.ndarray:
             return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
 
-def _wav_declared_frames(path: str | InMemory) -> int | None:
+def _wav_declared_frames(path: str | FileBytes) -> int | None:
     """Frames the RIFF header's data chunk announces (None when unreadable or open-ended)."""
     import struct
 

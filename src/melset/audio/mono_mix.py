@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from melset.audio.decoded import InMemory, open_binary
+from melset.audio.decoded import FileBytes, open_binary
 
 # mpg123.h: enum mpg123_parms, enum mpg123_param_flags, return codes, MPG123_ENC_FLOAT_32
 _ADD_FLAGS, _REMOVE_FLAGS = 2, 13
@@ -84,7 +84,7 @@ def available() -> bool:
     return _load() is not None
 
 
-def decode(path: str | InMemory, frames: int, native_rate: int) -> np.ndarray | None:
+def decode(path: str | FileBytes, frames: int, native_rate: int) -> np.ndarray | None:
     """The first `frames` frames (all when negative) of a stereo MPEG Layer III file, mixed
     to mono as float32.
 

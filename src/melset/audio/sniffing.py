@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from melset.audio.decoded import InMemory, name_of, open_binary
+from melset.audio.decoded import FileBytes, name_of, open_binary
 
 _SNIFF_BYTES = 300 * 1024
 
@@ -29,7 +29,7 @@ _MAGIC = [
 ]
 
 
-def sniff(path: str | InMemory) -> Sniffed:
+def sniff(path: str | FileBytes) -> Sniffed:
     """Look at a file's first bytes and say what it is; used to explain failures."""
     try:
         with open_binary(path) as f:

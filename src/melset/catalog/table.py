@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from melset.errors import MetadataError
-from melset.location import Checksums, Fetch, Place, is_url
+from melset.location import Checksums, Fetch, Place, is_url, size_of
 from melset.vocab import CATALOG_COLUMNS, GENRE_TOP, TRACK_ID
 
 MAX_TABLE_BYTES = 4 * 10**9  # tracks.csv (FMA's full one is ~0.3 GB) or a manifest of millions of files
@@ -88,7 +88,8 @@ class Catalog:
         sha1 = self.checksums.sha1.get(rel) if self.checksums is not None and rel is not None else None
         if local and sha1 is None:
             return locator
-        return Fetch(locator, self.options, sha1, self.checksums.source if sha1 else "")
+        size = size_of(self.files.get(rel)) if self.files is not None and rel is not None else None
+        return Fetch(locator, self.options, sha1, self.checksums.source if sha1 else "", size)
 
     def present(self, locator: str) -> bool | None:
         """Whether the file is there: known for local files and listed places, None (ask the worker) else."""

@@ -197,6 +197,17 @@ def open_file(url: str, options: dict):
         raise FetchError(explain(exc, url)) from None
 
 
+def read_range(url: str, options: dict, start: int, end: int) -> bytes:
+    """Bytes [start, end) of the object at `url`: one range request."""
+    fs, path = filesystem(url, options)
+    try:
+        return fs.cat_file(path, start=start, end=end)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise FetchError(explain(exc, url)) from None
+
+
 def read(url: str, options: dict, max_bytes: int | None = None) -> bytes:
     """The bytes of the object at `url` (FileNotFoundError when it is not there)."""
     fs, path = filesystem(url, options)
