@@ -47,10 +47,15 @@ class Remote:
     def objects(self) -> dict[str, int]:
         """Every object under the folder (hidden ones too): relative name -> size. A missing
         bucket, missing credentials, a refusal or an endpoint that does not answer raises."""
-        bucket = self.path.split("/", 1)[0]
-        if not self._do("looking for its bucket", lambda: self.fs.exists(bucket)):
-            raise MetadataError(f"{self.url}: the bucket {bucket} does not exist (or these credentials cannot see it)")
-        found = self._do("listing it", lambda: self.fs.find(self.path, detail=True), LIST_S)
+        try:
+            found = _bounded(lambda: self.fs.find(self.path, detail=True), LIST_S, "listing it")
+        except FileNotFoundError:  # find() of a missing prefix is empty: the bucket is missing
+            bucket = self.path.split("/", 1)[0]
+            raise MetadataError(
+                f"{self.url}: the bucket {bucket} does not exist (or these credentials cannot see it)"
+            ) from None
+        except Exception as exc:
+            raise MetadataError(f"{self.url}: listing it: {explain(exc, self.url)}") from None
         base = self.path + "/"
         return {
             name[len(base) :]: int(info.get("size") or 0)
