@@ -80,7 +80,19 @@ def test_hf_export_to_s3_loads_with_the_rows_of_a_local_one(sample_store, tmp_pa
     datasets = pytest.importorskip("datasets")
     s3.client().create_bucket(Bucket=BUCKET)
     url = f"s3://{BUCKET}/sets/hf"
-    proc = run_melset("export", sample_store, "--format", "hf", "--to", url)
+    # the endpoint comes from --storage-option, the environment's points nowhere
+    env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    proc = run_melset(
+        "export",
+        sample_store,
+        "--format",
+        "hf",
+        "--to",
+        url,
+        "--storage-option",
+        f"endpoint_url={s3.endpoint}",
+        env=env,
+    )
     assert url in proc.stdout and f"{url}/README.md" in proc.stdout  # where it wrote
     exports.hf(Store(sample_store), tmp_path / "local")
     local = datasets.load_from_disk(str(tmp_path / "local"))
@@ -235,7 +247,9 @@ def test_storage_failures_are_one_sentence(sample_store, s3, monkeypatch):
     one_sentence(export(f"s3://{BUCKET}/x", env=dead), "does not answer")
     assert time.monotonic() - t < 60
     bare = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ACCESS") and not k.startswith("AWS_SECRET")}
-    bare.update(AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_CONFIG_FILE="/nonexistent", AWS_EC2_METADATA_DISABLED="true")
+    bare.update(
+        AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_CONFIG_FILE="/nonexistent", AWS_EC2_METADATA_DISABLED="true"
+    )
     one_sentence(export(f"s3://{BUCKET}/x", env=bare), "no credentials")
 
 
