@@ -237,7 +237,7 @@ def test_storage_failures_are_one_sentence(sample_store, s3, monkeypatch):
         args = ["export", str(sample_store), "--format", "seed-pickles", "--to", to, *more]
         return CliRunner().invoke(main, args)
 
-    one_sentence(export(f"s3://nobucket-{os.getpid()}/x"), "nobucket", "does not exist")
+    one_sentence(export(f"s3://nobucket-{os.getpid()}/x"), "the bucket nobucket-", "does not exist")
     one_sentence(export("gs://bucket/x"), "melset[gcs]")
     one_sentence(export(f"s3://{BUCKET}/x", "--storage-option", "novalue"), "--storage-option", "KEY=VALUE")
     from s3server import free_port
