@@ -57,9 +57,30 @@ urls = sorted(glob.glob("{dir}/train-*.tar"))
 ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode()
 loader = DataLoader(ds, batch_size=None, num_workers=2)  # each shard is read by one worker"""
 
+# shards at a URL: webdataset opens them through fsspec (credentials from the environment)
+WDS_LOADER_URL = """import fsspec, webdataset as wds
+from torch.utils.data import DataLoader
+def fsspec_open(url, mode="rb", bufsize=8192, **kw):
+    return fsspec.open(url, mode).open()
+for scheme in ("s3", "gs", "az"):
+    wds.gopen_schemes[scheme] = fsspec_open
+fs, root = fsspec.core.url_to_fs("{dir}")
+urls = sorted(fs.unstrip_protocol(p) for p in fs.glob(root + "/train-*.tar"))
+ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode()
+loader = DataLoader(ds, batch_size=None, num_workers=2)  # each shard is read by one worker"""
+
+
+def wds_loader(to: str | os.PathLike) -> str:
+    """The card's example of reading the shards, for a folder or a URL."""
+    url = isinstance(to, str) and "://" in to
+    return (WDS_LOADER_URL if url else WDS_LOADER).format(dir=here(to))
+
 
 def here(to: str | os.PathLike) -> str:
-    """The export folder's own name, for the card's example (no path of this machine)."""
+    """The export folder's own name, for the card's example (no path of this machine); a
+    URL (s3://bucket/prefix) as it is, the place every reader of it uses."""
+    if isinstance(to, str) and "://" in to:
+        return to.rstrip("/")
     return os.path.basename(os.path.realpath(to))
 
 

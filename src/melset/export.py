@@ -12,7 +12,9 @@ sample is `<key>.npy` (the matrix, `np.save` bytes) and `<key>.json`. Same store
 
 Each writes only ok rows, read checked (`Store.iter_rows`), so a damaged row refuses the export;
 and each leaves `DIR/melset-export.json` so that exporting again into the same folder replaces
-the earlier export (and nothing else). hf and webdataset store paths relative to the collection
+the earlier export (and nothing else). `to` may be an fsspec URL (s3://, gs://, az://): the
+export is built locally, uploaded under a work prefix, then put in place, its record last.
+hf and webdataset store paths relative to the collection
 root, and a dataset card (`DIR/README.md`, melset.card).
 """
 
@@ -28,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from melset.card import WDS_LOADER, export_splits, here, relative_path, source_root, write_card
+from melset.card import export_splits, here, relative_path, source_root, wds_loader, write_card
 from melset.errors import MelsetError, MissingDependency, StoreError, UsageError
 from melset.exportdir import (  # noqa: F401  (MARKER and prepare_target: part of export's API)
     FORMATS,
@@ -50,7 +52,7 @@ HF_WRITER_BATCH = 16  # rows datasets buffers before writing (a float32 row is 5
 LABEL, GENRE = "label", "genre"
 
 
-def seed_pickles(store: Store, to: str | os.PathLike) -> dict[str, int]:
+def seed_pickles(store: Store, to: str | os.PathLike, storage_options: dict | None = None) -> dict[str, int]:
     """Write P/pickles/NNNNNN.pickle (ok rows, float64), P/y.pickle and P/classlabels.pickle.
 
     As the reference notebook writes them: each pickle is ``ndarray.dump`` of one float64
@@ -64,7 +66,8 @@ def seed_pickles(store: Store, to: str | os.PathLike) -> dict[str, int]:
     Every row is read checked (`Store.iter_rows`): a damaged row refuses the export, so no
     damaged matrix is ever exported. `to` is a new or empty folder, or an earlier
     seed-pickles export: it is replaced once the new export is complete, so no pickle of a
-    row that is no longer ok stays behind.
+    row that is no longer ok stays behind. A URL `to` (with fsspec `storage_options`) gets
+    the export built locally, then uploaded, its record last (exportdir).
 
     Raises
     ------
@@ -73,7 +76,7 @@ def seed_pickles(store: Store, to: str | os.PathLike) -> dict[str, int]:
     StoreError
         A row is damaged (nothing is written to `to`).
     """
-    with _export_folder(store, to, SEED_PICKLES) as work:
+    with _export_folder(store, to, SEED_PICKLES, storage_options) as work:
         os.mkdir(os.path.join(work, "pickles"))
         ids = store.tracks[TRACK_ID].tolist()
         n = 0
@@ -173,14 +176,17 @@ def _melset_cause(exc: BaseException) -> MelsetError | None:
     return None
 
 
-def hf(store: Store, to: str | os.PathLike) -> dict[str, int]:
+def hf(store: Store, to: str | os.PathLike, storage_options: dict | None = None) -> dict[str, int]:
     """Write the store's ok rows as a datasets.DatasetDict that ``datasets.load_from_disk(to)`` reads.
 
     Parameters
     ----------
     store : Store
     to : path
-        A new or empty folder, or an earlier hf export (replaced once the new one is complete).
+        A new or empty folder, or an earlier hf export (replaced once the new one is complete);
+        or an fsspec URL (s3://bucket/prefix, ...), built locally then uploaded (exportdir).
+    storage_options : dict, optional
+        fsspec options for a URL `to` (credentials otherwise come from the environment).
 
     Returns
     -------
@@ -201,7 +207,7 @@ def hf(store: Store, to: str | os.PathLike) -> dict[str, int]:
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        with _export_folder(store, to, HF) as out:
+        with _export_folder(store, to, HF, storage_options) as out:
             features = hf_features(store)
             splits = _nonempty_splits(store, HF)
             # datasets' Arrow cache in the work folder, beside the export, not in it
@@ -267,7 +273,9 @@ def shard_rows(rows: np.ndarray, shard_size: int | None = None) -> list[np.ndarr
     return [rows[start : start + shard_size] for start in range(0, len(rows), shard_size)]
 
 
-def webdataset(store: Store, to: str | os.PathLike, shard_size: int | None = None) -> dict[str, int]:
+def webdataset(
+    store: Store, to: str | os.PathLike, shard_size: int | None = None, storage_options: dict | None = None
+) -> dict[str, int]:
     """Write the store's ok rows as tar shards ``to/<split>-NNNNNN.tar`` that webdataset reads.
 
     Per sample ``<key>.npy`` (``np.save`` of the stored matrix, in the store's dtype) and
@@ -278,11 +286,14 @@ def webdataset(store: Store, to: str | os.PathLike, shard_size: int | None = Non
     ----------
     store : Store
     to : path
-        A new or empty folder, or an earlier webdataset export (replaced once the new one is complete).
+        A new or empty folder, or an earlier webdataset export (replaced once the new one is complete);
+        or an fsspec URL, as for `hf`.
     shard_size : int, optional
         Samples per shard (>= 1); by default each split gets at least MIN_SHARDS shards
         (one sample each when it has fewer rows) of at most DEFAULT_SHARD_SIZE samples, so
         that a DataLoader's workers all have shards to read (see WDS_LOADER).
+    storage_options : dict, optional
+        fsspec options for a URL `to`.
 
     Returns
     -------
@@ -297,7 +308,7 @@ def webdataset(store: Store, to: str | os.PathLike, shard_size: int | None = Non
     given = shard_size is not None
     if given and (isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1):
         raise UsageError(f"--shard-size must be a whole number of samples, at least 1, not {shard_size!r}")
-    with _export_folder(store, to, WEBDATASET) as work:
+    with _export_folder(store, to, WEBDATASET, storage_options) as work:
         counts, shards = {}, {}
         names = store.classes
         for split, rows in _nonempty_splits(store, WEBDATASET).items():
@@ -322,7 +333,7 @@ def webdataset(store: Store, to: str | os.PathLike, shard_size: int | None = Non
                             body = json.dumps(rec, ensure_ascii=False, sort_keys=True).encode()
                             _tar_member(tar, f"{key}.json", body)
                 shards[split] += 1
-        write_card(work, store, WEBDATASET, counts, WDS_LOADER.format(dir=here(to)))
+        write_card(work, store, WEBDATASET, counts, wds_loader(to))
         _write_marker(
             work, store, WEBDATASET, counts, {"shards": shards, "shard_size": int(shard_size) if given else None}
         )

@@ -13,10 +13,15 @@ import platform
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 
 from melset.card import source_root
-from melset.errors import UsageError
+from melset.errors import MelsetError, UsageError
+from melset.location.remote import is_url
+from melset.location.upload import WORK_RECORD as UPLOAD_RECORD
+from melset.location.upload import Remote, local_files, new_work_name, remove_work, work_names
+from melset.location.upload import WORK_PREFIX as UPLOAD_PREFIX
 from melset.outputs import leftover_pid, pid_gone, refuse_inside_melset, signals_held, what_is
 from melset.store import Store
 from melset.store.format import CHECKSUM, _manifest_digest, _sealed
@@ -72,18 +77,18 @@ def _check_earlier_export(folder: str, fmt: str, given: str) -> None:
         )
 
 
+def _untrusted(given: str, why: str) -> UsageError:
+    return UsageError(
+        f"--to {given} holds a {MARKER} that cannot say what melset wrote there ({why}); "
+        "choose an empty --to, or remove that folder's contents yourself (nothing there was changed)"
+    )
+
+
 def _read_marker(folder: str, given: str) -> dict:
     """The earlier export's marker, checked to be one melset wrote: a regular file of bounded
     size, a JSON object sealed with the checksum melset wrote over its other fields, naming a known format and every file and folder it wrote as a plain
     relative name. Anything else is not trusted to say what may be replaced."""
     path = os.path.join(folder, MARKER)
-
-    def untrusted(why: str) -> UsageError:
-        return UsageError(
-            f"--to {given} holds a {MARKER} that cannot say what melset wrote there ({why}); "
-            "choose an empty --to, or remove that folder's contents yourself (nothing there was changed)"
-        )
-
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -91,13 +96,26 @@ def _read_marker(folder: str, given: str) -> dict:
             f"--to {given} is not empty and holds no melset export; choose a new or empty folder (nothing there was changed)"
         ) from None
     if not stat.S_ISREG(st.st_mode):
-        raise untrusted(f"it is {what_is(st.st_mode)}")
+        raise _untrusted(given, f"it is {what_is(st.st_mode)}")
     if st.st_size > MARKER_MAX_BYTES:
-        raise untrusted(f"{st.st_size:,} bytes")
+        raise _untrusted(given, f"{st.st_size:,} bytes")
     try:
-        with open(path, encoding="utf-8") as f:
-            marker = json.load(f)
-    except (OSError, ValueError) as exc:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise _untrusted(given, f"not JSON: {exc}") from None
+    return _trusted_marker(raw, given, path)
+
+
+def _trusted_marker(raw: bytes, given: str, path: str) -> dict:
+    """A marker's bytes as the dict melset sealed, checked (see `_read_marker`), else UsageError."""
+
+    def untrusted(why: str) -> UsageError:
+        return untrusted(why)
+
+    try:
+        marker = json.loads(raw.decode("utf-8"))
+    except ValueError as exc:
         raise untrusted(f"not JSON: {exc}") from None
     if not isinstance(marker, dict) or marker.get(CHECKSUM) != _manifest_digest(marker):
         raise UsageError(
@@ -268,11 +286,17 @@ def _rmtree_record_last(work: str) -> None:
 
 
 @contextlib.contextmanager
-def _export_folder(store: Store, to: str | os.PathLike, fmt: str) -> Iterator[str]:
+def _export_folder(store: Store, to: str | os.PathLike, fmt: str, options: dict | None = None) -> Iterator[str]:
     """A folder to write a `fmt` export into (checked by `prepare_target`): `out` inside a
     hidden work folder beside `to`, named for this process. It replaces `to` when the block
     ends without error; the work folder is removed in any case (Ctrl-C and SIGTERM included),
-    and the next export into the same place removes one left by a process killed outright."""
+    and the next export into the same place removes one left by a process killed outright.
+    A URL `to` (fsspec `options`) gets the export built in a local temporary folder, then
+    uploaded (`_remote_export`)."""
+    if is_url(os.fspath(to)):
+        with _remote_export(os.fspath(to), fmt, options or {}) as local, _export_folder(store, local, fmt) as out:
+            yield out
+        return
     to = prepare_target(to, fmt, store)
     parent = os.path.dirname(to)
     if os.path.isdir(parent):
@@ -334,3 +358,148 @@ def _write_marker(folder: str, store: Store, fmt: str, counts: dict[str, int], e
 
 
 # -- Hugging Face datasets --------------------------------------------------------------------------
+
+
+# -- exports to object storage ------------------------------------------------------------------------
+#
+# URL/.melset-upload-<pid>-<random>/ holds an upload in progress: its melset-upload.json (sealed,
+# written before any data, deleted after all of it) names the files it will place and the ones
+# of the earlier export it replaces, so that an upload killed at any moment leaves a target the
+# next export still knows to be melset's. The files are copied to their final keys once all are
+# up, after the earlier record is deleted; the new melset-export.json is written last.
+
+UPLOAD_STALE_S = 86400.0  # another machine's upload this old is taken for one that was killed
+PLACING, REPLACING = "placing", "replacing"  # a work record's lists
+
+
+def _work_record_of(remote: Remote, name: str, objects: dict[str, int], fmt: str, given: str) -> dict | None:
+    """The sealed work record of the work prefix `name`, checked; None when it is not melset's
+    (its objects are then refused as anything else melset did not write). UsageError when it
+    belongs to an upload that may still be running."""
+    rel = f"{name}/{UPLOAD_RECORD}"
+    if not 0 < objects.get(rel, 0) <= MARKER_MAX_BYTES:
+        return None
+    try:
+        record = json.loads(remote.read(rel, MARKER_MAX_BYTES).decode("utf-8"))
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or record.get(CHECKSUM) != _manifest_digest(record):
+        return None
+    names = [*(record.get(PLACING) or [None]), *(record.get(REPLACING) or [])]
+    if record.get("folder") != name or record.get("pid") != leftover_pid(name, UPLOAD_PREFIX):
+        return None
+    if record.get("format") not in FORMATS or not all(_plain_relative(n) for n in names):
+        return None
+    pid, host = record["pid"], record.get("host")
+    if host == platform.node() and not pid_gone(pid):
+        raise UsageError(
+            f"--to {given}: another melset export to it is under way (pid {pid}); wait for it to end (nothing there was changed)"
+        )
+    started = record.get("started")
+    if host != platform.node() and isinstance(started, (int, float)) and time.time() - started < UPLOAD_STALE_S:
+        raise UsageError(
+            f"--to {given}: an export from {host} (pid {pid}) is uploading there or was killed; if it no longer "
+            f"runs, delete {given}/{name}/ and export again (nothing there was changed)"
+        )
+    return record
+
+
+def _remote_plan(remote: Remote, fmt: str, given: str, own: str = "") -> dict:
+    """What the target holds, checked: nothing, or an earlier `fmt` export (with the work
+    prefixes of killed uploads to it) and nothing else. Returns the objects, the earlier
+    export's files (to replace) and the work prefixes to remove once the new export is in place."""
+    objects = remote.objects()
+    marker = None
+    if MARKER in objects:
+        if objects[MARKER] > MARKER_MAX_BYTES:
+            raise _untrusted(given, f"{objects[MARKER]:,} bytes")
+        marker = _trusted_marker(remote.read(MARKER, MARKER_MAX_BYTES), given, f"{given}/{MARKER}")
+        if marker["format"] != fmt:
+            raise UsageError(
+                f"--to {given} holds a {marker['format']} export; choose another place for the {fmt} export "
+                "(nothing there was changed)"
+            )
+    known = set(marker[WROTE_FILES]) if marker else set()
+    folders = set(marker[WROTE_FOLDERS]) if marker else set()
+    leftovers = []
+    for name in work_names(objects):
+        if name == own:
+            continue
+        record = _work_record_of(remote, name, objects, fmt, given)
+        if record is not None:
+            leftovers.append(name)
+            if record["format"] == fmt:
+                known.update(record[PLACING], record.get(REPLACING) or [])
+    ours = (own, *leftovers)
+    foreign = sorted(
+        rel
+        for rel in objects
+        if rel != MARKER
+        and rel not in known
+        and rel.split("/", 1)[0] not in ours
+        and not (rel.endswith("/") and rel.rstrip("/") in folders)
+    )
+    if foreign and marker is None and not leftovers:
+        raise UsageError(
+            f"--to {given} is not empty and holds no melset export; choose a new or empty place (nothing there was changed)"
+        )
+    if foreign:
+        names = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise UsageError(
+            f"--to {given} holds an earlier {fmt} export and also {names}, which no melset export wrote; "
+            "choose an empty --to or move them out (nothing there was changed)"
+        )
+    return {"objects": objects, "old": sorted(known & set(objects)), "leftovers": leftovers, "marker": marker}
+
+
+def _publish(remote: Remote, local: str, fmt: str, plan: dict, given: str) -> None:
+    """Upload the finished export in `local` under a work prefix, then put it in place: the
+    earlier record deleted, the files copied to their final keys, the earlier export's other
+    files deleted, the new record written last, the work prefixes removed."""
+    files = [f for f in local_files(local) if f != MARKER]
+    work = new_work_name()
+    record = {
+        "pid": os.getpid(),
+        "host": platform.node(),
+        "folder": work,
+        "format": fmt,
+        "started": time.time(),
+        PLACING: files,
+        REPLACING: plan["old"],
+    }
+    written = False
+    try:
+        with signals_held():  # the record goes up whole, or the prefix does not exist
+            remote.put_bytes(f"{work}/{UPLOAD_RECORD}", json.dumps(_sealed(record)).encode())
+            written = True
+        for f in files:
+            remote.put_file(os.path.join(local, f), f"{work}/{f}")
+        with signals_held():  # from here the target changes: done whole (each step bounded)
+            now = _remote_plan(remote, fmt, given, own=work)  # nothing foreign arrived meanwhile
+            if MARKER in now["objects"]:
+                remote.remove([MARKER])
+            for f in files:
+                remote.copy(f"{work}/{f}", f)
+            remote.remove(sorted(set(now["old"]) - set(files)))
+            remote.put_file(os.path.join(local, MARKER), MARKER)
+            for name in now["leftovers"]:
+                remove_work(remote, name, now["objects"])
+    finally:
+        if written:
+            with signals_held(), contextlib.suppress(MelsetError):  # where possible: the next export cleans
+                remove_work(remote, work, [f"{work}/{f}" for f in files] + [f"{work}/{UPLOAD_RECORD}"])
+
+
+@contextlib.contextmanager
+def _remote_export(url: str, fmt: str, options: dict) -> Iterator[str]:
+    """A local folder path to build the export in (it does not exist yet), published to `url`
+    when the block ends without error. The target is checked before anything is built."""
+    remote = Remote(url, options)
+    plan = _remote_plan(remote, fmt, url)
+    parent = tempfile.mkdtemp(prefix="melset-upload-")
+    try:
+        local = os.path.join(parent, "export")
+        yield local
+        _publish(remote, local, fmt, plan, url)
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
