@@ -25,14 +25,14 @@ import sys
 import tempfile
 import time
 import uuid
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, SAMPLE, SAMPLE_AUDIO, SAMPLE_TRACKS, make_collection, melset_cmd, needs_s3, run_melset
-from melset.store import read_journal
-
-pytest.importorskip("ray")
+from melset.store import RowSink, SinkUnreachable, read_journal
 
 BUCKET = "fma"
 WORKER_CPUS = 2
@@ -63,11 +63,7 @@ def _can_unshare() -> str | None:
 
 _WHY_NOT = _can_unshare()
 
-pytestmark = [
-    pytest.mark.slow,
-    needs_s3,
-    pytest.mark.skipif(_WHY_NOT is not None, reason=_WHY_NOT or ""),
-]
+needs_unshare = pytest.mark.skipif(_WHY_NOT is not None, reason=_WHY_NOT or "")
 
 # `ray start` for a worker node swaps a loopback --address or --node-ip-address for the host's
 # own address, unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, with which it refuses to start a
@@ -210,6 +206,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(s3_server, tmp_path_factory):
+    pytest.importorskip("ray")
     """The cluster, shared by the tests here; what it hides from the worker node: `base`
     (the driver's stores and collections) and the shipped sample."""
     base = tmp_path_factory.mktemp("noshare")
@@ -238,6 +235,9 @@ def _hidden_untouched(cluster: Cluster) -> None:
     assert not cluster.seen_by_node(cluster.base / "collection").exists()
 
 
+@pytest.mark.slow
+@needs_s3
+@needs_unshare
 def test_worker_node_without_the_driver_paths_gives_the_local_bytes(cluster, s3, tmp_path):
     """The store's path is an empty folder on the worker node: every matrix comes back."""
     s3.upload_folder(str(SAMPLE_AUDIO), BUCKET, "fma_audio")
@@ -256,6 +256,9 @@ def test_worker_node_without_the_driver_paths_gives_the_local_bytes(cluster, s3,
     assert runs[-1]["engine"] == "ray" and runs[-1]["workers"] == WORKER_CPUS, runs[-1]
 
 
+@pytest.mark.slow
+@needs_s3
+@needs_unshare
 def test_driver_killed_mid_run_resumes_to_the_same_bytes(cluster, s3, tmp_path):
     """The store's path does not exist on the worker node; the driver dies with SIGKILL."""
     n = 60
@@ -284,3 +287,48 @@ def test_driver_killed_mid_run_resumes_to_the_same_bytes(cluster, s3, tmp_path):
     run_melset(*args, env=env, cwd=ROOT)
     _same_bytes(killed, clean)
     _hidden_untouched(cluster)
+
+
+# -- the sink alone: what a worker does when the store's path is not the driver's store --------
+
+
+@pytest.fixture
+def drivers_store(tmp_path):
+    """A folder holding what a store's sink needs (.store_id, a sparse mels.npy), its sink as
+    a worker receives it (pickled on the driver), and the matrix of a row."""
+    import pickle
+
+    root = tmp_path / "store"
+    root.mkdir()
+    (root / ".store_id").write_text("0123abcd\n", encoding="ascii")
+    mm = np.lib.format.open_memmap(root / "mels.npy", mode="w+", dtype="float16", shape=(4, 3, 5))
+    offset = mm.offset
+    del mm
+    sink = pickle.loads(pickle.dumps(RowSink(str(root / "mels.npy"), offset, (3, 5), "float16", "0123abcd")))
+    return root, sink, np.arange(15, dtype=np.float32).reshape(3, 5)
+
+
+def test_sink_writes_into_the_drivers_store(drivers_store):
+    root, sink, matrix = drivers_store
+    crc = sink.write(2, matrix)
+    assert np.array_equal(np.load(root / "mels.npy")[2], matrix)
+    assert crc == zlib.crc32(matrix.astype("float16").tobytes())
+
+
+@pytest.mark.parametrize("seen", ["nothing", "an empty folder", "another store", "a copy of the store"])
+def test_sink_elsewhere_raises_unreachable_and_creates_nothing(drivers_store, tmp_path, seen):
+    """A worker node sees `seen` at the store's path: the matrix must come back, not land there."""
+    root, sink, matrix = drivers_store
+    os.rename(root, tmp_path / "drivers")  # the driver's store, out of the worker's sight
+    if seen == "an empty folder":
+        root.mkdir()
+    elif seen == "another store":
+        shutil.copytree(tmp_path / "drivers", root)
+        (root / ".store_id").write_text("ffff0000\n", encoding="ascii")
+    elif seen == "a copy of the store":  # same .store_id and size, another file
+        shutil.copytree(tmp_path / "drivers", root)
+    before = {p.name: p.read_bytes() for p in root.iterdir()} if root.exists() else None
+    with pytest.raises(SinkUnreachable):
+        sink.write(1, matrix)
+    after = {p.name: p.read_bytes() for p in root.iterdir()} if root.exists() else None
+    assert after == before, "the sink created or changed a file that is not the driver's"
