@@ -212,7 +212,8 @@ def cluster(s3_server, tmp_path_factory):
     base = tmp_path_factory.mktemp("noshare")
     (base / "stores").mkdir()
     (base / "collection").mkdir()
-    env = {**os.environ, **s3_server.env}  # the credentials, in the environment of every node
+    # no credentials in any node's environment: they travel with each task (--storage-option)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     with Cluster(hidden=[base, SAMPLE], empty=[base / "stores" / "seen-empty"], env=env) as c:
         c.base = base
         yield c
@@ -220,6 +221,18 @@ def cluster(s3_server, tmp_path_factory):
 
 def _extract(tracks, audio, out, *extra) -> list[str]:
     return ["extract", "--tracks", str(tracks), "--audio", str(audio), "--out", str(out), "--quiet", *extra]
+
+
+def _on_the_cluster(cluster: Cluster, s3, tracks, out) -> tuple[list[str], dict[str, str]]:
+    """`melset extract` on the cluster, the audio from S3, with the credentials as storage
+    options (none in the environment of the driver or any node); and its environment."""
+    options = {"key": s3.env["AWS_ACCESS_KEY_ID"], "secret": s3.env["AWS_SECRET_ACCESS_KEY"]}
+    options["endpoint_url"] = s3.endpoint
+    args = _extract(tracks, f"s3://{BUCKET}/fma_audio", out, "--subset", "large")
+    args += ["--engine", "ray", "--ray-address", cluster.address]
+    for key, value in options.items():
+        args += ["--storage-option", f"{key}={value}"]
+    return args, cluster.env
 
 
 def _same_bytes(a: Path, b: Path) -> None:
@@ -244,11 +257,8 @@ def test_worker_node_without_the_driver_paths_gives_the_local_bytes(cluster, s3,
     assert not cluster.seen_by_node(SAMPLE_AUDIO).exists()  # the worker node has no local copy of the audio
     local, remote = tmp_path / "local", cluster.base / "stores" / "seen-empty"
     run_melset(*_extract(SAMPLE_TRACKS, SAMPLE_AUDIO, local, "--subset", "large", "--workers", "2"))
-    env = {**os.environ, **cluster.env}
-    run_melset(
-        *_extract(SAMPLE_TRACKS, f"s3://{BUCKET}/fma_audio", remote, "--subset", "large"),
-        "--engine", "ray", "--ray-address", cluster.address, env=env, cwd=ROOT,
-    )  # fmt: skip
+    args, env = _on_the_cluster(cluster, s3, SAMPLE_TRACKS, remote)
+    run_melset(*args, env=env, cwd=ROOT)
     _same_bytes(remote, local)
     _hidden_untouched(cluster)
     # the head has no CPUs, so every task ran on the worker node; the run saw its CPUs
@@ -261,14 +271,12 @@ def test_worker_node_without_the_driver_paths_gives_the_local_bytes(cluster, s3,
 @needs_unshare
 def test_driver_killed_mid_run_resumes_to_the_same_bytes(cluster, s3, tmp_path):
     """The store's path does not exist on the worker node; the driver dies with SIGKILL."""
-    n = 60
+    n = 40
     tracks, audio = make_collection(cluster.base / "collection", n)
     s3.upload_folder(str(audio), BUCKET, "fma_audio")
     clean, killed = tmp_path / "clean", cluster.base / "stores" / "killed"
     run_melset(*_extract(tracks, audio, clean, "--subset", "large", "--workers", "2"))
-    args = _extract(tracks, f"s3://{BUCKET}/fma_audio", killed, "--subset", "large")
-    args += ["--engine", "ray", "--ray-address", cluster.address]
-    env = {**os.environ, **cluster.env}
+    args, env = _on_the_cluster(cluster, s3, tracks, killed)
     proc = subprocess.Popen(
         melset_cmd(*args), env=env, cwd=ROOT, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
