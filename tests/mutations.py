@@ -635,6 +635,27 @@ MUTATIONS = [
     Mutation("a URL --to is written as a local folder", "src/melset/exportdir.py",
         "    if is_url(os.fspath(to)):\n        with _remote_export(", "    if False:\n        with _remote_export(",
         (f"{T_REMOTE}::test_hf_export_to_s3_loads_with_the_rows_of_a_local_one",)),
+    Mutation(
+        "a worker's sink creates and writes mels.npy wherever the store's path leads",
+        "src/melset/store/sink.py",
+        '        try:\n            with open(os.path.join(os.path.dirname(self.path), STORE_ID), encoding="ascii") as f:',
+        '        return os.open(self.path, os.O_WRONLY | os.O_CREAT)\n        try:\n            with open(os.path.join(os.path.dirname(self.path), STORE_ID), encoding="ascii") as f:',
+        ("tests/test_ray_remote.py::test_sink_elsewhere_raises_unreachable_and_creates_nothing",),
+    ),
+    Mutation(
+        "a worker that cannot reach the store fails the task instead of sending the matrix back",
+        "src/melset/engines/worker.py",
+        "    except SinkUnreachable:  # e.g. a Ray node without the shared store: the driver writes it",
+        "    except FileNotFoundError:  # e.g. a Ray node without the shared store: the driver writes it",
+        ("tests/test_ray_remote.py::test_worker_node_without_the_driver_paths_gives_the_local_bytes",),
+    ),
+    Mutation(
+        "the sink writes into a copy of the store that has the driver's .store_id",
+        "src/melset/store/sink.py",
+        "or (self.ino and st.st_ino != self.ino)",
+        "or (self.ino and st.st_ino != st.st_ino)",
+        ("tests/test_ray_remote.py::test_sink_elsewhere_raises_unreachable_and_creates_nothing",),
+    ),
     # -- audio where it lives (issue 25) --
     Mutation(
         "a checksum mismatch is decoded anyway",

@@ -111,7 +111,7 @@ def _trusted_marker(raw: bytes, given: str, path: str) -> dict:
     """A marker's bytes as the dict melset sealed, checked (see `_read_marker`), else UsageError."""
 
     def untrusted(why: str) -> UsageError:
-        return untrusted(why)
+        return _untrusted(given, why)
 
     try:
         marker = json.loads(raw.decode("utf-8"))
