@@ -257,6 +257,9 @@ def _remove_work(work: str, to: str) -> None:
     for _ in range(3):  # Ctrl-C and SIGTERM, each already on its way, can cut it short once
         try:
             with signals_held():
+                # a Ctrl-C as the handlers come back cuts a finished removal short: nothing left to do
+                if not os.path.lexists(work):
+                    break
                 old = os.path.join(work, OLD)
                 if os.path.isdir(old) and not os.path.lexists(to):
                     os.rename(old, to)

@@ -27,8 +27,11 @@ class Engine(Protocol):
     ) -> Iterator[Done]: ...
 
 
-def make_engine(name: str, workers: int | None = None, timeout: float = 120.0, address: str | None = None) -> Engine:
-    """An engine by name, one of ENGINES: "local" (processes on this machine) or "ray" (melset[ray])."""
+def make_engine(
+    name: str, workers: int | None = None, timeout: float = 120.0, address: str | None = None, preload: tuple = ()
+) -> Engine:
+    """An engine by name, one of ENGINES: "local" (processes on this machine) or "ray" (melset[ray]).
+    `preload`: modules the local workers import before their first task (a storage backend)."""
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r} (one of {ENGINES})")
     if name == "ray":
@@ -37,4 +40,4 @@ def make_engine(name: str, workers: int | None = None, timeout: float = 120.0, a
         return RayEngine(address=address, workers=workers, timeout=timeout)
     from melset.engines.local import LocalEngine
 
-    return LocalEngine(workers=workers, timeout=timeout)
+    return LocalEngine(workers=workers, timeout=timeout, preload=preload)

@@ -34,7 +34,7 @@ def _noop() -> None:
     pass
 
 
-def _context():
+def _context(preload_more: tuple[str, ...] = ()):
     # forkserver: workers (replacements too) fork from a clean server process that has
     # imported the recipe once, so they start in milliseconds whatever threads the driver
     # runs (progress bar, pebble's own). spawn where there is no fork.
@@ -42,7 +42,7 @@ def _context():
         ctx = multiprocessing.get_context("forkserver")
         # soundfile and soxr too: melset.audio imports them on first use, which would be once per worker
         preload = ["melset.engines.quiet_start", "melset.engines.worker", "melset.audio", "melset.features"]
-        preload += ["melset.track", "soundfile", "soxr"]
+        preload += ["melset.track", "soundfile", "soxr", *preload_more]
         ctx.set_forkserver_preload(preload)
         return ctx
     return multiprocessing.get_context("spawn")
@@ -51,13 +51,14 @@ def _context():
 class LocalEngine:
     name = "local"
 
-    def __init__(self, workers: int | None = None, timeout: float = 120.0):
+    def __init__(self, workers: int | None = None, timeout: float = 120.0, preload: tuple[str, ...] = ()):
         self.workers = workers or default_workers()
         self.timeout = timeout
+        self.preload = tuple(preload)  # more modules the workers import before their first task (s3fs)
         self._pool: ProcessPool | None = None
 
     def __enter__(self) -> LocalEngine:
-        self._pool = ProcessPool(max_workers=self.workers, initializer=prepare_worker, context=_context())
+        self._pool = ProcessPool(max_workers=self.workers, initializer=prepare_worker, context=_context(self.preload))
         # The first schedule starts the workers (and the fork server, which imports the recipe);
         # from a thread, so the driver reads metadata meanwhile.
         self._starter = threading.Thread(target=self._pool.schedule, args=(_noop,), daemon=True)

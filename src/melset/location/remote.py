@@ -10,6 +10,7 @@ otherwise, so an endpoint that does not answer is a sentence within a minute, no
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from typing import Any
@@ -33,6 +34,9 @@ EXTRAS = {
     "https": "http",
 }
 _S3_CONFIG = {"connect_timeout": 10, "read_timeout": 60, "retries": {"max_attempts": 3, "mode": "standard"}}
+# scheme -> the module of its fsspec backend (what a worker imports on its first read)
+BACKENDS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs"}
+BACKENDS.update({"http": "aiohttp", "https": "aiohttp"})
 
 
 class FetchError(Exception):
@@ -67,10 +71,30 @@ def parse_storage_options(pairs: tuple[str, ...] | list[str] | None) -> dict:
     return out
 
 
+def backend_modules(*urls) -> list[str]:
+    """The installed backend modules the URLs among `urls` read through (``s3fs`` for
+    ``s3://`` and ``zip://…::s3://…``): what workers can import before their first file."""
+    import importlib.util
+
+    found = []
+    for url in urls:
+        if not is_url(url):
+            continue
+        for part in str(url).split("::"):
+            module = BACKENDS.get(scheme(part))
+            if module and module not in found and importlib.util.find_spec(module) is not None:
+                found.append(module)
+    return found
+
+
 def _options_for(url: str, options: dict) -> dict:
     if scheme(url) in ("s3", "s3a"):
-        config = {**_S3_CONFIG, **(options.get("config_kwargs") or {})}
-        return {**options, "config_kwargs": config}
+        # a fresh copy: botocore rewrites the retries dict it is given, which would change
+        # fsspec's cache key after the first client (a second client in every process)
+        config = {**copy.deepcopy(_S3_CONFIG), **(options.get("config_kwargs") or {})}
+        # one GET a file: with more, s3fs's cat_file sends a HEAD first (for the size) to split
+        # objects over 50 MB into parallel ranges, which audio files are not
+        return {"max_concurrency": 1, **options, "config_kwargs": config}
     return options
 
 
