@@ -701,6 +701,20 @@ MUTATIONS = [
         ("tests/test_locations.py::test_a_range_request_that_fails_is_named",),
     ),
     Mutation(
+        "objects at URLs are not read ahead",
+        "src/melset/engines/local.py",
+        "        tasks = prefetched(tasks, 4 * self.workers)",
+        "        pass",
+        ("tests/test_locations.py::test_objects_at_urls_are_read_ahead_by_the_driver",),
+    ),
+    Mutation(
+        "a file the driver could not find ahead is read again as empty",
+        "src/melset/track.py",
+        "        if item.problem == MISSING_MARK:",
+        "        if False:",
+        ("tests/test_locations.py::test_objects_at_urls_are_read_ahead_by_the_driver",),
+    ),
+    Mutation(
         "a changed object is resumed into a mix",
         "src/melset/extract.py",
         "    _check_same_objects(out, catalog.source, overwrite)",

@@ -215,7 +215,9 @@ def test_tracks_zip_without_tracks_csv(tmp_path):
 def test_an_archive_that_changed_is_not_resumed_into_a_mix(tmp_path):
     audio = fma_zip(tmp_path / "fma_large.zip")
     out = tmp_path / "store"
-    args = ["extract", "--tracks", SAMPLE_TRACKS, "--audio", audio, "--subset", "large", "--quiet", "--out", out]
+    # the first three tracks by id: two listed without a file, then the one whose bytes change
+    args = ["extract", "--tracks", SAMPLE_TRACKS, "--audio", audio, "--subset", "large", "--quiet", "--out", out,
+            "--limit", "3"]
     run_melset(*args)
     fma_zip(audio, flip=FLIPPED)  # the same names, one member's bytes changed
     proc = run_melset(*args, check=False)
@@ -304,7 +306,7 @@ def test_a_changed_object_is_noticed_on_resume(tmp_path, s3):
     s3.upload_folder(str(SAMPLE_AUDIO), "music", "fma_audio")
     out = tmp_path / "store"
     args = ["extract", "--tracks", SAMPLE_TRACKS, "--audio", "s3://music/fma_audio", "--subset", "large", "--quiet",
-            "--out", out]
+            "--out", out, "--limit", "3"]
     run_melset(*args)
     s3.client().put_object(Bucket="music", Key=f"fma_audio/{FLIPPED}", Body=b"replaced")
     proc = run_melset(*args, check=False)
@@ -401,3 +403,32 @@ def test_a_range_request_that_fails_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(remote, "read_range", flaky)
     result = process(Fetch("s3://music/long.wav", {}, None, "", len(data)), Recipe())
     assert result.status == "failed" and "does not answer" in result.error
+
+
+# -- reading ahead -------------------------------------------------------------------------------
+
+
+def test_objects_at_urls_are_read_ahead_by_the_driver(tmp_path):
+    """fsspec's memory:// filesystem lives in one process: the driver's. A worker that read the
+    file itself would find nothing; read ahead, every row is the local one's."""
+    import fsspec
+    import numpy as np
+
+    from melset.engines.local import LocalEngine
+    from melset.location import Fetch
+    from melset.recipe import Recipe
+    from melset.track import process
+
+    fs = fsspec.filesystem("memory")
+    clips = ["200/200010.mp3", "200/200023.mp3", "200/200036.mp3"]
+    for rel in clips:
+        fs.pipe(f"/prefetch/{rel}", (SAMPLE_AUDIO / rel).read_bytes())
+    tasks = [(i, Fetch(f"memory://prefetch/{rel}", {})) for i, rel in enumerate(clips)]
+    tasks.append((3, Fetch("memory://prefetch/nothere.mp3", {})))
+    recipe = Recipe()
+    with LocalEngine(workers=2) as engine:
+        done = {row: result for row, result, _ in engine.run(tasks, recipe)}
+    for i, rel in enumerate(clips):
+        assert done[i].status == "ok", done[i].error
+        assert np.array_equal(done[i].mel, process(str(SAMPLE_AUDIO / rel), recipe).mel)
+    assert done[3].status == "missing" and "memory://prefetch/nothere.mp3" in done[3].error

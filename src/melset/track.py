@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from melset.errors import MelsetError, UsageError
-from melset.location import Fetch
+from melset.location import MISSING_MARK, Fetch
 from melset.recipe import Recipe
 from melset.vocab import FAILED, MISSING, OK, TOO_SHORT
 
@@ -65,10 +65,14 @@ def _fetch(item: Fetch):
     from melset.location.remote import FetchError, read_range
 
     name = item.locator.split("::", 1)[0]  # a member: its own name, for its extension
+    if item.problem:  # read ahead by the driver, and that failed
+        if item.problem == MISSING_MARK:
+            return TrackResult(MISSING, None, f"file not found: {item.locator}", math.nan)
+        return TrackResult.failed(item.problem)
     if item.ranged:
         return Ranged(name, item.size, lambda start, end: read_range(item.locator, item.options, start, end))
     try:
-        data = read_bytes(item.locator, item.options)
+        data = item.data if item.data is not None else read_bytes(item.locator, item.options)
     except FileNotFoundError:
         return TrackResult(MISSING, None, f"file not found: {item.locator}", math.nan)
     except FetchError as exc:

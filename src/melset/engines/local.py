@@ -26,6 +26,7 @@ from melset.engines.dispatch import (
     timed_out,
 )
 from melset.engines.worker import prepare_worker, run_task
+from melset.location import prefetched
 from melset.recipe import Recipe
 from melset.store.sink import RowSink
 
@@ -102,4 +103,7 @@ class LocalEngine:
                 result = failed(f"internal error in the worker pool: {type(exc).__name__}: {exc}")
             return row, result, crc
 
+        # objects at URLs are read ahead by the driver's threads while the workers decode (a GET
+        # is only waiting); archive members and large objects are read by the workers themselves
+        tasks = prefetched(tasks, 4 * self.workers)
         return keep_busy(tasks, 2 * self.workers, submit, wait_any, outcome, on_idle)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from melset.errors import MetadataError
 from melset.location import archive, remote
@@ -192,6 +192,14 @@ class Fetch:
     sha1: str | None = None
     checksums: str = ""  # the file that lists `sha1`, for the message
     size: int | None = None  # from the listing, when known: a large object is read by ranges
+    data: bytes | None = field(default=None, repr=False, compare=False)  # read ahead by the driver
+    problem: str = ""  # why the read ahead failed ("missing" for FileNotFoundError), else ""
+
+    @property
+    def prefetchable(self) -> bool:
+        """An object at a URL read whole: only waiting (no CPU, unlike an archive's bzip2), so
+        the driver can read it ahead while the workers decode."""
+        return is_url(self.locator) and not self.locator.startswith("zip://") and not self.ranged
 
     @property
     def ranged(self) -> bool:
@@ -208,6 +216,58 @@ class Fetch:
 
     def __str__(self) -> str:
         return self.locator
+
+
+MISSING_MARK = "missing"
+
+
+def prefetched(tasks, ahead: int, threads: int = 8):
+    """`tasks` ((row, payload) pairs) in order, each `Fetch` of an object at a URL read ahead
+    by daemon threads, at most `ahead` at a time: the workers decode while the next files are
+    in flight. Other payloads pass through untouched."""
+    import queue
+    import threading
+
+    items = iter(tasks)
+    window: list = []  # [(row, payload, slot)] in order; slot: a one-item queue for the result
+    todo: queue.Queue = queue.Queue()
+
+    def reader() -> None:
+        while True:
+            fetch, slot = todo.get()
+            try:
+                slot.put(replace(fetch, data=read_bytes(fetch.locator, fetch.options)))
+            except FileNotFoundError:
+                slot.put(replace(fetch, problem=MISSING_MARK))
+            except remote.FetchError as exc:
+                slot.put(replace(fetch, problem=str(exc)))
+            except Exception:  # anything else: the worker reads it again and says why
+                slot.put(fetch)
+
+    started = False
+
+    def fill() -> None:
+        nonlocal started
+        while len(window) < ahead:
+            task = next(items, None)
+            if task is None:
+                return
+            row, payload = task
+            slot = None
+            if isinstance(payload, Fetch) and payload.prefetchable:
+                if not started:
+                    for _ in range(threads):
+                        threading.Thread(target=reader, daemon=True).start()
+                    started = True
+                slot = queue.Queue(maxsize=1)
+                todo.put((payload, slot))
+            window.append((row, payload, slot))
+
+    fill()
+    while window:
+        row, payload, slot = window.pop(0)
+        yield row, (slot.get() if slot is not None else payload)
+        fill()
 
 
 def is_archive_name(text: str) -> bool:
