@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from melset.store.sink import RowSink
     from melset.track import TrackResult
 
-Task = tuple[int, str]  # (row in the store, audio path)
+Task = tuple[int, object]  # (row in the store, its audio path or a melset.location.Fetch)
 Done = tuple[int, "TrackResult", "int | None"]  # (row, result, crc32 of the row when a worker wrote it)
 ENGINES = ("local", "ray")
 Idle = Callable[[], None]  # called while no result arrives (the driver commits finished rows then)
@@ -27,11 +27,9 @@ class Engine(Protocol):
     ) -> Iterator[Done]: ...
 
 
-def make_engine(
-    name: str, workers: int | None = None, timeout: float = 120.0, address: str | None = None, preload: tuple = ()
-) -> Engine:
-    """An engine by name, one of ENGINES: "local" (processes on this machine) or "ray" (melset[ray]).
-    `preload`: modules the local workers import before their first task (a storage backend)."""
+def make_engine(name: str, workers=None, timeout: float = 120.0, address=None, preload: tuple = ()) -> Engine:
+    """An engine by name, one of ENGINES: "local" (processes; `preload`: modules its workers
+    import before their first task, a storage backend) or "ray" (melset[ray])."""
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r} (one of {ENGINES})")
     if name == "ray":

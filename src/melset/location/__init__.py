@@ -20,6 +20,7 @@ import stat
 from dataclasses import dataclass, field, replace
 
 from melset.errors import MetadataError
+from melset.vocab import MISSING
 from melset.location import archive, remote
 from melset.location.checksums import Checksums, read_checksums
 from melset.location.remote import is_url, parse_storage_options
@@ -218,7 +219,7 @@ class Fetch:
         return self.locator
 
 
-MISSING_MARK = "missing"
+MISSING_MARK = MISSING  # a Fetch's problem when the driver found no file
 
 
 def prefetched(tasks, ahead: int, threads: int = 8):
