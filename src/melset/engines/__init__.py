@@ -28,8 +28,7 @@ class Engine(Protocol):
 
 
 def make_engine(name: str, workers=None, timeout: float = 120.0, address=None, preload: tuple = ()) -> Engine:
-    """An engine by name, one of ENGINES: "local" (processes; `preload`: modules its workers
-    import before their first task, a storage backend) or "ray" (melset[ray])."""
+    """An engine of ENGINES: "local" (processes, whose workers first import `preload`) or "ray"."""
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r} (one of {ENGINES})")
     if name == "ray":
