@@ -432,3 +432,18 @@ def test_objects_at_urls_are_read_ahead_by_the_driver(tmp_path):
         assert done[i].status == "ok", done[i].error
         assert np.array_equal(done[i].mel, process(str(SAMPLE_AUDIO / rel), recipe).mel)
     assert done[3].status == "missing" and "memory://prefetch/nothere.mp3" in done[3].error
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_members_of_every_compression_and_zip64_read_as_the_file(tmp_path, method):
+    from melset.location import read_bytes
+
+    data = (SAMPLE_AUDIO / FLIPPED).read_bytes()
+    audio = tmp_path / "a.zip"
+    with zipfile.ZipFile(audio, "w", compression=method) as z:
+        with z.open("fma_small/200/200010.mp3", "w", force_zip64=True) as f:  # zip64 extra fields
+            f.write(data)
+    raw, name = audio.read_bytes(), b"fma_small/200/200010.mp3"
+    assert raw[30 + len(name) : 32 + len(name)] == b"\x01\x00"  # the local header's zip64 extra field
+    place = open_place(audio)
+    assert place.root == "fma_small" and read_bytes(place.locator(FLIPPED), {}) == data
