@@ -447,3 +447,87 @@ def test_members_of_every_compression_and_zip64_read_as_the_file(tmp_path, metho
     assert raw[30 + len(name) : 32 + len(name)] == b"\x01\x00"  # the local header's zip64 extra field
     place = open_place(audio)
     assert place.root == "fma_small" and read_bytes(place.locator(FLIPPED), {}) == data
+
+
+# -- archives and checksums that cannot be used as they are ---------------------------------------
+
+
+def _zip_with(path: Path, members: list[tuple[str, bytes]], encrypted: bool = False, external_attr: int = 0) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = external_attr or info.external_attr
+            z.writestr(info, data)
+    if encrypted:  # the "encrypted" bit in the local and central headers (zipfile cannot write one)
+        raw = bytearray(path.read_bytes())
+        for sig, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+            i = raw.find(sig)
+            raw[i + at] |= 0x1
+        path.write_bytes(bytes(raw))
+    return path
+
+
+def test_an_encrypted_or_symlinked_member_is_a_failed_row_with_its_reason(tmp_path):
+    import stat as st
+
+    from melset.location import read_bytes
+    from melset.location.remote import FetchError
+
+    clip = (SAMPLE_AUDIO / FLIPPED).read_bytes()
+    enc = _zip_with(tmp_path / "enc.zip", [("a/x.mp3", clip)], encrypted=True)
+    with pytest.raises(FetchError, match="encrypted in the zip archive"):
+        read_bytes(f"zip://a/x.mp3::{enc}", {})
+    link = _zip_with(tmp_path / "link.zip", [("a/x.mp3", b"y.mp3")], external_attr=(st.S_IFLNK | 0o777) << 16)
+    with pytest.raises(FetchError, match="symbolic link in the zip archive"):
+        read_bytes(f"zip://a/x.mp3::{link}", {})
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda p: zipfile.ZipFile(p, "w").close(), "holds no files"),
+        (lambda p: _zip_with(p, [("fma_small/200/200010.mp3", b"1"), ("fma_small/200/200010.mp3", b"2")]),
+         "two members named fma_small/200/200010.mp3"),
+        (lambda p: p.write_bytes(fma_zip(p.with_suffix(".full.zip")).read_bytes()[:-10]), "damaged or truncated"),
+    ],
+)
+def test_an_archive_that_cannot_be_used_as_it_is_is_one_sentence(tmp_path, make, words):
+    bad = tmp_path / "fma_small.zip"
+    make(bad)
+    with pytest.raises(MetadataError, match=words):
+        open_place(bad)
+
+
+def test_checksums_that_list_none_of_the_files_or_a_file_twice_are_refused(tmp_path):
+    digest = hashlib.sha1(b"x").hexdigest()
+    absolute = tmp_path / "abs.sha1"
+    absolute.write_text(f"{digest}  {SAMPLE_AUDIO / FLIPPED}\n")
+    proc = run_melset(*_extract(SAMPLE_AUDIO, tmp_path / "s", "--checksums", absolute, "--quiet"), check=False)
+    assert proc.returncode == 2 and "lists none of the 16 selected tracks' files" in proc.stderr
+    twice = tmp_path / "twice.sha1"
+    twice.write_text(f"{digest}  {FLIPPED}\n{'0' * 40}  {FLIPPED}\n")
+    with pytest.raises(MetadataError, match=f"line 2 lists {FLIPPED} again"):
+        read_checksums(twice.read_bytes(), str(twice))
+
+
+def test_a_read_ahead_that_does_not_end_is_left_to_the_worker(monkeypatch):
+    import threading
+    import time
+
+    from melset import location
+    from melset.location import Fetch, prefetched
+
+    never = threading.Event()
+    monkeypatch.setattr(location, "read_bytes", lambda *a, **k: never.wait() or b"")
+    started = time.monotonic()
+    out = list(prefetched([(0, Fetch("s3://b/hung.mp3", {})), (1, "/local.mp3")], ahead=4, wait_s=0.3))
+    assert time.monotonic() - started < 5
+    assert out[0][1].data is None and not out[0][1].problem and out[1] == (1, "/local.mp3")
+
+
+@needs_s3
+def test_tracks_at_a_folder_url_is_named_as_given(tmp_path, s3):
+    s3.upload_folder(str(SAMPLE_TRACKS.parent), "music", "fma_metadata")
+    proc = run_melset("extract", "--tracks", "s3://music/fma_metadata", "--audio", SAMPLE_AUDIO, "--out",
+                      tmp_path / "s", check=False)
+    assert proc.returncode == 2 and "s3://music/fma_metadata" in proc.stderr and "melset-tables" not in proc.stderr

@@ -162,7 +162,10 @@ def open_catalog(
     with tempfile.TemporaryDirectory(prefix="melset-tables-") as tmp:
         if layout == "fma":
             tracks_path, found = _local_table(tracks, "--tracks", options, "tracks.csv", tmp, ("genres.csv",))
-            cat = fma.catalog(tracks_path, place, subset, labels, files)
+            try:
+                cat = fma.catalog(tracks_path, place, subset, labels, files)
+            except MetadataError as exc:  # a copy read from an archive or a URL: named as the user gave it
+                raise MetadataError(str(exc).replace(tracks_path, found.get("tracks.csv", str(tracks)))) from None
             if tracks_path != os.path.abspath(os.fspath(tracks)):  # read from an archive or a URL
                 cat.source["tracks"] = found["tracks.csv"]
                 cat.source["genres"] = found.get("genres.csv")
@@ -180,6 +183,11 @@ def open_catalog(
     cat.checksums = _checksums(checksums, place, files, options)
     if cat.checksums is not None:
         listed = sum(cat.relative(p) in cat.checksums.sha1 for p in cat.table[PATH].tolist())
+        if checksums is not None and listed == 0:
+            raise MetadataError(
+                f"--checksums {checksums} lists none of the {len(cat)} selected tracks' files: its paths must be "
+                f"relative to --audio {place} (as in FMA's checksums: 000/000002.mp3)"
+            )
         cat.source["checksums"] = {"file": cat.checksums.source, "lines": len(cat.checksums), "tracks_listed": listed}
     cat.source["layout_reason"] = reason
     clashes = cat.label_clashes()

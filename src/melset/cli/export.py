@@ -75,7 +75,7 @@ def export(store_dir, fmt, to, shard_size, storage_option):
             how = f"datasets.load_from_disk({to!r}{opts})"
         else:
             counts = exports.webdataset(store, to, shard_size, options)
-            how = f"webdataset shards {to}/<split>-NNNNNN.tar"
+            how = f"webdataset shards {to.rstrip('/')}/<split>-NNNNNN.tar"
     except MelsetError as exc:
         _fail(str(exc))
     except OSError as exc:

@@ -151,6 +151,10 @@ def open_place(audio: str | os.PathLike, options: dict | None = None, option: st
         return Place(FOLDER, path)
     if stat.S_ISREG(st.st_mode) and archive.is_zip(path):
         return Place(ARCHIVE, archive.root_of(path, None, options, option), path)
+    if stat.S_ISREG(st.st_mode) and path.lower().endswith(".zip"):
+        raise MetadataError(
+            f"{option} {text}: a damaged or truncated zip archive (its central directory is not there); download it again"
+        )
     if stat.S_ISREG(st.st_mode):
         raise MetadataError(
             f"{option} {text}: a file, neither a folder nor a zip archive; give the folder that holds the audio, "
@@ -222,10 +226,12 @@ class Fetch:
 MISSING_MARK = MISSING  # a Fetch's problem when the driver found no file
 
 
-def prefetched(tasks, ahead: int, threads: int = 8):
+def prefetched(tasks, ahead: int, threads: int = 8, wait_s: float = 10.0):
     """`tasks` ((row, payload) pairs) in order, each `Fetch` of an object at a URL read ahead
     by daemon threads, at most `ahead` at a time: the workers decode while the next files are
-    in flight. Other payloads pass through untouched."""
+    in flight. Other payloads pass through untouched. A read ahead not done after `wait_s`
+    (storage that stopped answering) passes its `Fetch` on as it was: the worker reads it
+    under the engine's per-file timeout."""
     import queue
     import threading
 
@@ -267,7 +273,12 @@ def prefetched(tasks, ahead: int, threads: int = 8):
     fill()
     while window:
         row, payload, slot = window.pop(0)
-        yield row, (slot.get() if slot is not None else payload)
+        if slot is not None:
+            try:
+                payload = slot.get(timeout=wait_s)
+            except queue.Empty:
+                pass
+        yield row, payload
         fill()
 
 
@@ -310,6 +321,8 @@ def read_table(spec: str | os.PathLike, options: dict, option: str, name: str, m
         raise MetadataError(f"{option} {text}: {exc}") from None
     if len(data) > max_bytes:
         raise MetadataError(f"{option} {text}: more than such a file can hold ({max_bytes} bytes at most)")
+    if not data:
+        raise MetadataError(f"{option} {text}: an empty file (or a folder); give the {name} itself")
     return locator, data
 
 

@@ -9,6 +9,7 @@ through fsspec with range requests, so only the members asked for travel.
 from __future__ import annotations
 
 import os
+import stat
 import zipfile
 import zlib
 
@@ -73,13 +74,24 @@ def root_of(arch: str, inner: str | None, options: dict, option: str) -> str:
         zf = _open(arch, options)
     except FileNotFoundError:
         raise MetadataError(f"{option} {arch}: no such zip archive") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
-        raise MetadataError(f"{option} {arch}: not a readable zip archive ({exc})") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, RuntimeError, NotImplementedError) as exc:
+        raise MetadataError(
+            f"{option} {arch}: a damaged or truncated zip archive ({exc}); download it again"
+        ) from None
     except remote.FetchError as exc:
         raise MetadataError(f"{option} {arch}: {exc}") from None
     except OSError as exc:
         raise MetadataError(f"{option} {arch}: cannot read it ({exc.strerror or exc})") from None
     names = [i.filename for i in _names(zf)]
+    if not names:
+        raise MetadataError(f"{option} {arch}: the zip archive holds no files")
+    seen: set[str] = set()
+    twice = next((n for n in names if n in seen or seen.add(n)), None)
+    if twice is not None:
+        raise MetadataError(
+            f"{option} {arch}: the zip archive holds two members named {twice}, and unpacking it keeps only one; "
+            "repack it with each name once"
+        )
     if inner is not None:
         if inner and not any(n.startswith(inner + "/") for n in names):
             raise MetadataError(f"{option} {arch}: the archive has no folder {inner}/")
@@ -121,10 +133,16 @@ def read_member(locator: str, options: dict, max_bytes: int | None = None) -> by
         raise remote.FetchError(f"the zip archive {arch} cannot be read ({exc})") from None
     except OSError as exc:
         raise remote.FetchError(f"cannot read the zip archive {arch}: {(exc.strerror or str(exc)).lower()}") from None
+    if info.flag_bits & 0x1:
+        raise remote.FetchError("encrypted in the zip archive (password-protected): unpack it with its password")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise remote.FetchError("a symbolic link in the zip archive (not followed): unpack the archive, or store the file")
     if max_bytes is not None and info.file_size > max_bytes:
         return b"\0" * (max_bytes + 1)  # the caller refuses its size; nothing decompressed
     try:
         return zf.read(info)
+    except RuntimeError as exc:  # zipfile's word for an encrypted member
+        raise remote.FetchError(f"cannot be read from the zip archive: {exc}") from None
     except NotImplementedError as exc:
         raise remote.FetchError(f"the archive's member cannot be decompressed: {exc}") from None
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:

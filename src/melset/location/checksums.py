@@ -47,7 +47,10 @@ def read_checksums(data: bytes, source: str) -> Checksums:
         path = m.group(2).strip()
         while path.startswith("./"):
             path = path[2:]
-        out[path] = m.group(1).lower()
+        digest = m.group(1).lower()
+        if out.get(path, digest) != digest:
+            raise MetadataError(f"{source}: line {n} lists {path} again with another SHA-1; list each file once")
+        out[path] = digest
     if not out:
         raise MetadataError(f"{source}: lists no checksum (sha1sum's format: '<40 hex digits>  <path>')")
     return Checksums(source, out)

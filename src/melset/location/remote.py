@@ -139,6 +139,8 @@ def explain(exc: BaseException, url: str) -> str:
     if name in connection or isinstance(exc, (TimeoutError, ConnectionError)):
         where = " (AWS_ENDPOINT_URL or --storage-option endpoint_url=...)" if scheme(url) in ("s3", "s3a") else ""
         return f"the storage does not answer ({text}); check the endpoint{where} and the network"
+    if isinstance(exc, (ValueError, TypeError)):
+        return f"{name}: {text} (check the storage options: --storage-option and the backend's environment)"
     return f"{name}: {text}"
 
 
