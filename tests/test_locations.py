@@ -102,14 +102,15 @@ def test_checksums_name_a_corrupt_local_file_too(tmp_path):
     (audio / FLIPPED).write_bytes(bytes(data))
     out = tmp_path / "store"
     proc = run_melset("extract", "--tracks", SAMPLE_TRACKS, "--audio", audio, "--subset", "large",
-                      "--checksums", sums, "--out", out)
+                      "--checksums", sums, "--out", out, "--limit", "4")
     rows = pd.read_parquet(out / "tracks.parquet").set_index("track_id")
     assert rows.loc[200010, STATUS] == "failed" and str(sums) in rows.loc[200010, ERROR]
-    assert "1 of 16 tracks' files checked" in proc.stdout and "15 not listed there" in proc.stdout
+    assert "1 of 4 tracks' files checked" in proc.stdout and "3 not listed there" in proc.stdout
     # without the checksum the corrupt MP3 decodes to a plausible, wrong spectrogram
     (audio / FLIPPED).write_bytes(bytes(data))
     out2 = tmp_path / "unchecked"
-    run_melset("extract", "--tracks", SAMPLE_TRACKS, "--audio", audio, "--subset", "large", "--out", out2, "--quiet")
+    run_melset("extract", "--tracks", SAMPLE_TRACKS, "--audio", audio, "--subset", "large", "--out", out2, "--quiet",
+               "--limit", "4")
     assert pd.read_parquet(out2 / "tracks.parquet").set_index("track_id").loc[200010, STATUS] == "ok"
 
 
@@ -121,10 +122,8 @@ def test_a_damaged_archive_member_is_a_failed_row_not_a_crash(tmp_path):
     raw[info.header_offset + 30 + len(info.filename) + 5000] ^= 0xFF  # inside the member's data
     audio.write_bytes(bytes(raw))
     out = tmp_path / "store"
-    run_melset("extract", "--tracks", SAMPLE_TRACKS, "--audio", audio, "--subset", "large", "--out", out, "--quiet",
-               "--checksums", "/dev/null", check=False)
     proc = run_melset("extract", "--tracks", SAMPLE_TRACKS, "--audio", audio, "--subset", "large", "--out", out,
-                      "--quiet")
+                      "--quiet", "--limit", "4")
     rows = pd.read_parquet(out / "tracks.parquet").set_index("track_id")
     # the checksum names it first; zip's own CRC-32 would too
     assert rows.loc[200010, STATUS] == "failed", rows.loc[200010, ERROR]
@@ -187,8 +186,8 @@ def test_places_and_locators(tmp_path):
 @pytest.mark.parametrize(
     "make, words",
     [
-        (lambda p: p.write_bytes(b"PK\x03\x04 not really"), "zip"),
-        (lambda p: p.write_text("hello"), "neither a folder nor a zip archive"),
+        (lambda p: p.write_bytes(b"PK\x03\x04 not really"), "damaged or truncated zip archive"),
+        (lambda p: p.write_text("hello"), "damaged or truncated zip archive"),
     ],
 )
 def test_a_file_that_is_no_archive_is_refused(tmp_path, make, words):
