@@ -736,6 +736,13 @@ MUTATIONS = [
         ("tests/test_locations.py::test_an_archive_that_cannot_be_used_as_it_is_is_one_sentence",),
     ),
     Mutation(
+        "a zip of absolute or '..' member names reads as all missing",
+        "src/melset/location/archive.py",
+        "    if unsafe is not None:",
+        "    if False:",
+        ("tests/test_locations.py::test_an_archive_that_cannot_be_used_as_it_is_is_one_sentence",),
+    ),
+    Mutation(
         "--checksums listing none of the files checks nothing, silently",
         "src/melset/catalog/__init__.py",
         "        if checksums is not None and listed == 0:",

@@ -488,6 +488,9 @@ def test_an_encrypted_or_symlinked_member_is_a_failed_row_with_its_reason(tmp_pa
         (lambda p: _zip_with(p, [("fma_small/200/200010.mp3", b"1"), ("fma_small/200/200010.mp3", b"2")]),
          "two members named fma_small/200/200010.mp3"),
         (lambda p: p.write_bytes(fma_zip(p.with_suffix(".full.zip")).read_bytes()[:-10]), "damaged or truncated"),
+        (lambda p: _zip_with(p, [("/fma_small/200/200010.mp3", b"1")]), "absolute or '..' path"),
+        (lambda p: _zip_with(p, [("fma_small/../200/200010.mp3", b"1")]), "absolute or '..' path"),
+        (lambda p: _zip_with(p, [("inner/fma_small.zip", b"PK")]), "holds only other zip archives"),
     ],
 )
 def test_an_archive_that_cannot_be_used_as_it_is_is_one_sentence(tmp_path, make, words):

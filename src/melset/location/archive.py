@@ -85,6 +85,18 @@ def root_of(arch: str, inner: str | None, options: dict, option: str) -> str:
     names = [i.filename for i in _names(zf)]
     if not names:
         raise MetadataError(f"{option} {arch}: the zip archive holds no files")
+    unsafe = next((n for n in names if n.startswith("/") or ".." in n.split("/")), None)
+    if unsafe is not None:
+        raise MetadataError(
+            f"{option} {arch}: the zip archive has a member named {unsafe!r}, an absolute or '..' path that "
+            "unpacking would put outside its folder; repack it with relative names"
+        )
+    inner_zips = [n for n in names if n.lower().endswith(".zip")]
+    if inner_zips and len(inner_zips) == len(names):
+        raise MetadataError(
+            f"{option} {arch}: the zip archive holds only other zip archives ({inner_zips[0]}, ...); unpack it "
+            "and give the inner archive"
+        )
     seen: set[str] = set()
     twice = next((n for n in names if n in seen or seen.add(n)), None)
     if twice is not None:
