@@ -30,7 +30,6 @@ FOLDER, ARCHIVE, URL = "folder", "archive", "url"
 # by the default recipe anyway, and one request costs less than two (its start and its
 # ID3v1 tag at the end). Larger ones (whole tracks) are read by ranges.
 WHOLE_BELOW = 4 << 20
-MAX_ARCHIVE_TABLE_BYTES = 4 * 10**9
 
 __all__ = [
     "ARCHIVE",
@@ -100,10 +99,11 @@ class Place:
         return locator[len(self.root) + 1 :] if locator.startswith(self.root + "/") else None
 
     def files(self, options: dict | None = None) -> dict[str, str]:
-        """Every file under the root that is not hidden: relative path -> its version in words
-        (size, and ETag or modification time where the storage has them)."""
+        """Every file under an archive's or a URL's root that is not hidden: relative path -> its
+        version in words (size, and CRC-32, ETag or modification time). A local folder is
+        walked by the catalog (`melset.catalog.scan_audio`), which looks at each file itself."""
         if self.kind == FOLDER:
-            return _folder_files(self.root)
+            raise ValueError(f"{self.root}: a local folder has no listing here; walk it with scan_audio")
         if self.kind == ARCHIVE:
             return archive.files(self.archive, self.root, options or {})
         return remote.files(self.root, options or {})
@@ -111,18 +111,6 @@ class Place:
     def read(self, rel: str, options: dict | None = None, max_bytes: int | None = None) -> bytes:
         """The bytes of the file at `rel` (FileNotFoundError when it is not there)."""
         return read_bytes(self.locator(rel), options or {}, max_bytes)
-
-
-def _folder_files(root: str) -> dict[str, str]:
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        folder = os.path.relpath(dirpath, root).replace(os.sep, "/")
-        prefix = "" if folder == "." else folder + "/"
-        for name in filenames:
-            if not name.startswith("."):
-                out[prefix + name] = ""
-    return out
 
 
 def open_place(audio: str | os.PathLike, options: dict | None = None, option: str = "--audio") -> Place:
