@@ -682,8 +682,8 @@ MUTATIONS = [
     Mutation(
         "the track identity keeps the archive's locator",
         "src/melset/extract.py",
-        "            values[PATH] = place.relative(values[PATH]) or values[PATH]",
-        "            pass",
+        "        values[PATH] = catalog.relative(values[PATH]) or values[PATH]",
+        "        pass",
         ("tests/test_locations.py::test_a_run_resumes_whether_the_audio_was_zipped_or_unpacked",),
     ),
     Mutation(

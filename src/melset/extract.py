@@ -191,27 +191,12 @@ def tracks_digest(catalog: Catalog) -> str:
     A track counts by its path relative to the collection root (with track_id, genre, subset
     and split), so a collection moved or mounted elsewhere resumes.
     """
-    place = catalog.place
-    root = catalog.source.get("audio") if place is None or place.is_local else None
     h = hashlib.sha256()
     for rec in catalog.table.itertuples(index=False):
         values = rec._asdict()
-        if root is not None:
-            values[PATH] = _relative(values[PATH], root)
-        else:  # an archive or a URL: the same relative path as the unpacked collection's
-            values[PATH] = place.relative(values[PATH]) or values[PATH]
+        values[PATH] = catalog.relative(values[PATH]) or values[PATH]
         h.update(repr(tuple(values[c] for c in CATALOG_COLUMNS)).encode())
     return h.hexdigest()
-
-
-def _relative(path: str, root: str | None) -> str:
-    if not root:
-        return path
-    inside = os.path.isabs(path) and path.startswith(root + os.sep)
-    if inside and os.path.normpath(path) == path and os.path.normpath(root) == root:
-        return path[len(root) + 1 :].replace(os.sep, "/")  # relpath's answer without its ~15 us a track
-    rel = os.path.relpath(path, root)
-    return path if rel == ".." or rel.startswith(".." + os.sep) else rel.replace(os.sep, "/")
 
 
 def versions() -> dict[str, str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from melset.errors import MetadataError
-from melset.location import Checksums, Fetch, Place, is_url, size_of
+from melset.location import FOLDER, Checksums, Fetch, Place, is_url, size_of
 from melset.vocab import CATALOG_COLUMNS, GENRE_TOP, TRACK_ID
 
 MAX_TABLE_BYTES = 4 * 10**9  # tracks.csv (FMA's full one is ~0.3 GB) or a manifest of millions of files
@@ -57,6 +57,9 @@ class Catalog:
         self.table = (
             self.table.loc[:, list(CATALOG_COLUMNS)].sort_values(TRACK_ID, kind="stable").reset_index(drop=True)
         )
+        audio = self.source.get("audio")
+        if self.place is None and isinstance(audio, str) and audio and not is_url(audio):
+            self.place = Place(FOLDER, audio)  # a local collection's root: what a track's path is relative to
 
     def __len__(self) -> int:
         return len(self.table)

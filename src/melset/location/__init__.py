@@ -87,7 +87,11 @@ class Place:
         if self.kind == FOLDER:
             if is_url(locator):
                 return None
-            rel = os.path.relpath(locator, self.root)
+            root = self.root
+            inside = os.path.isabs(locator) and locator.startswith(root + os.sep)
+            if inside and os.path.normpath(locator) == locator and os.path.normpath(root) == root:
+                return locator[len(root) + 1 :].replace(os.sep, "/")  # relpath's answer without its ~15 us a track
+            rel = os.path.relpath(locator, root)
             return None if rel == ".." or rel.startswith(".." + os.sep) else rel.replace(os.sep, "/")
         if self.kind == ARCHIVE:
             member, _, outer = locator.partition("::")
