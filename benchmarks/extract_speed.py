@@ -46,6 +46,8 @@ import numpy as np
 from melset.audio import mono_mix
 from melset.system import versions
 
+from import_hook import AFTER_IMPORT  # benchmarks/, the script's own folder
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKDIR = Path(tempfile.gettempdir()) / "melset-bench"  # clips are built here once and reused
 SOURCES = ["200010", "200011", "200023", "200036", "200037", "200047"]  # 44.1 kHz stereo, CC-BY / PD
@@ -255,7 +257,7 @@ LIMIT = textwrap.dedent(
 
 # Loaded through PYTHONPATH into the melset run only: notes when the metadata has been read
 # and when the first file starts decoding (the same hook point the durability tests use).
-STARTUP_PROBE = textwrap.dedent(
+STARTUP_PROBE = AFTER_IMPORT + textwrap.dedent(
     """
     import functools, importlib.util, os, sys, time
 
@@ -267,24 +269,6 @@ STARTUP_PROBE = textwrap.dedent(
         os.write(fd, repr(time.time()).encode())
         os.close(fd)
 
-    def _after(module_name, patch):
-        # patch a module right after it is first imported, so no process imports more than it would
-        class Hook:
-            def find_spec(self, name, path=None, target=None):
-                if name != module_name:
-                    return None
-                sys.meta_path.remove(self)
-                spec = importlib.util.find_spec(name)
-                run = spec.loader.exec_module
-
-                def exec_module(module):
-                    run(module)
-                    patch(module)
-
-                spec.loader.exec_module = exec_module
-                return spec
-
-        sys.meta_path.insert(0, Hook())
 
     def _probe_catalog(catalog):
         inner = catalog.open_catalog

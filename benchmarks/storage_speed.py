@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from statistics import median
 
+from import_hook import AFTER_IMPORT  # benchmarks/, the script's own folder
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 SAMPLE = ROOT / "sample" / "fma_audio"
@@ -87,27 +89,10 @@ def folder_bytes(folder: Path) -> int:
 # Loaded through PYTHONPATH into the melset run only: times melset.track._fetch (reading a
 # file's bytes: the GET for s3) and melset.track.process (fetch + decode + log-mel) in each
 # process, wall and CPU, one line per track in MELSET_BENCH_PROBE/<pid>.
-PROBE = textwrap.dedent(
+PROBE = AFTER_IMPORT + textwrap.dedent(
     """
     import importlib.util, os, sys, time
 
-    def _after(module_name, patch):
-        class Hook:
-            def find_spec(self, name, path=None, target=None):
-                if name != module_name:
-                    return None
-                sys.meta_path.remove(self)
-                spec = importlib.util.find_spec(name)
-                run = spec.loader.exec_module
-
-                def exec_module(module):
-                    run(module)
-                    patch(module)
-
-                spec.loader.exec_module = exec_module
-                return spec
-
-        sys.meta_path.insert(0, Hook())
 
     def _patch(track):
         fetch, process = track._fetch, track.process
