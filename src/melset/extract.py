@@ -251,6 +251,7 @@ def check_options(
     if subset not in SUBSETS:
         raise UsageError(f"--subset must be one of {', '.join(SUBSETS)}, not {subset!r}")
     from melset.location import is_archive_name, is_url
+    from melset.location.archive import is_zip
 
     for option, path, kind in (
         ("--audio", audio, "folder"),
@@ -263,7 +264,7 @@ def check_options(
             check_input_file(path, option, MAX_TABLE_BYTES, MetadataError)
         elif not os.path.exists(path):
             raise MetadataError(f"{option} {path}: no such {kind}")
-        elif not os.path.isdir(path) and not (os.path.isfile(path) and _is_zip(path)):
+        elif not os.path.isdir(path) and not (os.path.isfile(path) and is_zip(os.fspath(path))):
             raise MetadataError(f"{option} {path}: not a folder (nor a zip archive)")
     if decoder == "av":
         try:
@@ -271,12 +272,6 @@ def check_options(
         except ImportError:
             raise MissingDependency("--decoder av needs PyAV (FFmpeg): pip install 'melset[av]'") from None
     return choose_layout(layout, tracks, manifest, audio)
-
-
-def _is_zip(path) -> bool:
-    from melset.location.archive import is_zip
-
-    return is_zip(os.fspath(path))
 
 
 def extract(
