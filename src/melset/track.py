@@ -30,6 +30,10 @@ class TrackResult:
     def failed(cls, reason: str, duration_s: float = math.nan) -> TrackResult:
         return cls(FAILED, None, reason, duration_s)
 
+    @classmethod
+    def missing(cls, where: str) -> TrackResult:
+        return cls(MISSING, None, f"file not found: {where}", math.nan)
+
 
 def process(path: str | os.PathLike | Fetch, recipe: Recipe) -> TrackResult:
     """Run the recipe on one file: a local path, or a `Fetch` (a zip archive's member, an
@@ -45,7 +49,7 @@ def process(path: str | os.PathLike | Fetch, recipe: Recipe) -> TrackResult:
     try:
         decoded = audio.decode(path, recipe.sample_rate, recipe.input_frames_needed, recipe.decoder)
     except FileNotFoundError:
-        return TrackResult(MISSING, None, f"file not found: {os.fspath(path)}", math.nan)
+        return TrackResult.missing(os.fspath(path))
     except audio.AudioError as exc:
         return _fetch_failed(path) or TrackResult.failed(str(exc))
     except MemoryError:
@@ -67,14 +71,14 @@ def _fetch(item: Fetch):
     name = item.locator.split("::", 1)[0]  # a member: its own name, for its extension
     if item.problem:  # read ahead by the driver, and that failed
         if item.problem == MISSING_MARK:
-            return TrackResult(MISSING, None, f"file not found: {item.locator}", math.nan)
+            return TrackResult.missing(item.locator)
         return TrackResult.failed(item.problem)
     if item.ranged:
         return Ranged(name, item.size, lambda start, end: read_range(item.locator, item.options, start, end))
     try:
         data = item.data if item.data is not None else read_bytes(item.locator, item.options)
     except FileNotFoundError:
-        return TrackResult(MISSING, None, f"file not found: {item.locator}", math.nan)
+        return TrackResult.missing(item.locator)
     except FetchError as exc:
         return TrackResult.failed(str(exc))
     if item.sha1:
@@ -94,7 +98,7 @@ def _fetch_failed(src) -> TrackResult | None:
     if error is None:
         return None
     if isinstance(error, FileNotFoundError):
-        return TrackResult(MISSING, None, f"file not found: {src.name}", math.nan)
+        return TrackResult.missing(src.name)
     return TrackResult.failed(str(error) if isinstance(error, FetchError) else f"reading failed: {error}")
 
 
