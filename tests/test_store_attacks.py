@@ -246,6 +246,7 @@ def clean(sample_store) -> tuple[dict[str, bytes], dict]:
 @example(mutations=[("journal-field", 9, "duration_s", 31.0)])
 @example(mutations=[("delete", "manifest.json")])
 @example(mutations=[("manifest", "rows", 99, True)])
+@example(mutations=[("manifest", "store_id", "\x80", True)])
 def test_any_damage_to_a_store_ends_in_correct_data_or_one_sentence(sample_store, clean, clean_export, mutations):
     import tempfile
 

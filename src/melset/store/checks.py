@@ -115,8 +115,12 @@ def read_manifest(root: str) -> dict[str, Any]:
         problems.append("identity is not an object")
     if manifest.get("state") not in STATES:
         problems.append(f"state is {_short(manifest.get('state'))}, not one of {', '.join(STATES)}")
-    if not (isinstance(manifest.get("store_id"), str) and manifest["store_id"]):
+    store_id = manifest.get("store_id")
+    if not (isinstance(store_id, str) and store_id):
         problems.append("store_id is missing")
+    elif not (store_id.isascii() and store_id.isalnum() and len(store_id) <= 64):
+        # melset writes uuid4().hex; it becomes .store_id's line and every journal line's owner
+        problems.append(f"store_id is {_short(store_id)}, not letters and digits")
     checksums = manifest.get(CHECKSUMS, {})
     if not (isinstance(checksums, dict) and all(isinstance(v, str) for v in checksums.values())):
         problems.append(f"{CHECKSUMS} is not an object of sha256 strings")
